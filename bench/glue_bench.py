@@ -1,0 +1,275 @@
+"""Glue throughput against a naive glue and the floor (see ../shared/BENCHMARKS.md).
+
+Input: a Lambda DynamoDB Streams event, already parsed, of 1,000 MODIFY records with ~10
+attributes per image of mixed types, ~1.1 KB of DynamoDB JSON each, built from a fixed seed.
+- naive: boto3 TypeDeserializer on Keys/OldImage/NewImage + json.dumps(envelope, default=str);
+- floor: orjson.dumps(record["dynamodb"]), the cost of touching the content once;
+- ours:  glue.core.process_batch, the real path to the bytes handed to PutRecords (decode,
+         envelope, partition keys, shard-aware aggregation), with a Kinesis client that
+         only collects the requests.
+Then Kinesis records and 25 KB PUT payload units for 1,000,000 changes of ~500 bytes.
+
+Usage: python bench/glue_bench.py [--repeats N] [--quick]
+The last line is: glue_bench: ours=<rec/s> naive=<rec/s> floor=<rec/s> vs_naive=<x> vs_floor=<x>
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import random
+import statistics
+import string
+import sys
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "functions"))
+
+import orjson
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+
+from dmsbus.changes import ChangeBuilder, UserRecord
+from dmsbus.partition import hash_key
+from dmsbus.publisher import KinesisPublisher, PublisherSettings
+from glue.core import process_batch
+
+BUS = "bench"
+TABLE = f"{BUS}.legacy.public.orders"
+ARN = f"arn:aws:dynamodb:us-east-1:000000000000:table/{TABLE}/stream/2026-01-01T00:00:00.000"
+PUT_PAYLOAD_UNIT = 25 * 1024
+SEED = 20261122
+
+
+class CollectingKinesis:
+    """Stands in for the Kinesis client: four shards, collects every PutRecords request."""
+
+    def __init__(self, shards: int = 4) -> None:
+        step = 2**128 // shards
+        self._shards = [
+            {
+                "ShardId": f"shardId-{index:012d}",
+                "HashKeyRange": {
+                    "StartingHashKey": str(index * step),
+                    "EndingHashKey": str(2**128 - 1 if index == shards - 1 else (index + 1) * step - 1),
+                },
+                "SequenceNumberRange": {"StartingSequenceNumber": "0"},
+            }
+            for index in range(shards)
+        ]
+        self.requests: list[list[dict[str, Any]]] = []
+
+    def list_shards(self, **_: Any) -> dict[str, Any]:
+        return {"Shards": self._shards}
+
+    def put_records(self, *, StreamName: str, Records: list[dict[str, Any]]) -> dict[str, Any]:  # noqa: N803
+        self.requests.append(Records)
+        return {"FailedRecordCount": 0, "Records": [{"SequenceNumber": "1"} for _ in Records]}
+
+
+def _image(rng: random.Random, order_id: int) -> dict[str, Any]:
+    """A legacy order row as DMS writes it: 10 attributes of mixed types, short values."""
+    word = lambda: "".join(rng.choices(string.ascii_lowercase, k=rng.randint(4, 9)))  # noqa: E731
+    return {
+        "id": order_id,
+        "customer_id": rng.randint(1, 10**7),
+        "status": rng.choice(["new", "paid", "shipped", "cancelled"]),
+        "total": Decimal(f"{rng.randint(1, 99999)}.{rng.randint(1, 99):02d}"),
+        "created_at": f"2026-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00Z",
+        "express": rng.random() < 0.3,
+        "coupon": None,
+        "shipping": {
+            "street": f"{rng.randint(1, 999)} {word().title()} St",
+            "city": word().title(),
+            "zip": f"{rng.randint(10000, 99999)}",
+            "country": "US",
+        },
+        "lines": [
+            {
+                "sku": f"SKU-{rng.randint(1000, 9999)}",
+                "qty": rng.randint(1, 5),
+                "price": Decimal(f"{rng.randint(1, 999)}.{rng.randint(1, 99):02d}"),
+            }
+            for _ in range(3)
+        ],
+        "tags": {word() for _ in range(3)},
+    }
+
+
+def _ddb_image(image: dict[str, Any]) -> dict[str, Any]:
+    serializer = TypeSerializer()
+    return {name: serializer.serialize(value) for name, value in image.items()}
+
+
+def make_event(count: int = 1000, seed: int = SEED) -> dict[str, Any]:
+    """The Lambda event of ``count`` MODIFY records, deterministic for a seed."""
+    rng = random.Random(seed)
+    records = []
+    for index in range(count):
+        order_id = rng.randint(1, 10**9)
+        old, new = _image(rng, order_id), _image(rng, order_id)
+        records.append(
+            {
+                "eventID": f"{index:032x}",
+                "eventName": "MODIFY",
+                "eventVersion": "1.1",
+                "eventSource": "aws:dynamodb",
+                "awsRegion": "us-east-1",
+                "dynamodb": {
+                    "ApproximateCreationDateTime": 1_763_800_000 + index,
+                    "Keys": {"id": {"N": str(order_id)}},
+                    "OldImage": _ddb_image(old),
+                    "NewImage": _ddb_image(new),
+                    "SequenceNumber": f"{10**20 + index:024d}",
+                    "SizeBytes": 1100,
+                    "StreamViewType": "NEW_AND_OLD_IMAGES",
+                },
+                "eventSourceARN": ARN,
+            }
+        )
+    return {"Records": records}
+
+
+def naive(event: dict[str, Any]) -> list[bytes]:
+    deserializer = TypeDeserializer()
+    out = []
+    for record in event["Records"]:
+        ddb = record["dynamodb"]
+        envelope = {
+            "v": 1,
+            "id": f"{TABLE}/{ddb['SequenceNumber']}",
+            "op": "u",
+            "ts_ms": int(ddb["ApproximateCreationDateTime"] * 1000),
+            "source": {"bus": BUS, "source": "legacy", "schema": "public", "table": "orders"},
+            "key": {k: deserializer.deserialize(v) for k, v in ddb["Keys"].items()},
+            "before": {k: deserializer.deserialize(v) for k, v in ddb["OldImage"].items()},
+            "after": {k: deserializer.deserialize(v) for k, v in ddb["NewImage"].items()},
+        }
+        out.append(json.dumps(envelope, default=str).encode("utf-8"))
+    return out
+
+
+def floor(event: dict[str, Any]) -> list[bytes]:
+    return [orjson.dumps(record["dynamodb"]) for record in event["Records"]]
+
+
+def make_ours(aggregate: bool = True) -> Callable[[dict[str, Any]], list[list[dict[str, Any]]]]:
+    builder = ChangeBuilder(BUS)
+    client = CollectingKinesis()
+    publisher = KinesisPublisher(client, "bench-stream", settings=PublisherSettings(aggregate=aggregate))  # type: ignore[arg-type]
+
+    def ours(event: dict[str, Any]) -> list[list[dict[str, Any]]]:
+        client.requests = []
+        outcome = process_batch(event["Records"], builder=builder, publisher=publisher, dead_letters=None)
+        if outcome.failed:
+            raise RuntimeError("the bench glue failed records")
+        return client.requests
+
+    return ours
+
+
+def measure(function: Callable[[dict[str, Any]], Any], event: dict[str, Any], repeats: int) -> float:
+    """Median seconds per call, after a warm-up, with the GC out of the timed region."""
+    for _ in range(3):
+        function(event)
+    times = []
+    for _ in range(repeats):
+        gc.collect()
+        gc.disable()
+        start = time.perf_counter()
+        function(event)
+        times.append(time.perf_counter() - start)
+        gc.enable()
+    return statistics.median(times)
+
+
+def units(size: int) -> int:
+    return max(1, math.ceil(size / PUT_PAYLOAD_UNIT))
+
+
+def payload_units(changes: int, change_bytes: int, batch: int, shards: int) -> dict[str, float]:
+    """Kinesis records and PUT payload units for ``changes`` of ~``change_bytes`` each, put by
+    the glue's real aggregation in Lambda batches of ``batch`` on ``shards`` shards."""
+    rng = random.Random(SEED)
+    client = CollectingKinesis(shards)
+    publisher = KinesisPublisher(client, "units", settings=PublisherSettings())  # type: ignore[arg-type]
+    filler = "x" * change_bytes
+    plain_records = plain_units = aggregated_records = aggregated_units = total = 0
+    template = bytearray(filler.encode())
+    for start in range(0, changes, batch):
+        client.requests = []
+        records = []
+        for index in range(min(batch, changes - start)):
+            pk = f'public.orders|{{"id":{rng.randint(1, 10**9)}}}'
+            data = bytes(template[: change_bytes - len(pk)])
+            record = UserRecord(data, pk, hash_key(pk), index)
+            records.append(record)
+            total += record.size
+            plain_records += 1
+            plain_units += units(record.size)
+        result = publisher.publish(records)
+        assert result.failed_from is None
+        for request in client.requests:
+            for entry in request:
+                aggregated_records += 1
+                aggregated_units += units(len(entry["Data"]) + len(entry["PartitionKey"].encode()))
+    ideal = total / PUT_PAYLOAD_UNIT
+    return {
+        "plain_records": plain_records,
+        "plain_units": plain_units,
+        "aggregated_records": aggregated_records,
+        "aggregated_units": aggregated_units,
+        "ideal_units": ideal,
+        "ratio": aggregated_units / ideal,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=21)
+    parser.add_argument("--quick", action="store_true", help="few repeats and 100,000 changes for units")
+    args = parser.parse_args(argv)
+    repeats = 5 if args.quick else args.repeats
+    unit_changes = 100_000 if args.quick else 1_000_000
+
+    event = make_event()
+    sizes = [len(orjson.dumps(record["dynamodb"])) for record in event["Records"]]
+    count = len(event["Records"])
+    print(f"input: {count} MODIFY records, {statistics.mean(sizes):.0f} bytes of DynamoDB JSON each (mean)")
+    ours = make_ours()
+    plain = make_ours(aggregate=False)
+    seconds = {
+        "naive": measure(naive, event, repeats),
+        "floor": measure(floor, event, repeats),
+        "ours": measure(ours, event, repeats),
+        "ours_plain": measure(plain, event, repeats),
+    }
+    rate = {name: count / value for name, value in seconds.items()}
+    for name, value in seconds.items():
+        print(f"{name:>10}: {value * 1000:8.2f} ms per {count} records, {rate[name]:>10,.0f} rec/s")
+
+    print(f"\nKinesis cost of {unit_changes:,} changes of ~500 bytes (25 KB PUT payload units):")
+    for batch in (1000, 5000):
+        for shards in (1, 4):
+            figures = payload_units(unit_changes, 500, batch, shards)
+            print(
+                f"  glue batches of {batch:>5}, {shards} shards: plain {figures['plain_records']:,} records "
+                f"{figures['plain_units']:,} units; aggregated {figures['aggregated_records']:,} records "
+                f"{figures['aggregated_units']:,} units = {figures['ratio']:.3f} x total bytes / 25 KB"
+            )
+    print(
+        f"glue_bench: ours={rate['ours']:.0f} naive={rate['naive']:.0f} floor={rate['floor']:.0f} "
+        f"vs_naive={rate['ours'] / rate['naive']:.2f} vs_floor={rate['ours'] / rate['floor']:.3f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

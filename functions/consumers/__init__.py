@@ -1,0 +1,1 @@
+"""Consumer Lambdas: each a folder with a ``handler.py`` using ``dmsbus.consumer``."""

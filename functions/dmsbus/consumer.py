@@ -1,0 +1,226 @@
+"""The consumer SDK: a decorated function becomes a Lambda handler for the bus's stream.
+
+```python
+from dmsbus.consumer import consumer, ChangeEvent
+
+@consumer(tables=["public.orders"], ops=["c", "u"])
+def handler(event: ChangeEvent) -> None: ...
+```
+
+The handler takes the Kinesis event as Lambda hands it (aggregated or plain records),
+parses every change, keeps those that match ``tables``/``ops`` and calls the function in
+stream order. On the first failure it stops and reports that Kinesis record and every
+later one in ``batchItemFailures``: an ordered stream must not skip ahead, so Lambda
+retries from there (the event source mapping needs ``ReportBatchItemFailures``). Events
+already handled in a retried record are handed again: dedup on ``event.id``.
+
+A record whose data is not a change event goes to the dead-letter queue (``BUS_DLQ_URL``)
+and is skipped; without a queue it stops the batch like a failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+from aws_kinesis_agg.deaggregator import iter_deaggregate_records
+
+from dmsbus.deadletter import DeadLetterQueue, dead_letters_from_env
+from dmsbus.envelope import OPS, ChangeEvent, EnvelopeError
+
+__all__ = ["ChangeEvent", "ConsumerHandler", "Selection", "consumer", "dedup_key"]
+
+logger = logging.getLogger("dmsbus.consumer")
+
+LambdaResponse = dict[str, list[dict[str, str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """Which events a consumer wants: ``schema.table`` patterns (``*`` wildcards) and ops."""
+
+    tables: tuple[str, ...] | None = None
+    ops: frozenset[str] | None = None
+
+    @classmethod
+    def of(cls, tables: Iterable[str] | None, ops: Iterable[str] | None) -> Selection:
+        if isinstance(tables, str) or isinstance(ops, str):
+            raise TypeError("tables and ops are lists: tables=['public.orders'], ops=['c', 'u']")
+        table_patterns = None if tables is None else tuple(tables)
+        for pattern in table_patterns or ():
+            if pattern.count(".") != 1:
+                raise ValueError(f"table {pattern!r} must be 'schema.table' (wildcards allowed: 'public.*')")
+        op_set = None if ops is None else frozenset(ops)
+        unknown = sorted((op_set or frozenset()) - OPS)
+        if unknown:
+            raise ValueError(
+                f"ops {unknown} are not change ops; use c (insert), u (update), d (delete), r (backfill)"
+            )
+        return cls(table_patterns, op_set)
+
+    def matches(self, event: ChangeEvent) -> bool:
+        if self.ops is not None and event.op not in self.ops:
+            return False
+        if self.tables is None:
+            return True
+        name = event.qualified_table
+        return any(fnmatchcase(name, pattern) for pattern in self.tables)
+
+
+DeadLettersSource = DeadLetterQueue | Callable[[], DeadLetterQueue | None] | None
+
+
+class ConsumerHandler:
+    """The Lambda entry point made by ``@consumer``; ``function`` is the decorated one."""
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        selection: Selection,
+        *,
+        batch: bool,
+        dead_letters: DeadLettersSource,
+    ) -> None:
+        self.function = function
+        self.selection = selection
+        self.batch = batch
+        self._dead_letters_source = dead_letters
+        self._dead_letters_resolved = False
+        self._dead_letters: DeadLetterQueue | None = None
+        self.__name__ = getattr(function, "__name__", "handler")
+        self.__doc__ = function.__doc__
+
+    @property
+    def dead_letters(self) -> DeadLetterQueue | None:
+        if not self._dead_letters_resolved:
+            source = self._dead_letters_source
+            self._dead_letters = source() if callable(source) else source
+            self._dead_letters_resolved = True
+        return self._dead_letters
+
+    def __call__(self, event: Mapping[str, Any], context: Any = None) -> LambdaResponse:
+        records: Sequence[Mapping[str, Any]] = event.get("Records") or []
+        failed_from = self._run_batch(records) if self.batch else self._run_each(records)
+        if failed_from is None:
+            return {"batchItemFailures": []}
+        return {
+            "batchItemFailures": [
+                {"itemIdentifier": record["kinesis"]["sequenceNumber"]} for record in records[failed_from:]
+            ]
+        }
+
+    def _run_each(self, records: Sequence[Mapping[str, Any]]) -> int | None:
+        for index, record in enumerate(records):
+            events = self._events(record)
+            if events is None:
+                return index
+            for change in events:
+                try:
+                    self.function(change)
+                except Exception:
+                    logger.exception(
+                        "consumer %s failed on change %s; stopping at Kinesis record %s",
+                        self.__name__,
+                        change.id,
+                        record["kinesis"]["sequenceNumber"],
+                    )
+                    return index
+        return None
+
+    def _run_batch(self, records: Sequence[Mapping[str, Any]]) -> int | None:
+        collected: list[ChangeEvent] = []
+        stop: int | None = None
+        for index, record in enumerate(records):
+            events = self._events(record)
+            if events is None:
+                stop = index
+                break
+            collected.extend(events)
+        if collected:
+            try:
+                self.function(collected)
+            except Exception:
+                logger.exception(
+                    "consumer %s failed on a batch of %d changes (%s .. %s)",
+                    self.__name__,
+                    len(collected),
+                    collected[0].id,
+                    collected[-1].id,
+                )
+                return 0
+        return stop
+
+    def _events(self, record: Mapping[str, Any]) -> list[ChangeEvent] | None:
+        """The matching events of one Kinesis record, or None if it must stop the batch."""
+        events: list[ChangeEvent] = []
+        for user_record in iter_deaggregate_records([dict(record)]):
+            kinesis = user_record["kinesis"]
+            try:
+                change = ChangeEvent.from_json(base64.b64decode(kinesis["data"]))
+            except (EnvelopeError, ValueError) as exc:
+                if not self._park(record, kinesis, exc):
+                    return None
+                continue
+            if self.selection.matches(change):
+                events.append(change)
+        return events
+
+    def _park(self, record: Mapping[str, Any], user: Mapping[str, Any], error: Exception) -> bool:
+        where = (
+            f"Kinesis record {record['kinesis']['sequenceNumber']}"
+            f" (sub-sequence {user.get('subSequenceNumber', 0)}, partition key {user.get('partitionKey')!r})"
+        )
+        dead_letters = self.dead_letters
+        if dead_letters is None:
+            logger.error(
+                "%s is not a change event: %s; no BUS_DLQ_URL, so the batch stops here", where, error
+            )
+            return False
+        data = user["data"]
+        dead_letters.send(
+            reason=f"{where} is not a change event: {error}",
+            record={
+                "eventSourceARN": record.get("eventSourceARN"),
+                "sequenceNumber": record["kinesis"]["sequenceNumber"],
+                "subSequenceNumber": user.get("subSequenceNumber"),
+                "partitionKey": user.get("partitionKey"),
+                "data": data.decode("ascii") if isinstance(data, bytes) else data,
+            },
+            detail={"consumer": self.__name__},
+        )
+        logger.warning("%s is not a change event (%s); sent to the dead-letter queue", where, error)
+        return True
+
+
+def consumer(
+    *,
+    tables: Iterable[str] | None = None,
+    ops: Iterable[str] | None = None,
+    batch: bool = False,
+    dead_letters: DeadLettersSource = None,
+) -> Callable[[Callable[..., Any]], ConsumerHandler]:
+    """Make a Lambda handler for the bus stream from a function of one ``ChangeEvent``
+    (or, with ``batch=True``, of a list of them: one call per Lambda batch).
+
+    ``dead_letters`` defaults to the queue named by ``BUS_DLQ_URL``.
+    """
+    selection = Selection.of(tables, ops)
+    source: DeadLettersSource = dead_letters if dead_letters is not None else _env_dead_letters
+
+    def decorate(function: Callable[..., Any]) -> ConsumerHandler:
+        return ConsumerHandler(function, selection, batch=batch, dead_letters=source)
+
+    return decorate
+
+
+def _env_dead_letters() -> DeadLetterQueue | None:
+    return dead_letters_from_env("consumer")
+
+
+def dedup_key(event: ChangeEvent) -> str:
+    """The idempotency key of a change (its ``id``), for Powertools idempotency or an upsert."""
+    return event.id

@@ -1,0 +1,1 @@
+"""The glue Lambda: DynamoDB Streams records -> change events on the bus's Kinesis stream."""

@@ -1,0 +1,143 @@
+"""The glue's logic, free of Lambda and environment: testable with fakes or moto."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dmsbus.changes import ChangeBuilder, StreamRecordError, UserRecord, describe_stream_record
+from dmsbus.ddbjson import NumberMode
+from dmsbus.deadletter import DLQ_URL_VARIABLE, DeadLetterQueue
+from dmsbus.publisher import KinesisPublisher, PublisherSettings, PublishResult
+
+logger = logging.getLogger("dmsbus.glue")
+
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
+
+
+class SettingsError(ValueError):
+    """An environment variable of the glue is missing or malformed."""
+
+
+@dataclass(frozen=True, slots=True)
+class GlueSettings:
+    bus: str
+    stream_name: str
+    dlq_url: str | None = None
+    numbers: NumberMode = "string"
+    publisher: PublisherSettings = field(default_factory=PublisherSettings)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> GlueSettings:
+        defaults = PublisherSettings()
+        numbers = environ.get("BUS_NUMBERS", "string").strip() or "string"
+        if numbers not in ("string", "number"):
+            raise SettingsError(f"BUS_NUMBERS must be 'string' or 'number', not {numbers!r}")
+        try:
+            publisher = PublisherSettings(
+                aggregate=_flag(environ, "BUS_AGGREGATE", defaults.aggregate),
+                max_aggregate_bytes=_int(environ, "BUS_AGGREGATE_MAX_BYTES", defaults.max_aggregate_bytes),
+                max_attempts=_int(environ, "BUS_PUT_MAX_ATTEMPTS", defaults.max_attempts),
+            )
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        return cls(
+            bus=_required(environ, "BUS_NAME"),
+            stream_name=_required(environ, "BUS_STREAM_NAME"),
+            dlq_url=environ.get(DLQ_URL_VARIABLE, "").strip() or None,
+            numbers=numbers,  # type: ignore[arg-type]
+            publisher=publisher,
+        )
+
+
+def _required(environ: Mapping[str, str], name: str) -> str:
+    value = environ.get(name, "").strip()
+    if not value:
+        raise SettingsError(f"environment variable {name} is required by the glue and is not set")
+    return value
+
+
+def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE:
+        return True
+    if raw in _FALSE:
+        return False
+    raise SettingsError(f"environment variable {name} must be true or false, not {raw!r}")
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"environment variable {name} must be an integer, not {raw!r}") from None
+
+
+@dataclass(slots=True)
+class GlueOutcome:
+    changes: int
+    poison: int
+    publish: PublishResult
+    #: SequenceNumbers of the stream records Lambda must hand again, in order.
+    failed: list[str]
+    #: Why the batch stopped at a poison record, when there is no dead-letter queue.
+    stopped_by: str | None = None
+
+    def response(self) -> dict[str, list[dict[str, str]]]:
+        return {"batchItemFailures": [{"itemIdentifier": sequence} for sequence in self.failed]}
+
+
+def process_batch(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    builder: ChangeBuilder,
+    publisher: KinesisPublisher,
+    dead_letters: DeadLetterQueue | None,
+    deadline: float | None = None,
+) -> GlueOutcome:
+    """Turn one Lambda batch of stream records into change events on the stream.
+
+    A poison record goes to ``dead_letters`` and is skipped; without a queue the batch
+    stops there (loudly) and that record and the later ones are reported as failures,
+    as are the ones whose put finally failed, so Lambda hands them again in order.
+    """
+    user_records: list[UserRecord] = []
+    poison = 0
+    stop: int | None = None
+    stopped_by: str | None = None
+    for index, record in enumerate(records):
+        try:
+            user_records.append(builder.encode_stream_record(record, index))
+        except StreamRecordError as exc:
+            if dead_letters is None:
+                stop, stopped_by = index, str(exc)
+                logger.error("poison record and no BUS_DLQ_URL, the shard stops here: %s", exc)
+                break
+            dead_letters.send(reason=str(exc), record=record, detail={"bus": builder.bus})
+            poison += 1
+            logger.warning("poison record sent to the dead-letter queue: %s", exc)
+    result = publisher.publish(user_records, deadline=deadline)
+    starts = [index for index in (stop, result.failed_from) if index is not None]
+    failed = [_sequence_number(record) for record in records[min(starts) :]] if starts else []
+    return GlueOutcome(
+        changes=len(user_records), poison=poison, publish=result, failed=failed, stopped_by=stopped_by
+    )
+
+
+def _sequence_number(record: Mapping[str, Any]) -> str:
+    try:
+        sequence = record["dynamodb"]["SequenceNumber"]
+    except (KeyError, TypeError):
+        sequence = None
+    if not isinstance(sequence, str):
+        # Lambda can only retry from a sequence number: without one the whole batch must fail.
+        raise StreamRecordError(f"{describe_stream_record(record)} has no SequenceNumber to report")
+    return sequence

@@ -1,0 +1,105 @@
+"""Glue Lambda entry point: ``glue.handler.handler``. Parse -> core -> report."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from botocore.config import Config
+
+from dmsbus.changes import ChangeBuilder
+from dmsbus.deadletter import DeadLetterQueue
+from dmsbus.publisher import KinesisPublisher
+from glue.core import GlueOutcome, GlueSettings, process_batch
+
+logger = Logger(service="dmsbus-glue")
+metrics = Metrics(namespace="dmsbus", service="glue")
+
+#: Time kept back from the invocation's limit to report what was not put.
+DEADLINE_MARGIN_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Glue:
+    settings: GlueSettings
+    builder: ChangeBuilder
+    publisher: KinesisPublisher
+    dead_letters: DeadLetterQueue | None
+
+
+@cache
+def glue() -> Glue:
+    """Built once per container, at the first invocation."""
+    settings = GlueSettings.from_env(os.environ)
+    config = Config(retries={"mode": "standard", "max_attempts": 3})
+    return Glue(
+        settings=settings,
+        builder=ChangeBuilder(settings.bus, numbers=settings.numbers),
+        publisher=KinesisPublisher(
+            boto3.client("kinesis", config=config), settings.stream_name, settings=settings.publisher
+        ),
+        dead_letters=(
+            DeadLetterQueue(boto3.client("sqs", config=config), settings.dlq_url, stage="glue")
+            if settings.dlq_url
+            else None
+        ),
+    )
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str]]]:
+    app = glue()
+    outcome = process_batch(
+        event.get("Records") or [],
+        builder=app.builder,
+        publisher=app.publisher,
+        dead_letters=app.dead_letters,
+        deadline=_deadline(context),
+    )
+    report(outcome)
+    return outcome.response()
+
+
+def _deadline(context: Any) -> float | None:
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    seconds_left = float(remaining()) / 1000
+    return time.monotonic() + max(0.0, seconds_left - DEADLINE_MARGIN_SECONDS)
+
+
+def report(outcome: GlueOutcome) -> None:
+    result = outcome.publish
+    metrics.add_metric(name="Changes", unit=MetricUnit.Count, value=outcome.changes)
+    metrics.add_metric(name="RecordsPut", unit=MetricUnit.Count, value=result.kinesis_records)
+    metrics.add_metric(name="PutRetries", unit=MetricUnit.Count, value=result.retries)
+    metrics.add_metric(name="PoisonRecords", unit=MetricUnit.Count, value=outcome.poison)
+    metrics.add_metric(name="FailedRecords", unit=MetricUnit.Count, value=len(outcome.failed))
+    fields = {
+        "changes": outcome.changes,
+        "records_put": result.kinesis_records,
+        "requests": result.requests,
+        "retries": result.retries,
+        "reshards": result.reshards,
+        "poison": outcome.poison,
+        "failed": len(outcome.failed),
+    }
+    if outcome.failed:
+        logger.error(
+            "batch not fully published; Lambda will hand it again from the first failed record",
+            extra={
+                **fields,
+                "first_failed": outcome.failed[0],
+                "errors": result.errors,
+                "stopped_by": outcome.stopped_by,
+            },
+        )
+    else:
+        logger.info("batch published", extra=fields)

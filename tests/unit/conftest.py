@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+from moto.kinesis.models import Stream
+
+from dmsbus.changes import ChangeBuilder
+from dmsbus.deadletter import DeadLetterQueue, read_letter
+from dmsbus.publisher import KinesisPublisher, PublisherSettings
+from tests.streams import BUS
+
+STREAM = "demo-bus"
+
+
+def _open_shard_for_key(self: Stream, partition_key: str, explicit_hash_key: str) -> Any:
+    """moto routes a put to the first shard whose range covers the key, closed ones
+    included, and treats EndingHashKey as exclusive. Kinesis writes only to open shards
+    and EndingHashKey is inclusive: route as Kinesis does."""
+    import hashlib
+
+    key = (
+        int(explicit_hash_key)
+        if explicit_hash_key
+        else int(hashlib.md5(partition_key.encode()).hexdigest(), 16)
+    )
+    for shard in self.shards.values():
+        if shard.is_open and shard.starting_hash <= key <= shard.ending_hash:
+            return shard
+    return None
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(Stream, "get_shard_for_key", _open_shard_for_key)
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def kinesis(aws: None) -> Any:
+    client = boto3.client("kinesis", region_name="us-east-1")
+    client.create_stream(StreamName=STREAM, ShardCount=4)
+    return client
+
+
+@pytest.fixture
+def sqs(aws: None) -> Any:
+    return boto3.client("sqs", region_name="us-east-1")
+
+
+@pytest.fixture
+def dlq(sqs: Any) -> DeadLetterQueue:
+    url = sqs.create_queue(QueueName="demo-glue-dlq")["QueueUrl"]
+    return DeadLetterQueue(sqs, url, stage="glue")
+
+
+@pytest.fixture
+def builder() -> ChangeBuilder:
+    return ChangeBuilder(BUS)
+
+
+class Sleeps(list[float]):
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+@pytest.fixture
+def make_publisher(kinesis: Any, sleeps: Sleeps) -> Callable[..., KinesisPublisher]:
+    def make(client: Any = None, **settings: Any) -> KinesisPublisher:
+        return KinesisPublisher(
+            client or kinesis,
+            STREAM,
+            settings=PublisherSettings(**settings),
+            sleep=sleeps,
+            jitter=lambda: 1.0,
+        )
+
+    return make
+
+
+def dead_letters(sqs: Any, url: str) -> list[dict[str, Any]]:
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    return [read_letter(message["Body"]) for message in messages]
