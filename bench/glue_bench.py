@@ -95,9 +95,9 @@ def _image(rng: random.Random, order_id: int) -> dict[str, Any]:
                 "qty": rng.randint(1, 5),
                 "price": Decimal(f"{rng.randint(1, 999)}.{rng.randint(1, 99):02d}"),
             }
-            for _ in range(3)
+            for _ in range(2)
         ],
-        "tags": {word() for _ in range(3)},
+        "tags": {word() for _ in range(2)},
     }
 
 

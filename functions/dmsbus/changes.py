@@ -53,67 +53,97 @@ class ChangeBuilder:
 
     def from_stream_record(self, record: Mapping[str, Any]) -> ChangeEvent:
         """A Lambda DynamoDB Streams record -> its change event; StreamRecordError if poison."""
-        try:
-            return self._from_stream_record(record)
-        except StreamRecordError:
-            raise
-        except Exception as exc:
-            raise StreamRecordError(f"{describe_stream_record(record)}: {_reason(exc)}") from exc
-
-    def _from_stream_record(self, record: Mapping[str, Any]) -> ChangeEvent:
-        table = self._table(record["eventSourceARN"])
-        ddb = record["dynamodb"]
-        event_name = record["eventName"]
-        op = STREAM_OPS.get(event_name)
-        if op is None:
-            raise StreamRecordError(
-                f"{describe_stream_record(record)}: eventName {event_name!r} is not INSERT, MODIFY or REMOVE"
-            )
-        sequence = ddb["SequenceNumber"]
-        if type(sequence) is not str:
-            raise DecodeError(f"dynamodb.SequenceNumber {sequence!r} is not a string")
-        name = table.name
-        dynamodb_table = name.dynamodb_table
-        ttl = False
-        if op == "d":
-            identity = record.get("userIdentity")
-            ttl = bool(identity) and identity.get("principalId") == _TTL_PRINCIPAL  # type: ignore[union-attr]
-        decode = self._decoder.image
-        before = None if op == "c" else _image(decode, ddb, "OldImage")
-        after = None if op == "d" else _image(decode, ddb, "NewImage")
-        keys = ddb["Keys"]
-        try:
-            # The images hold the key attributes: take them decoded rather than decode twice.
-            image = before if after is None else after
-            key = {name: image[name] for name in keys}  # type: ignore[index]
-        except (KeyError, TypeError):
-            key = _image(decode, ddb, "Keys")
-        return ChangeEvent(
-            id=f"{dynamodb_table}/{sequence}",
-            op=op,
-            ts_ms=_millis(ddb["ApproximateCreationDateTime"]),
-            source=Source(
-                bus=name.bus,
-                source=name.source,
-                schema=name.schema,
-                table=name.table,
-                version=name.version,
-                dynamodb_table=dynamodb_table,
-                sequence=sequence,
-                ttl=ttl,
-            ),
-            key=key,
-            before=before,
-            after=after,
-        )
+        return self._event(record)[0]
 
     def encode_stream_record(self, record: Mapping[str, Any], origin: int) -> UserRecord:
-        """``from_stream_record`` then ``user_record``: the glue's one call per record."""
-        return self.user_record(self.from_stream_record(record), origin)
+        """The glue's one call per record: the change event, serialized and routed."""
+        event, table = self._event(record)
+        return self._user_record(event, table, origin)
+
+    def _event(self, record: Mapping[str, Any]) -> tuple[ChangeEvent, _Table]:
+        # The hot path validates nothing it need not: any failure is diagnosed afterwards
+        # by _diagnose, which names the record and the field.
+        try:
+            arn = record["eventSourceARN"]
+            table = self._tables.get(arn) or self._table(arn)
+            ddb = record["dynamodb"]
+            op = STREAM_OPS[record["eventName"]]
+            sequence = ddb["SequenceNumber"]
+            name = table.name
+            dynamodb_table = name.dynamodb_table
+            image = self._decoder.image
+            before = None if op == "c" else image(ddb["OldImage"])
+            after = None if op == "d" else image(ddb["NewImage"])
+            # The images hold the key attributes: take them decoded rather than decode twice.
+            row = before if after is None else after
+            key = {attribute: row[attribute] for attribute in ddb["Keys"]}  # type: ignore[index]
+            ttl = op == "d" and (record.get("userIdentity") or {}).get("principalId") == _TTL_PRINCIPAL
+            event = ChangeEvent(
+                id=f"{dynamodb_table}/{sequence}",
+                op=op,
+                ts_ms=round(ddb["ApproximateCreationDateTime"] * 1000),
+                source=Source(
+                    bus=name.bus,
+                    source=name.source,
+                    schema=name.schema,
+                    table=name.table,
+                    version=name.version,
+                    dynamodb_table=dynamodb_table,
+                    sequence=sequence,
+                    ttl=ttl,
+                ),
+                key=key,
+                before=before,
+                after=after,
+            )
+        except Exception as exc:
+            raise StreamRecordError(
+                f"{describe_stream_record(record)}: {self._diagnose(record, exc)}"
+            ) from exc
+        if type(sequence) is not str or type(event.ts_ms) is not int:
+            raise StreamRecordError(f"{describe_stream_record(record)}: {self._diagnose(record, None)}")
+        return event, table
+
+    def _diagnose(self, record: Mapping[str, Any], error: Exception | None) -> str:
+        """Why a stream record cannot become an event, naming the field (the slow path)."""
+        if isinstance(error, TableNameError):
+            return str(error)
+        ddb = record.get("dynamodb")
+        if not isinstance(ddb, Mapping):
+            return "field 'dynamodb' is missing or not an object"
+        event_name = record.get("eventName")
+        if event_name not in STREAM_OPS:
+            return f"eventName {event_name!r} is not INSERT, MODIFY or REMOVE"
+        if not isinstance(ddb.get("SequenceNumber"), str):
+            return f"dynamodb.SequenceNumber {ddb.get('SequenceNumber')!r} is not a string"
+        seconds = ddb.get("ApproximateCreationDateTime")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+            return f"dynamodb.ApproximateCreationDateTime {seconds!r} is not epoch seconds"
+        op = STREAM_OPS[event_name]
+        fields = ["Keys"] + ([] if op == "c" else ["OldImage"]) + ([] if op == "d" else ["NewImage"])
+        for field in fields:
+            image = ddb.get(field)
+            if image is None:
+                return (
+                    f"dynamodb.{field} is missing (the table's stream must be NEW_AND_OLD_IMAGES, "
+                    f"it is {ddb.get('StreamViewType', 'unknown')})"
+                )
+            try:
+                decoded = self._decoder.image(image)
+            except DecodeError as exc:
+                return f"dynamodb.{field}.{exc}"
+            if field != "Keys":
+                missing = sorted(set(ddb["Keys"]) - set(decoded))
+                if missing:
+                    return f"dynamodb.{field} lacks the key attributes {missing}"
+        return _reason(error) if error is not None else "malformed stream record"
 
     def user_record(self, event: ChangeEvent, origin: int) -> UserRecord:
         """Serialize and route one event; StreamRecordError when it exceeds Kinesis's limit."""
         table = self._tables.get(event.source.dynamodb_table) or self._remember(event.source.dynamodb_table)
+        return self._user_record(event, table, origin)
+
+    def _user_record(self, event: ChangeEvent, table: _Table, origin: int) -> UserRecord:
         data = event.to_json()
         pk = partition_key_with_prefix(table.prefix, event.key)
         record = UserRecord(data, pk, hash_key(pk), origin)
@@ -142,26 +172,6 @@ class ChangeBuilder:
         table = _Table(name, f"{name.schema}.{name.table}|")
         self._tables[dynamodb_table] = table
         return table
-
-
-def _image(decode: Any, ddb: Mapping[str, Any], field: str) -> dict[str, Any]:
-    image = ddb.get(field)
-    if image is None:
-        raise DecodeError(
-            f"dynamodb.{field} is missing (the table's stream must be NEW_AND_OLD_IMAGES, "
-            f"it is {ddb.get('StreamViewType', 'unknown')})"
-        )
-    try:
-        result: dict[str, Any] = decode(image)
-    except DecodeError as exc:
-        raise DecodeError(f"dynamodb.{field}.{exc}") from None
-    return result
-
-
-def _millis(seconds: Any) -> int:
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        raise DecodeError(f"dynamodb.ApproximateCreationDateTime {seconds!r} is not epoch seconds")
-    return round(seconds * 1000)
 
 
 def _reason(exc: Exception) -> str:

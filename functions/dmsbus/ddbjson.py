@@ -147,7 +147,7 @@ class Decoder:
         # much as the decoding, and `in` beats unpacking the one-entry dict); the rest go
         # through value().
         out: dict[str, Any] = {}
-        value = self.value
+        value, number, nested = self.value, self._number, self._image
         for name, av in image.items():
             if "S" in av:
                 raw = av["S"]
@@ -157,9 +157,9 @@ class Decoder:
             elif "N" in av:
                 raw = av["N"]
                 # A non-string raises here and image() names the attribute.
-                out[name] = int(raw) if raw.isdigit() else self._number(raw)
+                out[name] = int(raw) if raw.isdigit() else number(raw)
             elif "M" in av:
-                out[name] = self._image(av["M"])
+                out[name] = nested(av["M"])
             elif "L" in av:
                 out[name] = [value(item) for item in av["L"]]
             else:
