@@ -205,3 +205,18 @@ def test_example_log_changes_consumer_logs_each_change(
     out = capsys.readouterr().out
     assert out.count('"message":"change"') == 2
     assert '"table":"public.orders"' in out
+
+
+def test_backfill_reads_reach_consumers_that_ask_for_them() -> None:
+    # Given a plain Kinesis record holding a backfill read event
+    from tests.unit.test_envelope import _event
+
+    read = _event(op="r", before=None)
+    record = {"PartitionKey": 'public.orders|{"id":42}', "SequenceNumber": "49", "Data": read.to_json()}
+    wants_reads, wants_changes = Recorder(), Recorder()
+    # When consumers filtering on r and on c/u/d read it
+    consumer(ops=["r"])(wants_reads)(kinesis_event([record]), None)
+    consumer(ops=["c", "u", "d"])(wants_changes)(kinesis_event([record]), None)
+    # Then only the first sees it
+    assert [event.op for event in wants_reads.events] == ["r"]
+    assert wants_changes.events == []

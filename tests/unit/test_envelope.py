@@ -123,3 +123,13 @@ def test_qualified_table_and_idempotency_key() -> None:
     event = _event()
     assert event.qualified_table == "public.orders"
     assert event.idempotency_key == event.id
+
+
+def test_backfill_read_event_round_trips_with_no_before() -> None:
+    # Given a backfill event (op r, snapshot source, no before image)
+    event = _event(op="r", before=None, source=_event().source)
+    event.source.snapshot = True
+    # When serialized and parsed
+    parsed = ChangeEvent.from_json(event.to_json())
+    # Then it is the same read event
+    assert (parsed.op, parsed.before, parsed.after, parsed.source.snapshot) == ("r", None, event.after, True)
