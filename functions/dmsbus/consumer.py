@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -33,6 +34,12 @@ from dmsbus.deadletter import DeadLetterQueue, dead_letters_from_env
 from dmsbus.envelope import OPS, ChangeEvent, EnvelopeError
 
 __all__ = ["ChangeEvent", "ConsumerHandler", "Selection", "consumer", "dedup_key"]
+
+#: The deployment's own filter, set by the consumers stack from the consumer's config entry
+#: (comma-separated): an event reaches the function when it matches both the decorator's
+#: selection and this one.
+TABLES_VARIABLE = "DMSBUS_TABLES"
+OPS_VARIABLE = "DMSBUS_OPS"
 
 logger = logging.getLogger("dmsbus.consumer")
 
@@ -70,6 +77,19 @@ class Selection:
         name = event.qualified_table
         return any(fnmatchcase(name, pattern) for pattern in self.tables)
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Selection:
+        """The deployment's selection from ``DMSBUS_TABLES`` / ``DMSBUS_OPS`` (unset: all)."""
+
+        def items(variable: str) -> list[str] | None:
+            raw = environ.get(variable, "").strip()
+            return [item.strip() for item in raw.split(",") if item.strip()] if raw else None
+
+        try:
+            return cls.of(items(TABLES_VARIABLE), items(OPS_VARIABLE))
+        except ValueError as exc:
+            raise ValueError(f"{TABLES_VARIABLE}/{OPS_VARIABLE}: {exc}") from None
+
 
 DeadLettersSource = DeadLetterQueue | Callable[[], DeadLetterQueue | None] | None
 
@@ -91,6 +111,7 @@ class ConsumerHandler:
         self._dead_letters_source = dead_letters
         self._dead_letters_resolved = False
         self._dead_letters: DeadLetterQueue | None = None
+        self._deployment: Selection | None = None
         self.__name__ = getattr(function, "__name__", "handler")
         self.__doc__ = function.__doc__
 
@@ -102,8 +123,16 @@ class ConsumerHandler:
             self._dead_letters_resolved = True
         return self._dead_letters
 
+    @property
+    def deployment(self) -> Selection:
+        """The deployment's filter, read from the environment at the first invocation."""
+        if self._deployment is None:
+            self._deployment = Selection.from_env(os.environ)
+        return self._deployment
+
     def __call__(self, event: Mapping[str, Any], context: Any = None) -> LambdaResponse:
         records: Sequence[Mapping[str, Any]] = event.get("Records") or []
+        self.deployment  # noqa: B018 - a bad deployment filter fails every invocation, loudly
         failed_from = self._run_batch(records) if self.batch else self._run_each(records)
         if failed_from is None:
             return {"batchItemFailures": []}
@@ -157,6 +186,7 @@ class ConsumerHandler:
     def _events(self, record: Mapping[str, Any]) -> list[ChangeEvent] | None:
         """The matching events of one Kinesis record, or None if it must stop the batch."""
         events: list[ChangeEvent] = []
+        wanted, deployed = self.selection.matches, self.deployment.matches
         for user_record in iter_deaggregate_records([dict(record)]):
             kinesis = user_record["kinesis"]
             try:
@@ -165,7 +195,7 @@ class ConsumerHandler:
                 if not self._park(record, kinesis, exc):
                     return None
                 continue
-            if self.selection.matches(change):
+            if wanted(change) and deployed(change):
                 events.append(change)
         return events
 

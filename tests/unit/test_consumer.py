@@ -220,3 +220,30 @@ def test_backfill_reads_reach_consumers_that_ask_for_them() -> None:
     # Then only the first sees it
     assert [event.op for event in wants_reads.events] == ["r"]
     assert wants_changes.events == []
+
+
+def test_deployment_filter_from_the_environment_narrows_the_decorators(
+    kinesis: Any, make_publisher: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given changes on two tables and a deployment that receives only sales.* (config entry)
+    monkeypatch.setenv("DMSBUS_TABLES", "sales.*")
+    monkeypatch.setenv("DMSBUS_OPS", "c, u")
+    records = [insert({"id": 1}), insert({"id": 9}, table="demo.legacy.sales.invoices")]
+    process_batch(
+        records, builder=ChangeBuilder("demo"), publisher=make_publisher(aggregate=False), dead_letters=None
+    )
+    everything = [r for shard in read_shards(kinesis, STREAM).values() for r in shard]
+    recorder = Recorder()
+    # When a consumer whose code takes every table reads them
+    consumer()(recorder)(kinesis_event(everything), None)
+    # Then only the deployment's table reaches it
+    assert [(e.qualified_table, e.op) for e in recorder.events] == [("sales.invoices", "c")]
+
+
+def test_bad_deployment_filter_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a deployment whose ops variable holds a typo
+    monkeypatch.setenv("DMSBUS_OPS", "c,update")
+    handler = consumer()(Recorder())
+    # When the first invocation reads it, Then the error names the variable and the value
+    with pytest.raises(ValueError, match=r"DMSBUS_TABLES/DMSBUS_OPS: ops \['update'\]"):
+        handler({"Records": []}, None)

@@ -1,0 +1,302 @@
+"""The typed config model: what to replicate and how the bus runs. Defaults live here only.
+
+Plain Python (pydantic), no ``aws_cdk``: ``stacks/`` and ``local/`` both read it.
+Every model forbids unknown keys, so a typo is an error that names the field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from dmsbus.names import IDENTIFIER
+
+# A DMS wildcard pattern: identifiers with `%` for any run of characters.
+_PATTERN = re.compile(r"[A-Za-z0-9_%-]+")
+_SECRET_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+")
+_SECRET_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
+_KMS_KEY_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/[A-Za-z0-9/_-]+")
+_SQS_OR_SNS_ARN = re.compile(r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]+")
+_INSTANCE_CLASS = re.compile(r"dms\.[a-z0-9]+\.[a-z0-9]+")
+_SUBNET = re.compile(r"subnet-[0-9a-f]{8,17}")
+_VPC = re.compile(r"vpc-[0-9a-f]{8,17}")
+_TABLE_FILTER = re.compile(r"[A-Za-z0-9_*?-]+\.[A-Za-z0-9_*?-]+")
+
+
+def _identifier(value: str) -> str:
+    if not IDENTIFIER.fullmatch(value):
+        raise ValueError(f"{value!r} is not an identifier (letters, digits, '_' and '-' only)")
+    return value
+
+
+def _pattern(value: str) -> str:
+    if not _PATTERN.fullmatch(value):
+        raise ValueError(f"{value!r} is not a table pattern (identifier characters and '%' only)")
+    return value
+
+
+def _matching(regex: re.Pattern[str], what: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not regex.fullmatch(value):
+            raise ValueError(f"{value!r} is not {what}")
+        return value
+
+    return AfterValidator(check)
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+Pattern = Annotated[str, AfterValidator(_pattern)]
+Op = Literal["c", "u", "d", "r"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+# --- the bus ---------------------------------------------------------------------------
+
+
+class KinesisConfig(Model):
+    #: on_demand scales itself; provisioned needs ``shards``.
+    mode: Literal["on_demand", "provisioned"] = "on_demand"
+    shards: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    retention_hours: Annotated[int, Field(ge=24, le=8760)] = 24
+    #: None: the bus stack creates a customer-managed key with rotation.
+    kms_key_arn: Annotated[str, _matching(_KMS_KEY_ARN, "a KMS key or alias ARN")] | None = None
+
+    @model_validator(mode="after")
+    def _shards_with_mode(self) -> KinesisConfig:
+        if self.mode == "provisioned" and self.shards is None:
+            raise ValueError("shards is required when mode is provisioned")
+        if self.mode == "on_demand" and self.shards is not None:
+            raise ValueError("shards applies to mode provisioned only; on_demand scales itself")
+        return self
+
+
+class StreamMapping(Model):
+    """Event source mapping settings shared by the glue and the consumers."""
+
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 100
+    batching_window_seconds: Annotated[int, Field(ge=0, le=300)] = 0
+    parallelization_factor: Annotated[int, Field(ge=1, le=10)] = 1
+    #: Bounded: an ordered stream must not retry a failing record forever.
+    max_retries: Annotated[int, Field(ge=0, le=10_000)] = 10
+    max_record_age_seconds: Annotated[int, Field(ge=60, le=604_800)] = 86_400
+    memory_mb: Annotated[int, Field(ge=128, le=10_240)] = 256
+    timeout_seconds: Annotated[int, Field(ge=3, le=900)] = 60
+
+
+class GlueConfig(StreamMapping):
+    # Large batches fill aggregates: 1.04 x the ideal PUT payload units at 5,000 against
+    # 1.12 x at 1,000 on four shards (bench/glue_bench.py).
+    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 5_000
+    batching_window_seconds: Annotated[int, Field(ge=0, le=300)] = 1
+    memory_mb: Annotated[int, Field(ge=128, le=10_240)] = 1_024
+    timeout_seconds: Annotated[int, Field(ge=3, le=900)] = 120
+    aggregate: bool = True
+    numbers: Literal["string", "number"] = "string"
+
+
+class DiscoveryConfig(Model):
+    sweep_minutes: Annotated[int, Field(ge=1, le=1_440)] = 15
+    #: Keep DMS's provisioned 200/200 capacity instead of switching to on-demand.
+    keep_provisioned: bool = False
+    #: Scan tables DMS loaded before their stream existed and publish ``r`` events.
+    backfill: bool = True
+
+
+class AlarmConfig(Model):
+    iterator_age_ms: Annotated[int, Field(ge=1_000)] = 60_000
+    function_errors: Annotated[int, Field(ge=1)] = 1
+    dlq_messages: Annotated[int, Field(ge=1)] = 1
+    cdc_latency_seconds: Annotated[int, Field(ge=1)] = 300
+    #: An existing SNS topic the alarms notify; none: the alarms only show in CloudWatch.
+    topic_arn: Annotated[str, _matching(_SQS_OR_SNS_ARN, "an SNS topic ARN")] | None = None
+
+
+class ConsumerConfig(StreamMapping):
+    name: Identifier
+    #: The function's folder, relative to the repository: ``functions/consumers/<name>``.
+    code: str
+    #: ``schema.table`` patterns (``*`` wildcards) and ops this deployment receives; the
+    #: function's own ``@consumer(tables=..., ops=...)`` narrows further.
+    tables: list[Annotated[str, _matching(_TABLE_FILTER, "a schema.table pattern")]] | None = None
+    ops: list[Op] | None = None
+    starting_position: Literal["TRIM_HORIZON", "LATEST"] = "TRIM_HORIZON"
+    environment: dict[Identifier, str] = Field(default_factory=dict)
+
+    @property
+    def handler(self) -> str:
+        """The Lambda handler string: the folder under ``functions/`` as a module path."""
+        return ".".join(self.code.split("/")[1:]) + ".handler.handler"
+
+
+class BusConfig(Model):
+    name: Identifier
+    #: ``create``: the bus stack creates the account's ``dms-vpc-role``; ``existing``: the
+    #: account has it already (it is one per account, named by DMS).
+    dms_vpc_role: Literal["create", "existing"] = "create"
+    kinesis: KinesisConfig = Field(default_factory=KinesisConfig)
+    glue: GlueConfig = Field(default_factory=GlueConfig)
+    discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+    alarms: AlarmConfig = Field(default_factory=AlarmConfig)
+    consumers: list[ConsumerConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_consumers(self) -> BusConfig:
+        seen: set[str] = set()
+        for index, consumer in enumerate(self.consumers):
+            if consumer.name in seen:
+                raise ValueError(f"consumers[{index}].name {consumer.name!r} is used twice")
+            seen.add(consumer.name)
+        return self
+
+
+# --- sources ---------------------------------------------------------------------------
+
+Engine = Literal["postgres", "aurora-postgresql", "mysql", "aurora", "mariadb", "oracle", "sqlserver"]
+
+DEFAULT_PORTS: dict[str, int] = {
+    "postgres": 5432,
+    "aurora-postgresql": 5432,
+    "mysql": 3306,
+    "aurora": 3306,
+    "mariadb": 3306,
+    "oracle": 1521,
+    "sqlserver": 1433,
+}
+
+
+class Credentials(Model):
+    """A Secrets Manager secret (name or ARN) holding username and password."""
+
+    secret: str
+
+    @model_validator(mode="after")
+    def _secret_reference(self) -> Credentials:
+        if self.secret.startswith("arn:"):
+            if not _SECRET_ARN.fullmatch(self.secret):
+                raise ValueError(f"secret {self.secret!r} is not a Secrets Manager secret ARN")
+        elif not _SECRET_NAME.fullmatch(self.secret):
+            raise ValueError(f"secret {self.secret!r} is not a Secrets Manager secret name")
+        return self
+
+    @property
+    def is_arn(self) -> bool:
+        return self.secret.startswith("arn:")
+
+
+class Network(Model):
+    #: Create a small VPC (two isolated subnets, endpoints for DynamoDB and Secrets
+    #: Manager) instead of using an existing one.
+    create_vpc: bool = False
+    vpc_id: Annotated[str, _matching(_VPC, "a VPC id")] | None = None
+    subnet_ids: list[Annotated[str, _matching(_SUBNET, "a subnet id")]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_network(self) -> Network:
+        if self.create_vpc:
+            if self.vpc_id or self.subnet_ids:
+                raise ValueError("create_vpc: true takes no vpc_id or subnet_ids")
+        elif not self.vpc_id or len(self.subnet_ids) < 2:
+            raise ValueError(
+                "give vpc_id and at least two subnet_ids (DMS needs subnets in two AZs), or create_vpc: true"
+            )
+        return self
+
+
+class Replication(Model):
+    instance_class: Annotated[str, _matching(_INSTANCE_CLASS, "a DMS instance class like dms.t3.medium")] = (
+        "dms.t3.medium"
+    )
+    multi_az: bool = False
+    allocated_storage_gb: Annotated[int, Field(ge=5, le=6_144)] = 50
+    engine_version: str | None = None
+
+
+class TableConfig(Model):
+    schema_: Identifier = Field(alias="schema")
+    table: Identifier
+    #: Key columns when the DynamoDB key is not the table's primary key or is composite:
+    #: [partition] or [partition, sort].
+    key: list[Identifier] | None = None
+    #: Columns DMS must not copy (PII): they never reach DynamoDB, the bus or consumers.
+    exclude: list[Identifier] = Field(default_factory=list)
+    #: Bump to reload the table into a new DynamoDB table ``....{table}.v{version}``.
+    version: Annotated[int, Field(ge=1)] | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _key_and_exclude(self) -> TableConfig:
+        if self.key is not None:
+            if not 1 <= len(self.key) <= 2:
+                raise ValueError(
+                    f"key has {len(self.key)} columns; DynamoDB keys are [partition] or [partition, sort]"
+                )
+            if len(set(self.key)) != len(self.key):
+                raise ValueError(f"key {self.key} names a column twice")
+            overlap = sorted(set(self.key) & set(self.exclude))
+            if overlap:
+                raise ValueError(f"exclude {overlap} removes key columns")
+        if self.exclude and self.key is None:
+            raise ValueError(
+                "exclude needs key: the object mapping that drops columns names the DynamoDB key"
+            )
+        if len(set(self.exclude)) != len(self.exclude):
+            raise ValueError(f"exclude {self.exclude} names a column twice")
+        return self
+
+    @property
+    def version_suffix(self) -> str | None:
+        return None if self.version is None else f"v{self.version}"
+
+
+class SelectionConfig(Model):
+    """A wildcard selection: every source table matching it, now and created later."""
+
+    #: The schema is named exactly: DMS's table-name prefix embeds it.
+    schema_: Identifier = Field(alias="schema")
+    table: Pattern = "%"
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SourceConfig(Model):
+    name: Identifier
+    engine: Engine
+    server: Annotated[str, Field(min_length=1, max_length=255)]
+    port: Annotated[int, Field(ge=1, le=65_535)] | None = None
+    database: Annotated[str, Field(min_length=1, max_length=128)]
+    credentials: Credentials
+    network: Network
+    replication: Replication = Field(default_factory=Replication)
+    tables: list[TableConfig] = Field(default_factory=list)
+    selections: list[SelectionConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _tables(self) -> SourceConfig:
+        if not self.tables and not self.selections:
+            raise ValueError("a source needs tables or selections: nothing would be replicated")
+        seen: dict[tuple[str, str], int] = {}
+        for index, table in enumerate(self.tables):
+            where = (table.schema_, table.table)
+            if where in seen:
+                raise ValueError(
+                    f"tables[{index}] {table.schema_}.{table.table} is already tables[{seen[where]}]"
+                )
+            seen[where] = index
+        return self
+
+    @property
+    def effective_port(self) -> int:
+        return self.port if self.port is not None else DEFAULT_PORTS[self.engine]
+
+
+class Config(Model):
+    """The whole config: one bus and its sources (one file each)."""
+
+    bus: BusConfig
+    sources: list[SourceConfig]
