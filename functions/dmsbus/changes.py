@@ -51,6 +51,11 @@ class ChangeBuilder:
         self._decoder = Decoder(numbers)
         self._tables: dict[str, _Table] = {}
 
+    @property
+    def decoder(self) -> Decoder:
+        """The decoder of this bus's number mode (the backfill decodes scanned items with it)."""
+        return self._decoder
+
     def from_stream_record(self, record: Mapping[str, Any]) -> ChangeEvent:
         """A Lambda DynamoDB Streams record -> its change event; StreamRecordError if poison."""
         return self._event(record)[0]

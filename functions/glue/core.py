@@ -7,19 +7,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dmsbus import settings
 from dmsbus.changes import ChangeBuilder, StreamRecordError, UserRecord, describe_stream_record
 from dmsbus.ddbjson import NumberMode
 from dmsbus.deadletter import DLQ_URL_VARIABLE, DeadLetterQueue
 from dmsbus.publisher import KinesisPublisher, PublisherSettings, PublishResult
+from dmsbus.settings import SettingsError
 
 logger = logging.getLogger("dmsbus.glue")
 
-_TRUE = {"true", "1", "yes", "on"}
-_FALSE = {"false", "0", "no", "off"}
-
-
-class SettingsError(ValueError):
-    """An environment variable of the glue is missing or malformed."""
+__all__ = ["GlueOutcome", "GlueSettings", "SettingsError", "process_batch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,53 +29,13 @@ class GlueSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> GlueSettings:
-        defaults = PublisherSettings()
-        numbers = environ.get("BUS_NUMBERS", "string").strip() or "string"
-        if numbers not in ("string", "number"):
-            raise SettingsError(f"BUS_NUMBERS must be 'string' or 'number', not {numbers!r}")
-        try:
-            publisher = PublisherSettings(
-                aggregate=_flag(environ, "BUS_AGGREGATE", defaults.aggregate),
-                max_aggregate_bytes=_int(environ, "BUS_AGGREGATE_MAX_BYTES", defaults.max_aggregate_bytes),
-                max_attempts=_int(environ, "BUS_PUT_MAX_ATTEMPTS", defaults.max_attempts),
-            )
-        except ValueError as exc:
-            raise SettingsError(str(exc)) from None
         return cls(
-            bus=_required(environ, "BUS_NAME"),
-            stream_name=_required(environ, "BUS_STREAM_NAME"),
-            dlq_url=environ.get(DLQ_URL_VARIABLE, "").strip() or None,
-            numbers=numbers,  # type: ignore[arg-type]
-            publisher=publisher,
+            bus=settings.required(environ, "BUS_NAME", "glue"),
+            stream_name=settings.required(environ, "BUS_STREAM_NAME", "glue"),
+            dlq_url=settings.optional(environ, DLQ_URL_VARIABLE),
+            numbers=settings.numbers(environ),
+            publisher=settings.publisher(environ),
         )
-
-
-def _required(environ: Mapping[str, str], name: str) -> str:
-    value = environ.get(name, "").strip()
-    if not value:
-        raise SettingsError(f"environment variable {name} is required by the glue and is not set")
-    return value
-
-
-def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
-    raw = environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise SettingsError(f"environment variable {name} must be true or false, not {raw!r}")
-
-
-def _int(environ: Mapping[str, str], name: str, default: int) -> int:
-    raw = environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise SettingsError(f"environment variable {name} must be an integer, not {raw!r}") from None
 
 
 @dataclass(slots=True)
