@@ -1,17 +1,40 @@
 # The two commands of the README: `make demo` (local mode, coming with issue 5) and `make test`.
-# Each installs what it needs into the repo (.venv) by itself.
+# Each installs what it needs into the repo by itself: .venv (pip), node_modules (the CDK
+# CLI, npm) and .build/lambda-deps (the functions' dependencies for Lambda on arm64).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+DEPS := .build/lambda-deps
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export CDK_DISABLE_VERSION_CHECK := 1
+export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: test lint typecheck unit bench demo clean
+.PHONY: test lint typecheck unit synth bench demo clean lambda-deps cdk-cli
 
 $(BIN)/.installed: requirements.txt functions/requirements.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -r requirements.txt
 	touch $@
+
+# The functions' requirements as a Lambda layer for Python 3.12 on arm64: wheels only,
+# chosen by platform, so no Docker and no compiler is needed.
+$(DEPS)/.built: functions/requirements.txt $(BIN)/.installed
+	rm -rf $(DEPS)
+	$(PIP) install --quiet --platform manylinux2014_aarch64 --implementation cp --python-version 3.12 \
+		--only-binary=:all: --target $(DEPS)/python -r functions/requirements.txt
+	rm -rf $(DEPS)/python/bin
+	find $(DEPS) -name __pycache__ -prune -exec rm -rf {} +
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+lambda-deps: $(DEPS)/.built
+cdk-cli: node_modules/.installed
 
 test: lint typecheck unit
 
@@ -22,16 +45,20 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-unit: $(BIN)/.installed
+unit: $(BIN)/.installed $(DEPS)/.built node_modules/.installed
 	$(BIN)/pytest
+
+# cdk.out/: one CloudFormation template per stack, checked by cdk-nag during synth.
+synth: $(BIN)/.installed $(DEPS)/.built node_modules/.installed
+	node_modules/.bin/cdk synth --quiet --no-notices
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/glue_bench.py
 
 demo:
 	@echo "make demo: local mode (PostgreSQL -> DMS stand-in -> moto -> glue -> consumers) is not built yet;"
-	@echo "it arrives with issue 5. Until then: make test, make bench."
+	@echo "it arrives with issue 5. Until then: make test, make synth, make bench."
 	@exit 2
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules .build cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,184 @@
+"""Constructs every stack uses: a dmsbus function, a dead-letter queue, alarms."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from stacks.nag import acknowledge
+from stacks.packaging import ARCHITECTURE, RUNTIME, function_code, handler_name
+
+#: SQS's largest message: a dead letter carries the whole record that failed.
+MAX_MESSAGE_BYTES = 1024 * 1024
+LOG_RETENTION = logs.RetentionDays.ONE_MONTH
+
+
+class DeadLetterQueue(Construct):
+    """A KMS-encrypted, TLS-only queue that keeps messages 14 days."""
+
+    def __init__(self, scope: Construct, id_: str, *, queue_name: str, key: kms.IKey) -> None:
+        super().__init__(scope, id_)
+        self.queue = sqs.Queue(
+            self,
+            "Queue",
+            queue_name=queue_name,
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=key,
+            enforce_ssl=True,
+            max_message_size_bytes=MAX_MESSAGE_BYTES,
+            retention_period=Duration.days(14),
+            removal_policy=RemovalPolicy.RETAIN,
+        )
+        acknowledge(self.queue, "AwsSolutions-SQS3", "This queue is itself a dead-letter destination.")
+        acknowledge(
+            self.queue, "Serverless-SQSRedrivePolicy", "This queue is itself a dead-letter destination."
+        )
+
+
+class BusFunction(Construct):
+    """A dmsbus Lambda: Python 3.12 on arm64, the dependencies layer, X-Ray tracing, a log
+    group with a retention, and an explicit name (alarms and the dashboard use it)."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        id_: str,
+        *,
+        function_name: str,
+        folder: str,
+        layer: lambda_.ILayerVersion,
+        memory_mb: int,
+        timeout_seconds: int,
+        environment: Mapping[str, str],
+        dead_letter_queue: sqs.IQueue | None = None,
+        unscoped_actions: str = "X-Ray's trace actions",
+    ) -> None:
+        super().__init__(scope, id_)
+        self.log_group = logs.LogGroup(
+            self, "Logs", log_group_name=f"/aws/lambda/{function_name}", retention=LOG_RETENTION
+        )
+        # Its own role, writing to its own log group only (not AWSLambdaBasicExecutionRole).
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"dmsbus function {function_name}",
+        )
+        self.log_group.grant_write(self.role)
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            function_name=function_name,
+            role=self.role,
+            code=function_code(folder),
+            handler=handler_name(folder),
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            layers=[layer],
+            memory_size=memory_mb,
+            timeout=Duration.seconds(timeout_seconds),
+            environment={"POWERTOOLS_SERVICE_NAME": function_name, **environment},
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=self.log_group,
+            dead_letter_queue=dead_letter_queue,
+        )
+        for rule in ("AwsSolutions-L1", "Serverless-LambdaLatestVersion"):
+            acknowledge(
+                self.function,
+                rule,
+                "Python 3.12 is the runtime dmsbus builds its arm64 dependencies layer for "
+                "(orjson, protobuf wheels); moving runtimes is a reviewed change.",
+            )
+        acknowledge(
+            self.role,
+            "AwsSolutions-IAM5[Resource::*]",
+            f"{unscoped_actions} take no resource.",
+        )
+
+
+class Alarms(Construct):
+    """Alarms for the functions and queues of one stack, notifying ``topic_arn`` if given."""
+
+    def __init__(self, scope: Construct, id_: str, *, topic_arn: str | None) -> None:
+        super().__init__(scope, id_)
+        self._action = (
+            cloudwatch_actions.SnsAction(sns.Topic.from_topic_arn(self, "Topic", topic_arn))
+            if topic_arn
+            else None
+        )
+        self.alarms: list[cloudwatch.Alarm] = []
+
+    def add(
+        self, id_: str, *, metric: cloudwatch.IMetric, threshold: float, description: str
+    ) -> cloudwatch.Alarm:
+        alarm = cloudwatch.Alarm(
+            self,
+            id_,
+            metric=metric,
+            threshold=threshold,
+            evaluation_periods=1,
+            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_description=description,
+        )
+        if self._action is not None:
+            alarm.add_alarm_action(self._action)
+        self.alarms.append(alarm)
+        return alarm
+
+    def stream_function(
+        self, id_: str, function: lambda_.IFunction, *, errors: int, iterator_age_ms: int
+    ) -> None:
+        """Errors and IteratorAge (how far behind its stream the function is)."""
+        self.add(
+            f"{id_}Errors",
+            metric=function.metric_errors(period=Duration.minutes(5), statistic="Sum"),
+            threshold=errors,
+            description=f"{function.function_name} failed invocations: its stream is retrying a batch",
+        )
+        self.add(
+            f"{id_}IteratorAge",
+            metric=function.metric("IteratorAge", period=Duration.minutes(5), statistic="Maximum"),
+            threshold=iterator_age_ms,
+            description=f"{function.function_name} is falling behind its stream",
+        )
+
+    def queue_depth(self, id_: str, queue: sqs.IQueue, *, messages: int) -> None:
+        self.add(
+            id_,
+            metric=queue.metric_approximate_number_of_messages_visible(
+                period=Duration.minutes(5), statistic="Maximum"
+            ),
+            threshold=messages,
+            description=f"{queue.queue_name} holds dead letters: records that could not be delivered",
+        )
+
+
+def acknowledge_kms_grant(role: iam.IRole) -> None:
+    """CDK's KMS grants for an encrypted stream or queue use these wildcard actions."""
+    for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):
+        acknowledge(
+            role,
+            f"AwsSolutions-IAM5[Action::{action}]",
+            "CDK's grant on the bus's KMS key (one key, named resource): encrypting records needs the key variants.",
+        )
+
+
+def acknowledge_stream_invoked(function: lambda_.IFunction) -> None:
+    """Lambda's dead-letter target applies to asynchronous invokes; a stream-invoked
+    function's failed batches go to its event source mapping's on-failure destination."""
+    acknowledge(
+        function,
+        "Serverless-LambdaDLQ",
+        "Invoked by an event source mapping, whose on-failure destination is this function's dead-letter queue.",
+    )

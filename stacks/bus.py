@@ -1,0 +1,289 @@
+"""The bus stack: the Kinesis stream, the glue, discovery, dead letters, alarms, dashboard."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kinesis as kinesis
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+from config.model import BusConfig
+from stacks.building_blocks import (
+    Alarms,
+    BusFunction,
+    DeadLetterQueue,
+    acknowledge_kms_grant,
+    acknowledge_stream_invoked,
+)
+from stacks.nag import acknowledge
+from stacks.packaging import dependencies_layer
+
+#: The role DMS needs in every account to place replication instances in a VPC. Its name
+#: and managed policy are fixed by DMS.
+DMS_VPC_ROLE_NAME = "dms-vpc-role"
+DMS_VPC_POLICY = "service-role/AmazonDMSVPCManagementRole"
+
+
+class BusStack(Stack):
+    def __init__(self, scope: Construct, id_: str, *, bus: BusConfig, **kwargs: Any) -> None:
+        super().__init__(scope, id_, **kwargs)
+        self.bus = bus
+        self.key: kms.IKey = (
+            kms.Key.from_key_arn(self, "Key", bus.kinesis.kms_key_arn)
+            if bus.kinesis.kms_key_arn
+            else kms.Key(
+                self,
+                "Key",
+                alias=f"alias/dmsbus-{bus.name}",
+                description=f"dmsbus {bus.name}: the change stream and its dead-letter queues",
+                enable_key_rotation=True,
+            )
+        )
+        provisioned = bus.kinesis.mode == "provisioned"
+        self.stream = kinesis.Stream(
+            self,
+            "Stream",
+            stream_name=f"{bus.name}-bus",
+            encryption=kinesis.StreamEncryption.KMS,
+            encryption_key=self.key,
+            stream_mode=kinesis.StreamMode.PROVISIONED if provisioned else kinesis.StreamMode.ON_DEMAND,
+            shard_count=bus.kinesis.shards if provisioned else None,
+            retention_period=Duration.hours(bus.kinesis.retention_hours),
+        )
+        acknowledge(
+            self.stream,
+            "AwsSolutions-KDS3",
+            "The stream uses a customer-managed key (rotation on, or the one config names): stricter than aws/kinesis.",
+        )
+        self.layer = dependencies_layer(self, "Dependencies")
+        self.alarms = Alarms(self, "Alarms", topic_arn=bus.alarms.topic_arn)
+        self._glue(bus)
+        self._discovery(bus)
+        if bus.dms_vpc_role == "create":
+            self.dms_vpc_role: iam.Role | None = iam.Role(
+                self,
+                "DmsVpcRole",
+                role_name=DMS_VPC_ROLE_NAME,
+                assumed_by=iam.ServicePrincipal("dms.amazonaws.com"),
+                managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name(DMS_VPC_POLICY)],
+            )
+            acknowledge(
+                self.dms_vpc_role,
+                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonDMSVPCManagementRole]",
+                "DMS requires the account's dms-vpc-role with exactly this AWS managed policy.",
+            )
+        else:
+            self.dms_vpc_role = None
+        self.dashboard = self._dashboard(bus)
+
+    def _glue(self, bus: BusConfig) -> None:
+        glue = bus.glue
+        self.glue_dlq = DeadLetterQueue(
+            self, "GlueDeadLetters", queue_name=f"{bus.name}-glue-dlq", key=self.key
+        )
+        self.glue = BusFunction(
+            self,
+            "Glue",
+            function_name=f"{bus.name}-glue",
+            unscoped_actions="dynamodb:ListStreams and X-Ray's trace actions",
+            folder="glue",
+            layer=self.layer,
+            memory_mb=glue.memory_mb,
+            timeout_seconds=glue.timeout_seconds,
+            environment={
+                "BUS_NAME": bus.name,
+                "BUS_STREAM_NAME": self.stream.stream_name,
+                "BUS_AGGREGATE": str(glue.aggregate).lower(),
+                "BUS_NUMBERS": glue.numbers,
+                "BUS_DLQ_URL": self.glue_dlq.queue.queue_url,
+            },
+        )
+        function = self.glue.function
+        self.stream.grant_write(function)
+        # Poison records (the code) and failed batches (the event source mapping's
+        # on-failure destination, sent with the function's role) both go to the queue.
+        self.glue_dlq.queue.grant_send_messages(function)
+        acknowledge_kms_grant(self.glue.role)
+        acknowledge_stream_invoked(function)
+        # Event source mappings read the streams of this bus's tables only.
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"],
+                resources=[self._table_arn(f"{bus.name}.*/stream/*")],
+            )
+        )
+        function.add_to_role_policy(iam.PolicyStatement(actions=["dynamodb:ListStreams"], resources=["*"]))
+        self.alarms.stream_function(
+            "Glue", function, errors=bus.alarms.function_errors, iterator_age_ms=bus.alarms.iterator_age_ms
+        )
+        self.alarms.queue_depth("GlueDeadLetterDepth", self.glue_dlq.queue, messages=bus.alarms.dlq_messages)
+
+    def _discovery(self, bus: BusConfig) -> None:
+        glue = bus.glue
+        self.discovery_dlq = DeadLetterQueue(
+            self, "DiscoveryDeadLetters", queue_name=f"{bus.name}-discovery-dlq", key=self.key
+        )
+        self.discovery = BusFunction(
+            self,
+            "Discovery",
+            function_name=f"{bus.name}-discovery",
+            # The mapping calls are conditioned on lambda:FunctionArn = the glue.
+            unscoped_actions="dynamodb:ListTables, lambda:*EventSourceMapping(s) and X-Ray's trace actions",
+            folder="discovery",
+            layer=self.layer,
+            memory_mb=512,
+            # A sweep waits for tables to become ACTIVE and backfills: give it the most.
+            timeout_seconds=900,
+            dead_letter_queue=self.discovery_dlq.queue,
+            environment={
+                "BUS_NAME": bus.name,
+                "BUS_STREAM_NAME": self.stream.stream_name,
+                "BUS_AGGREGATE": str(glue.aggregate).lower(),
+                "BUS_NUMBERS": glue.numbers,
+                "GLUE_FUNCTION_NAME": self.glue.function.function_name,
+                "GLUE_DLQ_ARN": self.glue_dlq.queue.queue_arn,
+                "GLUE_BATCH_SIZE": str(glue.batch_size),
+                "GLUE_BATCHING_WINDOW_SECONDS": str(glue.batching_window_seconds),
+                "GLUE_PARALLELIZATION_FACTOR": str(glue.parallelization_factor),
+                "GLUE_MAX_RETRIES": str(glue.max_retries),
+                "GLUE_MAX_RECORD_AGE_SECONDS": str(glue.max_record_age_seconds),
+                "KEEP_PROVISIONED": str(bus.discovery.keep_provisioned).lower(),
+                "BACKFILL": str(bus.discovery.backfill).lower(),
+            },
+        )
+        function = self.discovery.function
+        tables = self._table_arn(f"{bus.name}.*")
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "dynamodb:DescribeTable",
+                    "dynamodb:UpdateTable",
+                    "dynamodb:ListTagsOfResource",
+                    "dynamodb:TagResource",
+                    "dynamodb:Scan",
+                ],
+                resources=[tables],
+            )
+        )
+        # ListTables and ListEventSourceMappings take no resource; the mapping calls are
+        # limited to mappings of the glue function.
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["dynamodb:ListTables", "lambda:ListEventSourceMappings"], resources=["*"]
+            )
+        )
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=[
+                    "lambda:CreateEventSourceMapping",
+                    "lambda:UpdateEventSourceMapping",
+                    "lambda:DeleteEventSourceMapping",
+                    "lambda:GetEventSourceMapping",
+                ],
+                resources=["*"],
+                conditions={"StringEquals": {"lambda:FunctionArn": self.glue.function.function_arn}},
+            )
+        )
+        self.stream.grant_write(function)  # the backfill publishes op "r" events
+        acknowledge_kms_grant(self.discovery.role)
+        acknowledge(
+            self.discovery.role,
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:dynamodb:<AWS::Region>:<AWS::AccountId>:table/{bus.name}.*]",
+            "Discovery manages the tables DMS creates for this bus; their names are only known by the bus prefix.",
+        )
+        acknowledge(
+            self.glue.role,
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:dynamodb:<AWS::Region>:<AWS::AccountId>:table/{bus.name}.*/stream/*]",
+            "The glue reads the streams of this bus's tables, created by DMS under the bus prefix.",
+        )
+        created = events.Rule(
+            self,
+            "TableCreated",
+            description=f"A DynamoDB table of bus {bus.name} was created (CloudTrail): discover it now",
+            event_pattern=events.EventPattern(
+                source=["aws.dynamodb"],
+                detail_type=["AWS API Call via CloudTrail"],
+                detail={
+                    "eventSource": ["dynamodb.amazonaws.com"],
+                    "eventName": ["CreateTable"],
+                    "requestParameters": {"tableName": [{"prefix": f"{bus.name}."}]},
+                },
+            ),
+        )
+        sweep = events.Rule(
+            self,
+            "Sweep",
+            description=f"Sweep every table of bus {bus.name}: nothing is missed if an event is",
+            schedule=events.Schedule.rate(Duration.minutes(bus.discovery.sweep_minutes)),
+        )
+        for rule in (created, sweep):
+            rule.add_target(
+                targets.LambdaFunction(
+                    function,
+                    dead_letter_queue=self.discovery_dlq.queue,
+                    retry_attempts=2,
+                    max_event_age=Duration.hours(1),
+                )
+            )
+        self.alarms.add(
+            "DiscoveryErrors",
+            metric=function.metric_errors(period=Duration.minutes(15), statistic="Sum"),
+            threshold=bus.alarms.function_errors,
+            description="Discovery failed: a new table may be without stream, glue or backfill",
+        )
+        self.alarms.queue_depth(
+            "DiscoveryDeadLetterDepth", self.discovery_dlq.queue, messages=bus.alarms.dlq_messages
+        )
+
+    def _table_arn(self, name: str) -> str:
+        return self.format_arn(service="dynamodb", resource="table", resource_name=name)
+
+    def _dashboard(self, bus: BusConfig) -> cloudwatch.Dashboard:
+        dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=f"dmsbus-{bus.name}")
+        period = Duration.minutes(1)
+        changes = cloudwatch.Metric(
+            namespace="dmsbus",
+            metric_name="changes",
+            dimensions_map={"service": "glue"},
+            statistic="Sum",
+            period=period,
+        )
+        dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="Changes put on the bus",
+                left=[changes, self.stream.metric_incoming_records(period=period, statistic="Sum")],
+            ),
+            cloudwatch.GraphWidget(
+                title="Lag (ms)",
+                left=[
+                    self.glue.function.metric("IteratorAge", period=period, statistic="Maximum"),
+                    self.stream.metric_get_records_iterator_age_milliseconds(
+                        period=period, statistic="Maximum"
+                    ),
+                ],
+            ),
+            cloudwatch.GraphWidget(
+                title="Errors",
+                left=[
+                    self.glue.function.metric_errors(period=period),
+                    self.discovery.function.metric_errors(period=period),
+                ],
+            ),
+            cloudwatch.GraphWidget(
+                title="Dead letters",
+                left=[
+                    self.glue_dlq.queue.metric_approximate_number_of_messages_visible(period=period),
+                    self.discovery_dlq.queue.metric_approximate_number_of_messages_visible(period=period),
+                ],
+            ),
+        )
+        dashboard.add_widgets(
+            cloudwatch.AlarmStatusWidget(title="Alarms", alarms=self.alarms.alarms, width=24),
+        )
+        return dashboard

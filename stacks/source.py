@@ -1,0 +1,226 @@
+"""One stack per source database (its team's stack): DMS from that database into DynamoDB.
+
+Replication subnet group and security group, a replication instance that is never public,
+a source endpoint reading its credentials from Secrets Manager, a DynamoDB target
+endpoint whose role reaches only this source's tables (and DMS's ``awsdms_*`` control
+tables), and a full-load-and-cdc task whose TableMappings are rendered from the config.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_cdk import Duration, Stack, Tags
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_dms as dms
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from config.mappings import render_table_mappings, task_settings
+from config.model import BusConfig, SourceConfig
+from stacks.building_blocks import Alarms
+from stacks.nag import acknowledge
+
+#: DMS engine name -> the family whose endpoint settings hold the Secrets Manager secret.
+_SECRET_SETTINGS = {
+    "postgres": "postgres",
+    "aurora-postgresql": "postgres",
+    "mysql": "mysql",
+    "aurora": "mysql",
+    "mariadb": "mysql",
+    "oracle": "oracle",
+    "sqlserver": "sqlserver",
+}
+#: What DMS's DynamoDB target does to the tables it owns.
+_DYNAMODB_TARGET_ACTIONS = [
+    "dynamodb:CreateTable",
+    "dynamodb:DescribeTable",
+    "dynamodb:DeleteTable",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:BatchWriteItem",
+    "dynamodb:GetItem",
+    "dynamodb:Query",
+    "dynamodb:Scan",
+]
+
+
+class SourceStack(Stack):
+    def __init__(
+        self, scope: Construct, id_: str, *, bus: BusConfig, source: SourceConfig, **kwargs: Any
+    ) -> None:
+        super().__init__(scope, id_, **kwargs)
+        self.source = source
+        name = f"{bus.name}-{source.name}"
+        self.key = kms.Key(
+            self,
+            "Key",
+            alias=f"alias/dmsbus-{name}",
+            description=f"dmsbus {name}: the replication instance's storage and endpoints",
+            enable_key_rotation=True,
+        )
+        self.secrets_endpoint: ec2.InterfaceVpcEndpoint | None = None
+        vpc, subnet_ids = self._network(source)
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "SecurityGroup",
+            vpc=vpc,
+            description=f"DMS replication instance of {name}: no inbound, outbound to the source and AWS APIs",
+            allow_all_outbound=True,
+        )
+        if self.secrets_endpoint is not None:
+            self.secrets_endpoint.connections.allow_default_port_from(self.security_group)
+        self.subnet_group = dms.CfnReplicationSubnetGroup(
+            self,
+            "SubnetGroup",
+            replication_subnet_group_identifier=name,
+            replication_subnet_group_description=f"dmsbus {name}",
+            subnet_ids=subnet_ids,
+        )
+        replication = source.replication
+        self.instance = dms.CfnReplicationInstance(
+            self,
+            "Instance",
+            replication_instance_identifier=name,
+            replication_instance_class=replication.instance_class,
+            allocated_storage=replication.allocated_storage_gb,
+            multi_az=replication.multi_az,
+            engine_version=replication.engine_version,
+            publicly_accessible=False,
+            kms_key_id=self.key.key_arn,
+            replication_subnet_group_identifier=self.subnet_group.ref,
+            vpc_security_group_ids=[self.security_group.security_group_id],
+            auto_minor_version_upgrade=True,
+        )
+        self.source_endpoint = self._source_endpoint(name, source)
+        self.target_endpoint = self._target_endpoint(name, bus, source)
+        self.table_mappings = render_table_mappings(bus.name, source)
+        self.task = dms.CfnReplicationTask(
+            self,
+            "Task",
+            replication_task_identifier=name,
+            migration_type="full-load-and-cdc",
+            replication_instance_arn=self.instance.ref,
+            source_endpoint_arn=self.source_endpoint.ref,
+            target_endpoint_arn=self.target_endpoint.ref,
+            table_mappings=json.dumps(self.table_mappings, sort_keys=False),
+            replication_task_settings=json.dumps(task_settings()),
+        )
+        self.alarms = Alarms(self, "Alarms", topic_arn=bus.alarms.topic_arn)
+        for metric_name in ("CDCLatencySource", "CDCLatencyTarget"):
+            self.alarms.add(
+                metric_name,
+                metric=cloudwatch.Metric(
+                    namespace="AWS/DMS",
+                    metric_name=metric_name,
+                    dimensions_map={"ReplicationInstanceIdentifier": name, "ReplicationTaskIdentifier": name},
+                    statistic="Maximum",
+                    period=Duration.minutes(5),
+                ),
+                threshold=bus.alarms.cdc_latency_seconds,
+                description=f"DMS {name}: changes take longer than {bus.alarms.cdc_latency_seconds} s ({metric_name})",
+            )
+
+    def _network(self, source: SourceConfig) -> tuple[ec2.IVpc, list[str]]:
+        network = source.network
+        if not network.create_vpc:
+            assert network.vpc_id is not None  # the config model requires it
+            vpc = ec2.Vpc.from_vpc_attributes(
+                self, "Vpc", vpc_id=network.vpc_id, availability_zones=self.availability_zones
+            )
+            return vpc, list(network.subnet_ids)
+        vpc = ec2.Vpc(
+            self,
+            "Vpc",
+            max_azs=2,
+            nat_gateways=0,
+            subnet_configuration=[
+                ec2.SubnetConfiguration(
+                    name="replication", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=24
+                )
+            ],
+        )
+        vpc.add_flow_log("FlowLog")
+        # No internet: DMS reaches DynamoDB and Secrets Manager through endpoints.
+        vpc.add_gateway_endpoint("DynamoDb", service=ec2.GatewayVpcEndpointAwsService.DYNAMODB)
+        # Closed by default: only the replication instance's security group may reach it.
+        self.secrets_endpoint = vpc.add_interface_endpoint(
+            "SecretsManager", service=ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER, open=False
+        )
+        return vpc, [subnet.subnet_id for subnet in vpc.isolated_subnets]
+
+    def _source_endpoint(self, name: str, source: SourceConfig) -> dms.CfnEndpoint:
+        credentials = source.credentials
+        secret = (
+            secretsmanager.Secret.from_secret_complete_arn(self, "Secret", credentials.secret)
+            if credentials.is_arn
+            else secretsmanager.Secret.from_secret_name_v2(self, "Secret", credentials.secret)
+        )
+        role = iam.Role(
+            self,
+            "SecretAccessRole",
+            assumed_by=iam.ServicePrincipal(f"dms.{self.region}.amazonaws.com"),
+            description=f"DMS {name} reads the source database's credentials",
+        )
+        secret.grant_read(role)
+        # DMS takes host, port, user and password from the secret (it refuses both a secret
+        # and clear-text connection values); the config's server and port document it.
+        settings = {"secretsManagerSecretId": secret.secret_arn, "secretsManagerAccessRoleArn": role.role_arn}
+        family = _SECRET_SETTINGS[source.engine]
+        endpoint = dms.CfnEndpoint(
+            self,
+            "SourceEndpoint",
+            endpoint_identifier=f"{name}-source",
+            endpoint_type="source",
+            engine_name=source.engine,
+            database_name=source.database,
+            ssl_mode="require",
+            postgre_sql_settings=settings if family == "postgres" else None,
+            my_sql_settings=settings if family == "mysql" else None,
+            oracle_settings=settings if family == "oracle" else None,
+            microsoft_sql_server_settings=settings if family == "sqlserver" else None,
+        )
+        Tags.of(endpoint).add("dmsbus:server", f"{source.server}:{source.effective_port}")
+        if not credentials.is_arn:
+            acknowledge(
+                role,
+                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:{credentials.secret}-??????]",
+                "A secret named in config: its ARN ends in a random six-character suffix.",
+            )
+        return endpoint
+
+    def _target_endpoint(self, name: str, bus: BusConfig, source: SourceConfig) -> dms.CfnEndpoint:
+        role = iam.Role(
+            self,
+            "TargetRole",
+            assumed_by=iam.ServicePrincipal("dms.amazonaws.com"),
+            description=f"DMS {name} writes this source's DynamoDB tables, and only those",
+        )
+        tables = [
+            self.format_arn(service="dynamodb", resource="table", resource_name=pattern)
+            for pattern in (f"{bus.name}.{source.name}.*", "awsdms_*")
+        ]
+        role.add_to_policy(iam.PolicyStatement(actions=_DYNAMODB_TARGET_ACTIONS, resources=tables))
+        role.add_to_policy(iam.PolicyStatement(actions=["dynamodb:ListTables"], resources=["*"]))
+        for pattern in (f"{bus.name}.{source.name}.*", "awsdms_*"):
+            acknowledge(
+                role,
+                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:dynamodb:<AWS::Region>:<AWS::AccountId>:table/{pattern}]",
+                "DMS creates its target and control tables itself: only their name prefix is known.",
+            )
+        acknowledge(role, "AwsSolutions-IAM5[Resource::*]", "dynamodb:ListTables takes no resource.")
+        return dms.CfnEndpoint(
+            self,
+            "TargetEndpoint",
+            endpoint_identifier=f"{name}-target",
+            endpoint_type="target",
+            engine_name="dynamodb",
+            dynamo_db_settings=dms.CfnEndpoint.DynamoDbSettingsProperty(
+                service_access_role_arn=role.role_arn
+            ),
+        )

@@ -1,0 +1,122 @@
+"""Config options that change the stacks: an existing VPC, provisioned shards, a given key,
+an existing dms-vpc-role, a MySQL source with a secret ARN."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from aws_cdk.assertions import Match
+
+from config import load_config
+from tests.config.test_config import BUS, SOURCE, write
+from tests.infrastructure.conftest import REPO, Synthesized, synthesize
+
+KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:team/orders-db-AbCdEf"
+
+
+@pytest.fixture(scope="module")
+def variant(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    bus = {
+        **BUS,
+        "dms_vpc_role": "existing",
+        "kinesis": {"mode": "provisioned", "shards": 4, "kms_key_arn": KEY_ARN},
+    }
+    source = {
+        **SOURCE,
+        "name": "orders",
+        "engine": "mysql",
+        "credentials": {"secret": SECRET_ARN},
+        "network": {"vpc_id": "vpc-0123456789abcdef0", "subnet_ids": ["subnet-0aaa1111", "subnet-0bbb2222"]},
+        "replication": {"multi_az": True, "instance_class": "dms.r5.large"},
+    }
+    root = write(tmp_path_factory.mktemp("variant") / "config", bus, {"orders": source})
+    assert yaml.safe_load((root / "bus.yaml").read_text())["kinesis"]["shards"] == 4
+    return synthesize(load_config(root, repo=REPO), tmp_path_factory.mktemp("variant.out"))
+
+
+def test_provisioned_stream_with_the_given_key(variant: Synthesized) -> None:
+    bus = variant.template(variant.stacks.bus)
+    bus.has_resource_properties(
+        "AWS::Kinesis::Stream",
+        {"ShardCount": 4, "StreamEncryption": {"EncryptionType": "KMS", "KeyId": KEY_ARN}},
+    )
+    bus.resource_count_is("AWS::KMS::Key", 0)
+
+
+def test_existing_dms_vpc_role_is_not_created(variant: Synthesized) -> None:
+    bus = variant.template(variant.stacks.bus)
+    assert bus.find_resources("AWS::IAM::Role", {"Properties": {"RoleName": "dms-vpc-role"}}) == {}
+
+
+def test_existing_vpc_subnets_and_multi_az_mysql(variant: Synthesized) -> None:
+    source = variant.template(variant.stacks.sources["orders"])
+    source.resource_count_is("AWS::EC2::VPC", 0)
+    source.has_resource_properties(
+        "AWS::DMS::ReplicationSubnetGroup", {"SubnetIds": ["subnet-0aaa1111", "subnet-0bbb2222"]}
+    )
+    source.has_resource_properties(
+        "AWS::DMS::ReplicationInstance", {"MultiAZ": True, "PubliclyAccessible": False}
+    )
+    source.has_resource_properties(
+        "AWS::DMS::Endpoint",
+        {
+            "EngineName": "mysql",
+            "MySqlSettings": {
+                "SecretsManagerSecretId": SECRET_ARN,
+                "SecretsManagerAccessRoleArn": Match.any_value(),
+            },
+        },
+    )
+
+
+def test_secret_access_is_limited_to_the_named_secret(variant: Synthesized) -> None:
+    source = variant.template(variant.stacks.sources["orders"])
+    source.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Action": Match.array_with(["secretsmanager:GetSecretValue"]),
+                                "Resource": SECRET_ARN,
+                            }
+                        )
+                    ]
+                )
+            }
+        },
+    )
+
+
+def test_the_cdk_cli_synthesizes_one_template_per_stack(tmp_path: Path) -> None:
+    cdk = REPO / "node_modules" / ".bin" / "cdk"
+    # Given the CDK CLI that `make test` installs into the repo
+    assert cdk.exists(), "run `make test` (it installs the CDK CLI with npm)"
+    # When `cdk synth` runs the app as `make synth` does
+    result = subprocess.run(
+        [str(cdk), "synth", "--quiet", "--no-notices", "--output", str(tmp_path / "cdk.out")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={
+            **os.environ,
+            "CDK_DISABLE_VERSION_CHECK": "1",
+            "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
+        },
+        check=False,
+    )
+    # Then it succeeds with one template per stack
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "cdk.out").glob("*.template.json")) == [
+        "dmsbus-demo-consumers.template.json",
+        "dmsbus-demo-source-legacy.template.json",
+        "dmsbus-demo.template.json",
+    ]
