@@ -5,8 +5,9 @@ foreign tables are never touched, not even described):
 
 1. wait until ACTIVE, within the invocation's time (else the next sweep finishes it);
 2. switch billing to PAY_PER_REQUEST unless configured to keep it provisioned (one change
-   per UpdateTable call; dmsbus only ever switches towards on-demand, so DynamoDB's limit
-   on billing-mode switches is met; a refusal defers it to the next sweep);
+   per UpdateTable call). DynamoDB allows four switches to on-demand per 24 hours: dmsbus
+   switches a table once, and never again once it has been on-demand (a person who set it
+   back to provisioned meant it); a refusal (LimitExceeded) defers it to the next sweep;
 3. enable the stream with NEW_AND_OLD_IMAGES (another view type is an error, not replaced);
 4. backfill, **before** the mapping exists: scan (consistent reads) and publish every item
    as an ``r`` event, then tag the table ``dmsbus:backfilled = <stream label>``;
@@ -176,7 +177,14 @@ class Discovery:
     def _put_on_bus(self, table: TableName, report: TableReport, deadline: float) -> None:
         name = table.dynamodb_table
         description = self._active(name, deadline)
-        if not self.settings.keep_provisioned and _billing_mode(description) != "PAY_PER_REQUEST":
+        billing = description.get("BillingModeSummary") or {}
+        if (
+            not self.settings.keep_provisioned
+            and _billing_mode(description) != "PAY_PER_REQUEST"
+            and "LastUpdateToPayPerRequestDateTime" in billing
+        ):
+            report.actions.append("billing left PROVISIONED: set back from on-demand by someone")
+        elif not self.settings.keep_provisioned and _billing_mode(description) != "PAY_PER_REQUEST":
             try:
                 self.dynamodb.update_table(TableName=name, BillingMode="PAY_PER_REQUEST")
             except ClientError as exc:

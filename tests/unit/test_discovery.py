@@ -234,6 +234,33 @@ def test_keep_provisioned_leaves_billing_alone(dynamodb: Any, lambda_client: Any
     assert table["StreamSpecification"]["StreamEnabled"] is True
 
 
+class SetBackToProvisioned(Counting):
+    """A table someone switched back to provisioned after it had been on-demand (moto does
+    not record LastUpdateToPayPerRequestDateTime)."""
+
+    def describe_table(self, **kwargs: Any) -> Any:
+        response = self._client.describe_table(**kwargs)
+        response["Table"]["BillingModeSummary"] = {
+            "BillingMode": "PROVISIONED",
+            "LastUpdateToPayPerRequestDateTime": time.time() - 3600,
+        }
+        return response
+
+
+def test_a_table_set_back_to_provisioned_is_not_switched_again(
+    dynamodb: Any, lambda_client: Any, kinesis: Any
+) -> None:
+    # Given a table that was on-demand once and is provisioned again
+    create_dms_table(dynamodb, ORDERS)
+    client = SetBackToProvisioned(dynamodb)
+    # When a sweep runs
+    (report,) = make_discovery(client, lambda_client, kinesis).run({}, deadline=later())
+    # Then its billing is left alone (no switch to fight a person, nor DynamoDB's limit)
+    assert client.calls["update_table"] == 1  # the stream only
+    assert report.actions[0] == "billing left PROVISIONED: set back from on-demand by someone"
+    assert report.status == "done"
+
+
 def test_a_recreated_table_gets_a_new_mapping_and_the_old_one_goes(
     dynamodb: Any, lambda_client: Any, kinesis: Any
 ) -> None:
