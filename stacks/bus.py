@@ -97,10 +97,7 @@ class BusStack(Stack):
             memory_mb=glue.memory_mb,
             timeout_seconds=glue.timeout_seconds,
             environment={
-                "BUS_NAME": bus.name,
-                "BUS_STREAM_NAME": self.stream.stream_name,
-                "BUS_AGGREGATE": str(glue.aggregate).lower(),
-                "BUS_NUMBERS": glue.numbers,
+                **self._publishing(bus),
                 "BUS_DLQ_URL": self.glue_dlq.queue.queue_url,
             },
         )
@@ -142,10 +139,7 @@ class BusStack(Stack):
             timeout_seconds=900,
             dead_letter_queue=self.discovery_dlq.queue,
             environment={
-                "BUS_NAME": bus.name,
-                "BUS_STREAM_NAME": self.stream.stream_name,
-                "BUS_AGGREGATE": str(glue.aggregate).lower(),
-                "BUS_NUMBERS": glue.numbers,
+                **self._publishing(bus),
                 "GLUE_FUNCTION_NAME": self.glue.function.function_name,
                 "GLUE_DLQ_ARN": self.glue_dlq.queue.queue_arn,
                 "GLUE_BATCH_SIZE": str(glue.batch_size),
@@ -240,6 +234,15 @@ class BusStack(Stack):
         self.alarms.queue_depth(
             "DiscoveryDeadLetterDepth", self.discovery_dlq.queue, messages=bus.alarms.dlq_messages
         )
+
+    def _publishing(self, bus: BusConfig) -> dict[str, str]:
+        """How the glue and the backfill write the stream (dmsbus.settings reads these)."""
+        return {
+            "BUS_NAME": bus.name,
+            "BUS_STREAM_NAME": self.stream.stream_name,
+            "BUS_AGGREGATE": str(bus.glue.aggregate).lower(),
+            "BUS_NUMBERS": bus.glue.numbers,
+        }
 
     def _table_arn(self, name: str) -> str:
         return self.format_arn(service="dynamodb", resource="table", resource_name=name)
