@@ -1,0 +1,340 @@
+"""The DMS stand-in: full load, then CDC from a logical replication slot, into DynamoDB the
+way DMS's DynamoDB target writes it.
+
+- Tables: selected, named, keyed and trimmed by the source's TableMappings, rendered by the
+  same ``config`` code the CDK task uses (``config.mappings.resolve``). DMS creates each
+  target table itself: provisioned 200/200, no stream.
+- Types as DMS maps them: numbers -> N, booleans -> BOOL, everything else (dates,
+  timestamps, text, uuid, json ...) -> S in PostgreSQL's text form; NULL columns dropped;
+  excluded columns removed.
+- Writes: BatchWriteItem for the full load, PutItem / UpdateItem / DeleteItem for changes.
+- CDC: ``pgoutput`` through ``pg_logical_slot_peek_binary_changes``; after a transaction
+  is applied the slot is advanced past it, so a restart resumes from the slot, repeating
+  at most the transaction in flight (its writes are idempotent).
+
+The slot is created before the full load: changes made during the load are applied again
+after it, which converges because every write carries the row's full new state.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from config.mappings import TargetTable, render_table_mappings, resolve
+from config.model import SourceConfig
+from local.pgoutput import UNCHANGED, Change, Commit, Decoder, Truncate
+
+logger = logging.getLogger("dmsbus.local.dms")
+
+DMS_CAPACITY = {"ReadCapacityUnits": 200, "WriteCapacityUnits": 200}
+#: PostgreSQL type OIDs DMS writes as DynamoDB numbers, and booleans.
+NUMERIC_TYPES = {20, 21, 23, 26, 700, 701, 1700}
+BOOLEAN_TYPE = 16
+
+
+class DmsError(RuntimeError):
+    """A source table the stand-in cannot replicate (its message says why and how to fix)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSchema:
+    """A source table's DynamoDB target: name, key attributes with their types, excluded columns."""
+
+    target: TargetTable
+    key: tuple[str, ...]
+    key_types: tuple[str, ...]
+
+
+@dataclass
+class DmsStandIn:
+    url: str
+    bus: str
+    source: SourceConfig
+    dynamodb: Any
+    slot: str = ""
+    publication: str = ""
+    changes_applied: int = 0
+    rows_loaded: int = 0
+    _mappings: dict[str, Any] = field(default_factory=dict)
+    _schemas: dict[tuple[str, str], TargetSchema | None] = field(default_factory=dict)
+    _created: set[str] = field(default_factory=set)
+    _decoder: Decoder = field(default_factory=Decoder)
+
+    def __post_init__(self) -> None:
+        self.slot = self.slot or f"dmsbus_{self.bus}_{self.source.name}".replace("-", "_").lower()
+        self.publication = self.publication or self.slot
+        self._mappings = render_table_mappings(self.bus, self.source)
+
+    # --- setup and full load --------------------------------------------------------
+
+    def start(self) -> bool:
+        """Create the publication and the slot if new; True when this is the first start
+        (a full load is due), False when resuming from an existing slot."""
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            exists = connection.execute(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)
+            ).fetchone()
+            if exists:
+                return False
+            if not connection.execute(
+                "SELECT 1 FROM pg_publication WHERE pubname = %s", (self.publication,)
+            ).fetchone():
+                connection.execute(
+                    sql.SQL("CREATE PUBLICATION {} FOR ALL TABLES").format(sql.Identifier(self.publication))
+                )
+            connection.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (self.slot,))
+        return True
+
+    def full_load(self) -> int:
+        """Copy every selected table as it is now. Returns the rows written."""
+        loaded = 0
+        with psycopg.connect(self.url) as connection:
+            for schema, table in self._source_tables(connection):
+                target = self.target_schema(connection, schema, table)
+                if target is None:
+                    continue
+                self.ensure_table(target)
+                columns = self._columns(connection, schema, table)
+                query = sql.SQL("SELECT {} FROM {}.{}").format(
+                    sql.SQL(", ").join(
+                        sql.SQL("{}::text").format(sql.Identifier(name)) for name, _ in columns
+                    ),
+                    sql.Identifier(schema),
+                    sql.Identifier(table),
+                )
+                batch: list[dict[str, Any]] = []
+                for row in connection.execute(query):
+                    item = self.item(
+                        target, dict(zip([n for n, _ in columns], row, strict=True)), dict(columns)
+                    )
+                    batch.append({"PutRequest": {"Item": item}})
+                    if len(batch) == 25:
+                        self._batch_write(target.target.name, batch)
+                        batch = []
+                    loaded += 1
+                if batch:
+                    self._batch_write(target.target.name, batch)
+        self.rows_loaded += loaded
+        return loaded
+
+    def _source_tables(self, connection: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+        rows = connection.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables "
+            "WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema') "
+            "ORDER BY 1, 2"
+        ).fetchall()
+        return [
+            (schema, table) for schema, table in rows if resolve(self._mappings, schema, table) is not None
+        ]
+
+    def _columns(self, connection: psycopg.Connection[Any], schema: str, table: str) -> list[tuple[str, int]]:
+        return [
+            (str(name), int(type_oid))
+            for name, type_oid in connection.execute(
+                "SELECT attname, atttypid::int FROM pg_attribute "
+                "WHERE attrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND attnum > 0 AND NOT attisdropped "
+                "ORDER BY attnum",
+                (schema, table),
+            )
+        ]
+
+    def target_schema(
+        self, connection: psycopg.Connection[Any] | None, schema: str, table: str
+    ) -> TargetSchema | None:
+        """The table's target, key and key types (cached); None when not selected."""
+        cached = self._schemas.get((schema, table), ...)
+        if cached is not ...:
+            return cached
+        target = resolve(self._mappings, schema, table)
+        result = None
+        if target is not None:
+            own = connection or psycopg.connect(self.url)
+            try:
+                columns = dict(self._columns(own, schema, table))
+                key = target.key or self._primary_key(own, schema, table)
+            finally:
+                if connection is None:
+                    own.close()
+            if not 1 <= len(key) <= 2:
+                raise DmsError(
+                    f"{schema}.{table} has a {len(key)}-column primary key; DynamoDB keys have one or two "
+                    f"attributes: give the table a `key` in config/sources/{self.source.name}.yaml"
+                )
+            result = TargetSchema(
+                target, tuple(key), tuple("N" if columns.get(name) in NUMERIC_TYPES else "S" for name in key)
+            )
+        self._schemas[(schema, table)] = result
+        return result
+
+    @staticmethod
+    def _primary_key(connection: psycopg.Connection[Any], schema: str, table: str) -> list[str]:
+        return [
+            str(name)
+            for (name,) in connection.execute(
+                "SELECT a.attname FROM pg_index i "
+                "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+                "WHERE i.indrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND i.indisprimary "
+                "ORDER BY array_position(i.indkey, a.attnum)",
+                (schema, table),
+            )
+        ]
+
+    def ensure_table(self, schema: TargetSchema) -> None:
+        """Create the target table as DMS does (provisioned 200/200, no stream) if absent."""
+        name = schema.target.name
+        if name in self._created:
+            return
+        try:
+            self.dynamodb.create_table(
+                TableName=name,
+                KeySchema=[
+                    {"AttributeName": attribute, "KeyType": kind}
+                    for attribute, kind in zip(schema.key, ("HASH", "RANGE"), strict=False)
+                ],
+                AttributeDefinitions=[
+                    {"AttributeName": attribute, "AttributeType": kind}
+                    for attribute, kind in zip(schema.key, schema.key_types, strict=True)
+                ],
+                ProvisionedThroughput=DMS_CAPACITY,
+            )
+            logger.info("created DynamoDB table %s", name)
+        except self.dynamodb.exceptions.ResourceInUseException:
+            pass
+        self._created.add(name)
+
+    # --- CDC ------------------------------------------------------------------------
+
+    def poll(self, *, limit: int = 10_000) -> int:
+        """Apply the committed transactions waiting in the slot; returns changes applied."""
+        applied = 0
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            rows = connection.execute(
+                "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes("
+                "%s, NULL, %s, 'proto_version', '1', 'publication_names', %s)",
+                (self.slot, limit, self.publication),
+            ).fetchall()
+            pending: list[Change] = []
+            for lsn, data in rows:
+                message = self._decoder.decode(bytes(data))
+                if isinstance(message, Change):
+                    pending.append(message)
+                elif isinstance(message, Truncate):
+                    logger.warning(
+                        "TRUNCATE of %s ignored (DMS's HandleSourceTableTruncated is false)",
+                        [f"{r.schema}.{r.table}" for r in message.relations],
+                    )
+                elif isinstance(message, Commit):
+                    for change in pending:
+                        applied += self.apply(connection, change)
+                    pending = []
+                    connection.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, lsn))
+        self.changes_applied += applied
+        return applied
+
+    def apply(self, connection: psycopg.Connection[Any], change: Change) -> int:
+        relation = change.relation
+        schema = self.target_schema(connection, relation.schema, relation.table)
+        if schema is None:
+            return 0
+        self.ensure_table(schema)
+        types = {column.name: column.type_oid for column in relation.columns}
+        name = schema.target.name
+        if change.kind == "delete":
+            assert change.old is not None
+            self.dynamodb.delete_item(TableName=name, Key=self._key(schema, change.old, types))
+            return 1
+        assert change.new is not None
+        new = change.new
+        if change.kind == "insert" or UNCHANGED not in new.values():
+            if change.old is not None and self._key(schema, change.old, types) != self._key(
+                schema, new, types
+            ):
+                self.dynamodb.delete_item(TableName=name, Key=self._key(schema, change.old, types))
+            self.dynamodb.put_item(TableName=name, Item=self.item(schema, new, types))
+            return 1
+        # An update leaving TOASTed values out: write what changed, keep the rest.
+        present = {column: value for column, value in new.items() if value is not UNCHANGED}
+        item = self.item(schema, present, types)
+        key = {attribute: item.pop(attribute) for attribute in schema.key}
+        removed = [
+            c
+            for c, v in present.items()
+            if v is None and c not in schema.target.exclude and c not in schema.key
+        ]
+        names = {f"#a{index}": column for index, column in enumerate([*item, *removed])}
+        by_column = {column: alias for alias, column in names.items()}
+        expression = []
+        if item:
+            expression.append("SET " + ", ".join(f"{by_column[c]} = :v{i}" for i, c in enumerate(item)))
+        if removed:
+            expression.append("REMOVE " + ", ".join(by_column[c] for c in removed))
+        self.dynamodb.update_item(
+            TableName=name,
+            Key=key,
+            UpdateExpression=" ".join(expression),
+            ExpressionAttributeNames=names,
+            **(
+                {"ExpressionAttributeValues": {f":v{i}": v for i, v in enumerate(item.values())}}
+                if item
+                else {}
+            ),
+        )
+        return 1
+
+    def item(
+        self, schema: TargetSchema, row: Mapping[str, object], types: Mapping[str, int]
+    ) -> dict[str, Any]:
+        """A row as DMS writes it: NULLs dropped, excluded columns removed, typed values."""
+        item = {}
+        for column, value in row.items():
+            if value is None or value is UNCHANGED or column in schema.target.exclude:
+                continue
+            item[column] = attribute_value(str(value), types.get(column, 25))
+        missing = [attribute for attribute in schema.key if attribute not in item]
+        if missing:
+            raise DmsError(f"{schema.target.name}: a row without its key attributes {missing}")
+        return item
+
+    def _key(
+        self, schema: TargetSchema, row: Mapping[str, object], types: Mapping[str, int]
+    ) -> dict[str, Any]:
+        return {
+            attribute: attribute_value(str(row[attribute]), types.get(attribute, 25))
+            for attribute in schema.key
+        }
+
+    def _batch_write(self, table: str, requests: list[dict[str, Any]]) -> None:
+        pending = {table: requests}
+        while pending:
+            pending = self.dynamodb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+
+    def drop_slot(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            connection.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+                (self.slot,),
+            )
+
+
+def attribute_value(text: str, type_oid: int) -> dict[str, Any]:
+    """One column in PostgreSQL's text form -> its DynamoDB attribute value, as DMS maps it."""
+    if type_oid == BOOLEAN_TYPE:
+        return {"BOOL": text in ("t", "true")}
+    if type_oid in NUMERIC_TYPES:
+        try:
+            number = Decimal(text)
+        except InvalidOperation:
+            return {"S": text}
+        if number.is_finite():
+            # DynamoDB stores numbers normalized (12.50 reads back as 12.5); moto keeps the
+            # text it is given, so write what DynamoDB would return.
+            return {"N": format(number.normalize(), "f")}
+        return {"S": text}
+    return {"S": text}
