@@ -3,7 +3,6 @@ Lambda's event-source-mapping API, and boto3 clients that talk to it."""
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,15 +10,11 @@ import boto3
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
+from local.net import free_port
+
 REGION = "us-east-1"
 #: moto accepts any credentials; these only keep boto3 from looking for real ones.
 LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "local"}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -34,7 +29,7 @@ class LocalAws:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> str:
-        self.port = self.port or _free_port()
+        self.port = self.port or free_port()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
         return self.endpoint_url

