@@ -3,11 +3,11 @@
 For each table whose name parses under the bus's prefix (``awsdms_*`` control tables and
 foreign tables are never touched, not even described):
 
-1. wait until ACTIVE, within the invocation's time (else the next sweep finishes it);
+1. wait until ACTIVE, within the invocation's time (else the next run finishes it);
 2. switch billing to PAY_PER_REQUEST unless configured to keep it provisioned (one change
    per UpdateTable call). DynamoDB allows four switches to on-demand per 24 hours: dmsbus
    switches a table once, and never again once it has been on-demand (a person who set it
-   back to provisioned meant it); a refusal (LimitExceeded) defers it to the next sweep;
+   back to provisioned meant it); a refusal (LimitExceeded) defers it to the next run;
 3. enable the stream with NEW_AND_OLD_IMAGES (another view type is an error, not replaced);
 4. backfill, **before** the mapping exists: scan (consistent reads) and publish every item
    as an ``r`` event, then tag the table ``dmsbus:backfilled = <stream label>``;
@@ -16,21 +16,40 @@ foreign tables are never touched, not even described):
 
 Why the backfill comes before the mapping: the stream holds every change made since it
 was enabled, and the glue starts reading it from its horizon only after the ``r`` events
-are on Kinesis. A row's later changes therefore reach its shard after its ``r`` event, so a
-consumer never ends on a scanned image older than the row's last change.
+are on Kinesis. A row's later changes therefore reach its shard after its ``r`` event (same
+partition key as the glue's, so same shard), and a consumer never ends on a scanned image
+older than the row's last change. The converse would break it: an ``r`` event published
+after the glue put a newer change of its row would leave consumers on the older image. So
+a table whose mapping exists is never backfilled, and a backfill stops as soon as it sees
+a mapping another run created meanwhile.
 
-Idempotent: a second run finds everything done and changes nothing.
+Tables advance independently, in passes: a table that must wait (CREATING, or UPDATING
+after a change) leaves the others to go on, and is looked at again in the next pass (at
+once after a change, else after a short pause) until the deadline leaves it ``pending``
+for the next run. One CREATING table never holds up a sweep.
+
+A backfill that runs out of time records where it stopped in a tag
+(``dmsbus:backfill-cursor = <stream label> <items> <base64 key>``) and the next run goes on
+from there, so a table too big for one invocation still finishes. Redone pages repeat the
+same event ids (``{table}/r/{stream label}/{key}``), which consumers dedup.
+
+Idempotent, and safe when two runs overlap (a CreateTable event and a sweep): a second run
+finds everything done and changes nothing; a change another run is making is waited for,
+a mapping another run created is taken as done.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from dmsbus import settings
 from dmsbus.backfill import read_records
@@ -42,8 +61,14 @@ from dmsbus.publisher import KinesisPublisher, PublisherSettings
 logger = logging.getLogger("dmsbus.discovery")
 
 BACKFILL_TAG = "dmsbus:backfilled"
+CURSOR_TAG = "dmsbus:backfill-cursor"
 VIEW_TYPE = "NEW_AND_OLD_IMAGES"
-POLL_SECONDS = 2.0
+#: Pause between two passes over the tables that wait (CREATING, UPDATING).
+POLL_SECONDS = 5.0
+#: DynamoDB's longest tag value.
+MAX_TAG_VALUE = 256
+
+Status = Literal["done", "pending", "gone", "error"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,11 +128,27 @@ class TableReport:
     """What discovery found and did for one table."""
 
     table: str
-    #: ``done`` (streaming into the glue), ``pending`` (left to the next sweep) or ``error``.
-    status: str = "done"
+    #: ``done`` (streaming into the glue), ``pending`` (left to the next run), ``gone``
+    #: (deleted, or never created) or ``error`` (``detail`` says why).
+    status: Status = "pending"
     actions: list[str] = field(default_factory=list)
     backfilled: int = 0
+    billing_switched: bool = False
+    stream_enabled: bool = False
+    mapping_created: bool = False
     detail: str | None = None
+
+
+@dataclass(slots=True)
+class RunReport:
+    """One run: a report per table of the bus, and how many other tables were skipped."""
+
+    tables: list[TableReport] = field(default_factory=list)
+    skipped: int = 0
+
+    @property
+    def errors(self) -> list[TableReport]:
+        return [table for table in self.tables if table.status == "error"]
 
 
 class TableError(Exception):
@@ -115,13 +156,31 @@ class TableError(Exception):
 
 
 class Pending(Exception):  # noqa: N818 - a state, not a failure
-    """Not finished within this invocation; the next sweep goes on."""
+    """Not finished within this invocation; the next run goes on."""
+
+
+class Gone(Exception):  # noqa: N818 - a state, not a failure
+    """The table does not exist (any more)."""
+
+
+@dataclass(slots=True)
+class _Work:
+    """A table in progress during one run."""
+
+    table: TableName
+    report: TableReport
+    waiting_for: str = ""
+    billing_deferred: bool = False
+    #: Changed something in this pass (then the next pass comes without a pause).
+    progressed: bool = False
 
 
 def tables_in_event(event: Mapping[str, Any]) -> list[str] | None:
     """The table a CloudTrail CreateTable event names, or None for a sweep (schedule, ``{}``)."""
     detail = event.get("detail") or {}
     if event.get("detail-type") == "AWS API Call via CloudTrail" and detail.get("eventName") == "CreateTable":
+        if detail.get("errorCode"):
+            return []  # CloudTrail records refused calls too: nothing was created
         name = (detail.get("requestParameters") or {}).get("tableName") or (
             ((detail.get("responseElements") or {}).get("tableDescription") or {}).get("tableName")
         )
@@ -130,7 +189,8 @@ def tables_in_event(event: Mapping[str, Any]) -> list[str] | None:
 
 
 class Discovery:
-    """Runs discovery with the clients it is given (boto3 in Lambda, moto in tests)."""
+    """Runs discovery with the clients it is given (boto3 in Lambda, moto in tests).
+    ``clock`` and ``sleep`` work in seconds; deadlines are on ``clock``."""
 
     def __init__(
         self,
@@ -141,6 +201,7 @@ class Discovery:
         publisher: KinesisPublisher,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        poll_seconds: float = POLL_SECONDS,
     ) -> None:
         self.settings = settings
         self.dynamodb = dynamodb
@@ -149,108 +210,170 @@ class Discovery:
         self.builder = ChangeBuilder(settings.bus, numbers=settings.numbers)
         self.clock = clock
         self.sleep = sleep
+        self.poll_seconds = poll_seconds
+        self._mappings: list[dict[str, Any]] | None = None
 
-    def run(self, event: Mapping[str, Any], *, deadline: float) -> list[TableReport]:
+    def run(self, event: Mapping[str, Any], *, deadline: float) -> RunReport:
+        """Put every table the event names (or, for a sweep, every table of the bus) on the bus."""
         named = tables_in_event(event)
-        names = self._all_tables() if named is None else iter(named)
-        reports = []
-        for name in names:
+        run = RunReport()
+        work: list[_Work] = []
+        for name in self._all_tables() if named is None else named:
             table = bus_table(name, self.settings.bus)
             if table is None:
-                logger.debug("skipping %s: not a table of bus %s", name, self.settings.bus)
+                run.skipped += 1
+                logger.debug("skipped %s: not a table of bus %s", name, self.settings.bus)
                 continue
-            reports.append(self.table(table, deadline=deadline))
-        return reports
+            report = TableReport(table.dynamodb_table)
+            run.tables.append(report)
+            work.append(_Work(table, report))
+        self._mappings = None  # listed at most once per run, when a mapping is to be created
+        while work:
+            for item in work:
+                item.progressed = False
+            waiting = [item for item in work if not self._step(item, deadline)]
+            if not waiting:
+                break
+            # After a change, look again at once (it may be done already); else pause.
+            pause = 0.0 if any(item.progressed for item in waiting) else self.poll_seconds
+            if self.clock() + pause >= deadline:
+                for item in waiting:
+                    item.report.status = "pending"
+                    item.report.detail = f"table {item.table} is {item.waiting_for}; the next run goes on"
+                break
+            if pause:
+                self.sleep(pause)
+            work = waiting
+        return run
 
-    def table(self, table: TableName, *, deadline: float) -> TableReport:
-        report = TableReport(table.dynamodb_table)
+    def _step(self, item: _Work, deadline: float) -> bool:
+        """Advance one table as far as it goes without waiting; True once it is settled."""
+        report = item.report
         try:
-            self._put_on_bus(table, report, deadline)
+            if not self._advance(item, deadline):
+                return False
+            report.status = "done"
         except Pending as exc:
             report.status, report.detail = "pending", str(exc)
+        except Gone as exc:
+            report.status, report.detail = "gone", str(exc)
         except TableError as exc:
             report.status, report.detail = "error", str(exc)
-        except ClientError as exc:
-            report.status, report.detail = "error", f"{exc.operation_name}: {exc}"
-        return report
+        except (ClientError, BotoCoreError) as exc:
+            report.status, report.detail = "error", f"table {item.table}: {exc}"
+        except Exception as exc:
+            # A bug must not keep the other tables off the bus: report it, with its traceback.
+            logger.exception("discovery failed on table %s", item.table)
+            report.status, report.detail = "error", f"table {item.table}: {type(exc).__name__}: {exc}"
+        return True
 
-    def _put_on_bus(self, table: TableName, report: TableReport, deadline: float) -> None:
-        name = table.dynamodb_table
-        description = self._active(name, deadline)
+    def _advance(self, item: _Work, deadline: float) -> bool:
+        """One pass over one table: False when it must wait for DynamoDB, True when done."""
+        name = item.table.dynamodb_table
+        description = self._describe(name)
+        status = description.get("TableStatus")
+        if status != "ACTIVE":
+            item.waiting_for = str(status)
+            return False
+        if self._switch_billing(item, description):
+            return False
+        stream = description.get("StreamSpecification") or {}
+        if not stream.get("StreamEnabled"):
+            self._enable_stream(item)
+            return False
+        if stream.get("StreamViewType") != VIEW_TYPE:
+            raise TableError(
+                f"table {name} streams {stream.get('StreamViewType')}, not {VIEW_TYPE}: the glue needs both "
+                "images; disable its stream (or reload the table) and discovery will enable it"
+            )
+        stream_arn: str = description["LatestStreamArn"]
+        if self._attached(stream_arn):
+            return True
+        if self.settings.backfill and not self._backfill(item, description, stream_arn, deadline):
+            return True  # another run attached the glue while this one scanned
+        self._attach(item, stream_arn)
+        return True
+
+    def _describe(self, name: str) -> dict[str, Any]:
+        try:
+            description: dict[str, Any] = self.dynamodb.describe_table(TableName=name)["Table"]
+        except ClientError as exc:
+            if _error_code(exc) == "ResourceNotFoundException":
+                raise Gone(f"table {name} does not exist") from None
+            raise
+        if description.get("TableStatus") == "DELETING":
+            raise Gone(f"table {name} is being deleted")
+        return description
+
+    def _switch_billing(self, item: _Work, description: Mapping[str, Any]) -> bool:
+        """Switch to on-demand when due; True when the table is now UPDATING."""
         billing = description.get("BillingModeSummary") or {}
         if (
-            not self.settings.keep_provisioned
-            and _billing_mode(description) != "PAY_PER_REQUEST"
-            and "LastUpdateToPayPerRequestDateTime" in billing
+            self.settings.keep_provisioned
+            or item.billing_deferred
+            or _billing_mode(description) != "PROVISIONED"
         ):
-            report.actions.append("billing left PROVISIONED: set back from on-demand by someone")
-        elif not self.settings.keep_provisioned and _billing_mode(description) != "PAY_PER_REQUEST":
-            try:
-                self.dynamodb.update_table(TableName=name, BillingMode="PAY_PER_REQUEST")
-            except ClientError as exc:
-                if _error_code(exc) != "LimitExceededException":
-                    raise
-                report.actions.append("billing switch deferred (DynamoDB's limit on switches)")
-            else:
-                report.actions.append("billing -> PAY_PER_REQUEST")
-            description = self._active(name, deadline)
-        stream = description.get("StreamSpecification") or {}
-        if stream.get("StreamEnabled"):
-            if stream.get("StreamViewType") != VIEW_TYPE:
-                raise TableError(
-                    f"table {name} streams {stream.get('StreamViewType')}, not {VIEW_TYPE}: the glue needs both "
-                    "images; disable its stream (or reload the table) and discovery will enable it"
-                )
-        else:
+            return False
+        if "LastUpdateToPayPerRequestDateTime" in billing:
+            item.report.detail = "billing left PROVISIONED: it was on-demand once and someone set it back"
+            return False
+        try:
+            self.dynamodb.update_table(TableName=item.table.dynamodb_table, BillingMode="PAY_PER_REQUEST")
+        except ClientError as exc:
+            code = _error_code(exc)
+            if code == "ResourceInUseException":  # another change (or run) is under way
+                item.waiting_for = "being updated"
+                return True
+            if code != "LimitExceededException":
+                raise
+            item.billing_deferred = True
+            item.report.actions.append(f"billing switch deferred to the next run (DynamoDB said: {exc})")
+            return False
+        item.report.billing_switched = item.progressed = True
+        item.report.actions.append("billing -> PAY_PER_REQUEST")
+        item.waiting_for = "UPDATING (billing mode)"
+        return True
+
+    def _enable_stream(self, item: _Work) -> None:
+        try:
             self.dynamodb.update_table(
-                TableName=name, StreamSpecification={"StreamEnabled": True, "StreamViewType": VIEW_TYPE}
+                TableName=item.table.dynamodb_table,
+                StreamSpecification={"StreamEnabled": True, "StreamViewType": VIEW_TYPE},
             )
-            report.actions.append("stream enabled (NEW_AND_OLD_IMAGES)")
-            description = self._active(name, deadline)
-        stream_arn: str = description["LatestStreamArn"]
-        run = stream_arn.rsplit("/", 1)[-1]
-        mappings = list(self._glue_mappings())
-        current = [m for m in mappings if m["EventSourceArn"] == stream_arn]
-        if self.settings.backfill and not current and not self._backfilled(description, run):
-            report.backfilled = self._backfill(table, description, run, deadline)
-            self.dynamodb.tag_resource(
-                ResourceArn=description["TableArn"], Tags=[{"Key": BACKFILL_TAG, "Value": run}]
-            )
-            report.actions.append(f"backfilled {report.backfilled} items")
-        for mapping in mappings:
-            arn = mapping["EventSourceArn"]
-            if arn != stream_arn and _stream_table(arn) == name:
-                self.lambda_client.delete_event_source_mapping(UUID=mapping["UUID"])
-                report.actions.append(f"removed the mapping of an old stream {arn}")
-        if not current:
-            self.lambda_client.create_event_source_mapping(**self._mapping(stream_arn))
-            report.actions.append("glue attached")
+        except ClientError as exc:
+            code = _error_code(exc)
+            # Busy, or another run enabled the stream since the describe ("Table already has
+            # an enabled stream" is a ValidationException): the next pass describes it again.
+            if code not in ("ResourceInUseException", "LimitExceededException") and not (
+                code == "ValidationException" and "already has an enabled stream" in str(exc)
+            ):
+                raise
+            item.waiting_for = f"being updated ({code})"
+            return
+        item.report.stream_enabled = item.progressed = True
+        item.report.actions.append("stream enabled (NEW_AND_OLD_IMAGES)")
+        item.waiting_for = "UPDATING (stream)"
 
-    def _active(self, name: str, deadline: float) -> dict[str, Any]:
-        while True:
-            description: dict[str, Any] = self.dynamodb.describe_table(TableName=name)["Table"]
-            status = description.get("TableStatus")
-            if status == "ACTIVE":
-                return description
-            if status == "DELETING":
-                raise Pending(f"table {name} is being deleted")
-            if self.clock() + POLL_SECONDS >= deadline:
-                raise Pending(f"table {name} is {status}; the next sweep goes on")
-            self.sleep(POLL_SECONDS)
-
-    def _backfilled(self, description: Mapping[str, Any], run: str) -> bool:
-        tags = self.dynamodb.list_tags_of_resource(ResourceArn=description["TableArn"]).get("Tags", [])
-        return any(tag["Key"] == BACKFILL_TAG and tag["Value"] == run for tag in tags)
-
-    def _backfill(self, table: TableName, description: Mapping[str, Any], run: str, deadline: float) -> int:
+    def _backfill(
+        self, item: _Work, description: Mapping[str, Any], stream_arn: str, deadline: float
+    ) -> bool:
+        """Publish the table's items as ``r`` events and tag it done. False when it stopped
+        because another run attached the glue meanwhile (the rest is that run's)."""
+        table, report = item.table, item.report
+        table_arn: str = description["TableArn"]
+        label = stream_arn.rsplit("/", 1)[-1]
+        tags = self._tags(table_arn)
+        if tags.get(BACKFILL_TAG) == label:
+            return True
+        cursor = read_cursor(tags.get(CURSOR_TAG), label)
+        start, done = cursor if cursor else (None, 0)
+        if cursor:
+            report.actions.append(f"backfill resumed after {done} items")
         keys = [element["AttributeName"] for element in description["KeySchema"]]
-        total = 0
-        start: dict[str, Any] | None = None
         while True:
             if self.clock() >= deadline:
-                raise Pending(
-                    f"backfill of {table} stopped at {total} items (time); the next sweep redoes it"
-                )
+                self._save_cursor(table, table_arn, label, start, done)
+                raise Pending(f"backfill of {table} stopped at {done} items (time); the next run goes on")
             page = self.dynamodb.scan(
                 TableName=table.dynamodb_table,
                 ConsistentRead=True,
@@ -261,34 +384,115 @@ class Discovery:
                 records = read_records(
                     self.builder,
                     table,
-                    run=run,
+                    run=label,
                     key_attributes=keys,
                     items=items,
                     ts_ms=round(time.time() * 1000),
                 )
             except ValueError as exc:
                 raise TableError(f"backfill of {table}: {exc}") from exc
+            # Scanning takes time: ask again right before publishing.
+            if self._attached(stream_arn):
+                report.actions.append(f"backfill stopped after {done} items: another run attached the glue")
+                return False
             result = self.publisher.publish(records, deadline=deadline)
             if result.failed_from is not None:
-                raise Pending(
-                    f"backfill of {table}: {len(records) - result.failed_from} changes not put "
-                    f"({'; '.join(result.errors[:3])}); the next sweep redoes it"
+                self._save_cursor(table, table_arn, label, start, done)
+                raise TableError(
+                    f"backfill of {table}: {len(records) - result.failed_from} items not put on the bus "
+                    f"({'; '.join(result.errors[:3])}); the next run goes on from item {done}"
                 )
-            total += len(records)
+            done += len(records)
+            report.backfilled += len(records)
             start = page.get("LastEvaluatedKey")
             if not start:
-                return total
+                break
+        finished = [{"Key": BACKFILL_TAG, "Value": label}]
+        if CURSOR_TAG in tags:
+            finished.append({"Key": CURSOR_TAG, "Value": ""})
+        self.dynamodb.tag_resource(ResourceArn=table_arn, Tags=finished)
+        report.actions.append(f"backfilled {report.backfilled} items")
+        return True
+
+    def _save_cursor(
+        self, table: TableName, table_arn: str, label: str, start: Mapping[str, Any] | None, done: int
+    ) -> None:
+        """Record where an interrupted backfill goes on (best effort: without it, it restarts)."""
+        if not start:
+            return
+        value = write_cursor(label, done, start)
+        if value is None:
+            logger.warning("backfill of %s: its scan position does not fit in a tag; it will restart", table)
+            return
+        try:
+            self.dynamodb.tag_resource(ResourceArn=table_arn, Tags=[{"Key": CURSOR_TAG, "Value": value}])
+        except ClientError as exc:
+            logger.warning(
+                "backfill of %s: could not save its scan position (%s); it will restart", table, exc
+            )
+
+    def _attach(self, item: _Work, stream_arn: str) -> None:
+        name, report = item.table.dynamodb_table, item.report
+        mappings = self._glue_mappings()
+        for mapping in list(mappings):
+            arn = mapping.get("EventSourceArn", "")
+            if arn == stream_arn or _stream_table(arn) != name or mapping.get("State") == "Deleting":
+                continue
+            try:
+                self.lambda_client.delete_event_source_mapping(UUID=mapping["UUID"])
+            except ClientError as exc:
+                if _error_code(exc) != "ResourceNotFoundException":
+                    raise
+            mappings.remove(mapping)
+            report.actions.append(f"removed the mapping of an old stream {arn}")
+        try:
+            created = self.lambda_client.create_event_source_mapping(**self._mapping(stream_arn))
+        except ClientError as exc:
+            # Lambda takes one mapping per (stream, function): another run made it.
+            if _error_code(exc) != "ResourceConflictException":
+                raise
+            report.actions.append("glue already attached by another run")
+            return
+        mappings.append(dict(created))
+        report.mapping_created = True
+        report.actions.append("glue attached")
+
+    def _tags(self, arn: str) -> dict[str, str]:
+        tags: dict[str, str] = {}
+        token: str | None = None
+        while True:
+            page = self.dynamodb.list_tags_of_resource(
+                ResourceArn=arn, **({"NextToken": token} if token else {})
+            )
+            tags.update({tag["Key"]: tag["Value"] for tag in page.get("Tags", [])})
+            token = page.get("NextToken")
+            if not token:
+                return tags
 
     def _all_tables(self) -> Iterator[str]:
         paginator = self.dynamodb.get_paginator("list_tables")
         for page in paginator.paginate():
             yield from page.get("TableNames", [])
 
-    def _glue_mappings(self) -> Iterator[dict[str, Any]]:
+    def _attached(self, stream_arn: str) -> bool:
+        """Whether the glue has a mapping for this stream (asked afresh: another run may have
+        made one)."""
+        return any(
+            mapping.get("State") != "Deleting" for mapping in self._list_mappings(EventSourceArn=stream_arn)
+        )
+
+    def _glue_mappings(self) -> list[dict[str, Any]]:
+        if self._mappings is None:
+            self._mappings = list(self._list_mappings())
+        return self._mappings
+
+    def _list_mappings(self, **filters: str) -> Iterator[dict[str, Any]]:
         marker: str | None = None
         while True:
             page = self.lambda_client.list_event_source_mappings(
-                FunctionName=self.settings.glue_function_name, **({"Marker": marker} if marker else {})
+                FunctionName=self.settings.glue_function_name,
+                **filters,
+                **({"Marker": marker} if marker else {}),
             )
             yield from page.get("EventSourceMappings", [])
             marker = page.get("NextMarker")
@@ -312,6 +516,40 @@ class Discovery:
         if self.settings.glue_dlq_arn:
             request["DestinationConfig"] = {"OnFailure": {"Destination": self.settings.glue_dlq_arn}}
         return request
+
+
+def write_cursor(label: str, done: int, start: Mapping[str, Any]) -> str | None:
+    """A backfill's scan position as a tag value (tags take letters, digits, spaces and
+    ``+ - = . _ : /``, so the key goes in base64), or None when it does not fit."""
+    key = [
+        [name, kind, _cursor_text(kind, raw)] for name, value in start.items() for kind, raw in value.items()
+    ]
+    encoded = base64.b64encode(json.dumps(key, separators=(",", ":")).encode("utf-8")).decode("ascii")
+    value = f"{label} {done} {encoded}"
+    return value if len(value) <= MAX_TAG_VALUE else None
+
+
+def read_cursor(value: str | None, label: str) -> tuple[dict[str, Any], int] | None:
+    """``(ExclusiveStartKey, items done)`` of this stream's backfill, or None (start afresh)."""
+    parts = (value or "").split(" ")
+    if len(parts) != 3 or parts[0] != label:
+        return None
+    try:
+        key = json.loads(base64.b64decode(parts[2], validate=True))
+        start = {name: {kind: _cursor_value(kind, raw)} for name, kind, raw in key}
+        return start, int(parts[1])
+    except (ValueError, TypeError, binascii.Error):
+        logger.warning("ignored an unreadable backfill cursor %r", value)
+        return None
+
+
+def _cursor_text(kind: str, raw: Any) -> str:
+    # Key attributes are S, N or B; boto3 hands B as bytes.
+    return base64.b64encode(raw).decode("ascii") if kind == "B" else str(raw)
+
+
+def _cursor_value(kind: str, text: str) -> Any:
+    return base64.b64decode(text) if kind == "B" else text
 
 
 def _billing_mode(description: Mapping[str, Any]) -> str:

@@ -1,9 +1,11 @@
 """Discovery Lambda entry point: ``discovery.handler.handler``. Parse -> core -> report.
 
 Invoked by EventBridge for CloudTrail ``CreateTable`` events of the bus's tables, by the
-sweep schedule, or by hand with ``{}`` (a sweep). Returns the per-table report; raises at
-the end when a table errored, after every table was handled, so failures show in the
-function's Errors metric and alarm.
+sweep schedule, or by hand with ``{}`` (a sweep). Every table is handled, then: the
+per-table summary is returned, or, when some table errored, ``DiscoveryError`` is raised
+naming each, so the failure shows in the function's Errors metric and alarm (and the
+asynchronous invocation is retried: discovery is idempotent). ``pending`` and ``gone``
+tables are not errors: the next run goes on with the former.
 """
 
 from __future__ import annotations
@@ -18,43 +20,48 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 
-from discovery.core import Discovery, DiscoverySettings, TableReport
+from discovery.core import Discovery, DiscoverySettings, RunReport
 from dmsbus.publisher import KinesisPublisher
 
 logger = Logger(service="dmsbus-discovery")
 metrics = Metrics(namespace="dmsbus", service="discovery")
 
-#: Kept back from the invocation's limit to report what is left for the next sweep.
+#: Kept back from the invocation's limit to report (and save a backfill's position) in time.
 DEADLINE_MARGIN_SECONDS = 20.0
 
 
 class DiscoveryError(RuntimeError):
-    """Some table could not be put on the bus; the report says which and why."""
+    """Some table could not be put on the bus; the message says which and why."""
+
+
+@cache
+def settings() -> DiscoverySettings:
+    """The environment, parsed once per container."""
+    return DiscoverySettings.from_env(os.environ)
 
 
 @cache
 def discovery() -> Discovery:
-    """Built once per container, at the first invocation."""
-    settings = DiscoverySettings.from_env(os.environ)
+    """Clients and core, built once per container, at the first invocation."""
     config = Config(retries={"mode": "standard", "max_attempts": 5})
+    current = settings()
     return Discovery(
-        settings=settings,
+        settings=current,
         dynamodb=boto3.client("dynamodb", config=config),
         lambda_client=boto3.client("lambda", config=config),
         publisher=KinesisPublisher(
-            boto3.client("kinesis", config=config), settings.stream_name, settings=settings.publisher
+            boto3.client("kinesis", config=config), current.stream_name, settings=current.publisher
         ),
     )
 
 
 @metrics.log_metrics
 @logger.inject_lambda_context
-def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    reports = discovery().run(event or {}, deadline=_deadline(context))
-    summary = report(reports)
-    errors = [r for r in reports if r.status == "error"]
-    if errors:
-        raise DiscoveryError("; ".join(f"{r.table}: {r.detail}" for r in errors))
+def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
+    run = discovery().run(event or {}, deadline=_deadline(context))
+    summary = report(run)
+    if run.errors:
+        raise DiscoveryError("; ".join(f"{table.table}: {table.detail}" for table in run.errors))
     return summary
 
 
@@ -64,38 +71,34 @@ def _deadline(context: Any) -> float:
     return time.monotonic() + max(0.0, seconds_left - DEADLINE_MARGIN_SECONDS)
 
 
-def report(reports: list[TableReport]) -> dict[str, Any]:
-    for table in reports:
-        fields = {
+def report(run: RunReport) -> dict[str, Any]:
+    """Log each table that changed, waits or failed; emit the counts; return the summary."""
+    tables = [
+        {
             "table": table.table,
             "status": table.status,
             "actions": table.actions,
+            "backfilled": table.backfilled,
             "detail": table.detail,
         }
-        if table.status == "error":
+        for table in run.tables
+    ]
+    for fields in tables:
+        if fields["status"] == "error":
             logger.error("table not on the bus", extra=fields)
-        elif table.actions or table.status == "pending":
+        elif fields["actions"] or fields["status"] != "done":
             logger.info("table discovered", extra=fields)
     counts = {
-        "TablesFound": len(reports),
-        "StreamsEnabled": sum("stream enabled" in " ".join(r.actions) for r in reports),
-        "MappingsCreated": sum("glue attached" in r.actions for r in reports),
-        "ItemsBackfilled": sum(r.backfilled for r in reports),
-        "TablesPending": sum(r.status == "pending" for r in reports),
-        "TableErrors": sum(r.status == "error" for r in reports),
+        "TablesFound": len(run.tables),
+        "TablesSkipped": run.skipped,
+        "BillingSwitched": sum(table.billing_switched for table in run.tables),
+        "StreamsEnabled": sum(table.stream_enabled for table in run.tables),
+        "MappingsCreated": sum(table.mapping_created for table in run.tables),
+        "ItemsBackfilled": sum(table.backfilled for table in run.tables),
+        "TablesPending": sum(table.status == "pending" for table in run.tables),
+        "TableErrors": len(run.errors),
     }
     for name, value in counts.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
-    return {
-        "tables": [
-            {
-                "table": r.table,
-                "status": r.status,
-                "actions": r.actions,
-                "backfilled": r.backfilled,
-                "detail": r.detail,
-            }
-            for r in reports
-        ],
-        **counts,
-    }
+    logger.info("discovery run", extra=counts)
+    return {"tables": tables, **counts}
