@@ -62,6 +62,7 @@ class BusFunction(Construct):
         environment: Mapping[str, str],
         dead_letter_queue: sqs.IQueue | None = None,
         unscoped_actions: str = "X-Ray's trace actions",
+        reserved_concurrency: int | None = None,
     ) -> None:
         super().__init__(scope, id_)
         self.log_group = logs.LogGroup(
@@ -91,6 +92,7 @@ class BusFunction(Construct):
             tracing=lambda_.Tracing.ACTIVE,
             log_group=self.log_group,
             dead_letter_queue=dead_letter_queue,
+            reserved_concurrent_executions=reserved_concurrency,
         )
         for rule in ("AwsSolutions-L1", "Serverless-LambdaLatestVersion"):
             acknowledge(

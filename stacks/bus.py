@@ -138,6 +138,8 @@ class BusStack(Stack):
             # A sweep waits for tables to become ACTIVE and backfills: give it the most.
             timeout_seconds=900,
             dead_letter_queue=self.discovery_dlq.queue,
+            # One run at a time: overlapping runs are safe but scan twice.
+            reserved_concurrency=1,
             environment={
                 **self._publishing(bus),
                 "GLUE_FUNCTION_NAME": self.glue.function.function_name,
@@ -176,9 +178,7 @@ class BusStack(Stack):
             iam.PolicyStatement(
                 actions=[
                     "lambda:CreateEventSourceMapping",
-                    "lambda:UpdateEventSourceMapping",
                     "lambda:DeleteEventSourceMapping",
-                    "lambda:GetEventSourceMapping",
                 ],
                 resources=["*"],
                 conditions={"StringEquals": {"lambda:FunctionArn": self.glue.function.function_arn}},
@@ -252,7 +252,7 @@ class BusStack(Stack):
         period = Duration.minutes(1)
         changes = cloudwatch.Metric(
             namespace="dmsbus",
-            metric_name="changes",
+            metric_name="Changes",
             dimensions_map={"service": "glue"},
             statistic="Sum",
             period=period,

@@ -114,6 +114,10 @@ def test_discovery_manages_only_tables_under_the_bus_prefix(bus: Template) -> No
     # Mapping calls only for the glue function
     (mappings,) = [s for s in statements if "lambda:CreateEventSourceMapping" in _actions(s)]
     assert list(mappings["Condition"]["StringEquals"]) == ["lambda:FunctionArn"]
+    assert sorted(_actions(mappings)) == [
+        "lambda:CreateEventSourceMapping",
+        "lambda:DeleteEventSourceMapping",
+    ]
     # No table permission on anything but the prefix, no deletes
     assert not any("dynamodb:DeleteTable" in _actions(s) for s in statements)
 
@@ -124,6 +128,7 @@ def test_discovery_settings_reach_it_through_its_environment(bus: Template) -> N
         {
             "FunctionName": "demo-discovery",
             "Timeout": 900,
+            "ReservedConcurrentExecutions": 1,
             "DeadLetterConfig": {"TargetArn": Match.any_value()},
             "Environment": {
                 "Variables": Match.object_like(
@@ -189,3 +194,10 @@ def test_the_account_dms_vpc_role_is_created_when_asked(bus: Template) -> None:
             },
         },
     )
+
+
+def test_dashboard_plots_the_glue_metric_by_its_emitted_name(bus: Template) -> None:
+    # Powertools emits "Changes" in namespace dmsbus; CloudWatch names are case-sensitive
+    (dashboard,) = bus.find_resources("AWS::CloudWatch::Dashboard").values()
+    body = "".join(str(part) for part in dashboard["Properties"]["DashboardBody"]["Fn::Join"][1])
+    assert '"dmsbus","Changes","service","glue"' in body
