@@ -13,6 +13,14 @@ from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
+from config.functions import (
+    dead_letter_name,
+    discovery_environment,
+    discovery_name,
+    glue_environment,
+    glue_name,
+    stream_name,
+)
 from config.model import BusConfig
 from stacks.building_blocks import (
     Alarms,
@@ -49,7 +57,7 @@ class BusStack(Stack):
         self.stream = kinesis.Stream(
             self,
             "Stream",
-            stream_name=f"{bus.name}-bus",
+            stream_name=stream_name(bus),
             encryption=kinesis.StreamEncryption.KMS,
             encryption_key=self.key,
             stream_mode=kinesis.StreamMode.PROVISIONED if provisioned else kinesis.StreamMode.ON_DEMAND,
@@ -85,21 +93,20 @@ class BusStack(Stack):
     def _glue(self, bus: BusConfig) -> None:
         glue = bus.glue
         self.glue_dlq = DeadLetterQueue(
-            self, "GlueDeadLetters", queue_name=f"{bus.name}-glue-dlq", key=self.key
+            self, "GlueDeadLetters", queue_name=dead_letter_name(glue_name(bus)), key=self.key
         )
         self.glue = BusFunction(
             self,
             "Glue",
-            function_name=f"{bus.name}-glue",
+            function_name=glue_name(bus),
             unscoped_actions="dynamodb:ListStreams and X-Ray's trace actions",
             folder="glue",
             layer=self.layer,
             memory_mb=glue.memory_mb,
             timeout_seconds=glue.timeout_seconds,
-            environment={
-                **self._publishing(bus),
-                "BUS_DLQ_URL": self.glue_dlq.queue.queue_url,
-            },
+            environment=glue_environment(
+                bus, stream=self.stream.stream_name, dlq_url=self.glue_dlq.queue.queue_url
+            ),
         )
         function = self.glue.function
         self.stream.grant_write(function)
@@ -122,14 +129,13 @@ class BusStack(Stack):
         self.alarms.queue_depth("GlueDeadLetterDepth", self.glue_dlq.queue, messages=bus.alarms.dlq_messages)
 
     def _discovery(self, bus: BusConfig) -> None:
-        glue = bus.glue
         self.discovery_dlq = DeadLetterQueue(
-            self, "DiscoveryDeadLetters", queue_name=f"{bus.name}-discovery-dlq", key=self.key
+            self, "DiscoveryDeadLetters", queue_name=dead_letter_name(discovery_name(bus)), key=self.key
         )
         self.discovery = BusFunction(
             self,
             "Discovery",
-            function_name=f"{bus.name}-discovery",
+            function_name=discovery_name(bus),
             # The mapping calls are conditioned on lambda:FunctionArn = the glue.
             unscoped_actions="dynamodb:ListTables, lambda:*EventSourceMapping(s) and X-Ray's trace actions",
             folder="discovery",
@@ -140,18 +146,12 @@ class BusStack(Stack):
             dead_letter_queue=self.discovery_dlq.queue,
             # One run at a time: overlapping runs are safe but scan twice.
             reserved_concurrency=1,
-            environment={
-                **self._publishing(bus),
-                "GLUE_FUNCTION_NAME": self.glue.function.function_name,
-                "GLUE_DLQ_ARN": self.glue_dlq.queue.queue_arn,
-                "GLUE_BATCH_SIZE": str(glue.batch_size),
-                "GLUE_BATCHING_WINDOW_SECONDS": str(glue.batching_window_seconds),
-                "GLUE_PARALLELIZATION_FACTOR": str(glue.parallelization_factor),
-                "GLUE_MAX_RETRIES": str(glue.max_retries),
-                "GLUE_MAX_RECORD_AGE_SECONDS": str(glue.max_record_age_seconds),
-                "KEEP_PROVISIONED": str(bus.discovery.keep_provisioned).lower(),
-                "BACKFILL": str(bus.discovery.backfill).lower(),
-            },
+            environment=discovery_environment(
+                bus,
+                stream=self.stream.stream_name,
+                glue_function=self.glue.function.function_name,
+                glue_dlq_arn=self.glue_dlq.queue.queue_arn,
+            ),
         )
         function = self.discovery.function
         tables = self._table_arn(f"{bus.name}.*")
@@ -234,15 +234,6 @@ class BusStack(Stack):
         self.alarms.queue_depth(
             "DiscoveryDeadLetterDepth", self.discovery_dlq.queue, messages=bus.alarms.dlq_messages
         )
-
-    def _publishing(self, bus: BusConfig) -> dict[str, str]:
-        """How the glue and the backfill write the stream (dmsbus.settings reads these)."""
-        return {
-            "BUS_NAME": bus.name,
-            "BUS_STREAM_NAME": self.stream.stream_name,
-            "BUS_AGGREGATE": str(bus.glue.aggregate).lower(),
-            "BUS_NUMBERS": bus.glue.numbers,
-        }
 
     def _table_arn(self, name: str) -> str:
         return self.format_arn(service="dynamodb", resource="table", resource_name=name)

@@ -11,8 +11,8 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
 from constructs import Construct
 
+from config.functions import ConsumerError, consumer_environment, consumer_name, dead_letter_name
 from config.model import BusConfig, ConsumerConfig
-from dmsbus.consumer import OPS_VARIABLE, TABLES_VARIABLE
 from stacks.building_blocks import (
     Alarms,
     BusFunction,
@@ -22,11 +22,7 @@ from stacks.building_blocks import (
 )
 from stacks.packaging import dependencies_layer
 
-_RESERVED_PREFIXES = ("BUS_", "DMSBUS_", "AWS_", "POWERTOOLS_SERVICE_NAME")
-
-
-class ConsumerError(ValueError):
-    """A consumer entry the stack cannot build."""
+__all__ = ["Consumer", "ConsumerError", "ConsumersStack"]
 
 
 class Consumer(Construct):
@@ -46,20 +42,9 @@ class Consumer(Construct):
         layer: lambda_.ILayerVersion,
     ) -> None:
         super().__init__(scope, id_)
-        name = f"{bus_name}-{consumer.name}"
-        reserved = sorted(k for k in consumer.environment if k.startswith(_RESERVED_PREFIXES))
-        if reserved:
-            raise ConsumerError(f"consumer {consumer.name}: environment {reserved} is set by dmsbus")
-        self.dead_letters = DeadLetterQueue(self, "DeadLetters", queue_name=f"{name}-dlq", key=key)
-        environment = {
-            **consumer.environment,
-            "BUS_NAME": bus_name,
-            "BUS_DLQ_URL": self.dead_letters.queue.queue_url,
-        }
-        if consumer.tables is not None:
-            environment[TABLES_VARIABLE] = ",".join(consumer.tables)
-        if consumer.ops is not None:
-            environment[OPS_VARIABLE] = ",".join(consumer.ops)
+        name = consumer_name(bus_name, consumer)
+        self.dead_letters = DeadLetterQueue(self, "DeadLetters", queue_name=dead_letter_name(name), key=key)
+        environment = consumer_environment(bus_name, consumer, dlq_url=self.dead_letters.queue.queue_url)
         bus_function = BusFunction(
             self,
             "Function",

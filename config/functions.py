@@ -1,0 +1,83 @@
+"""The bus's resource names and each function's environment, from the config.
+
+One place for both deployments: ``stacks/`` passes CloudFormation tokens for the URLs and
+ARNs, ``local/`` passes the moto server's. The functions read these variables through
+``dmsbus.settings`` (glue, discovery) and ``dmsbus.consumer`` (consumers).
+"""
+
+from __future__ import annotations
+
+from config.model import BusConfig, ConsumerConfig
+from dmsbus.consumer import OPS_VARIABLE, TABLES_VARIABLE
+
+#: Set by dmsbus on every consumer; a consumer's own ``environment`` may not use them.
+RESERVED_PREFIXES = ("BUS_", "DMSBUS_", "AWS_", "POWERTOOLS_SERVICE_NAME")
+
+
+def stream_name(bus: BusConfig) -> str:
+    return f"{bus.name}-bus"
+
+
+def glue_name(bus: BusConfig) -> str:
+    return f"{bus.name}-glue"
+
+
+def discovery_name(bus: BusConfig) -> str:
+    return f"{bus.name}-discovery"
+
+
+def consumer_name(bus_name: str, consumer: ConsumerConfig) -> str:
+    return f"{bus_name}-{consumer.name}"
+
+
+def dead_letter_name(function_name: str) -> str:
+    return f"{function_name}-dlq"
+
+
+def publishing_environment(bus: BusConfig, *, stream: str) -> dict[str, str]:
+    """How the glue and the backfill write the stream."""
+    return {
+        "BUS_NAME": bus.name,
+        "BUS_STREAM_NAME": stream,
+        "BUS_AGGREGATE": str(bus.glue.aggregate).lower(),
+        "BUS_NUMBERS": bus.glue.numbers,
+    }
+
+
+def glue_environment(bus: BusConfig, *, stream: str, dlq_url: str) -> dict[str, str]:
+    return {**publishing_environment(bus, stream=stream), "BUS_DLQ_URL": dlq_url}
+
+
+def discovery_environment(
+    bus: BusConfig, *, stream: str, glue_function: str, glue_dlq_arn: str
+) -> dict[str, str]:
+    """Discovery attaches the glue with the config's mapping settings."""
+    glue = bus.glue
+    return {
+        **publishing_environment(bus, stream=stream),
+        "GLUE_FUNCTION_NAME": glue_function,
+        "GLUE_DLQ_ARN": glue_dlq_arn,
+        "GLUE_BATCH_SIZE": str(glue.batch_size),
+        "GLUE_BATCHING_WINDOW_SECONDS": str(glue.batching_window_seconds),
+        "GLUE_PARALLELIZATION_FACTOR": str(glue.parallelization_factor),
+        "GLUE_MAX_RETRIES": str(glue.max_retries),
+        "GLUE_MAX_RECORD_AGE_SECONDS": str(glue.max_record_age_seconds),
+        "KEEP_PROVISIONED": str(bus.discovery.keep_provisioned).lower(),
+        "BACKFILL": str(bus.discovery.backfill).lower(),
+    }
+
+
+class ConsumerError(ValueError):
+    """A consumer entry dmsbus cannot deploy."""
+
+
+def consumer_environment(bus_name: str, consumer: ConsumerConfig, *, dlq_url: str) -> dict[str, str]:
+    reserved = sorted(k for k in consumer.environment if k.startswith(RESERVED_PREFIXES))
+    if reserved:
+        raise ConsumerError(f"consumer {consumer.name}: environment {reserved} is set by dmsbus")
+    environment = {**consumer.environment, "BUS_NAME": bus_name, "BUS_DLQ_URL": dlq_url}
+    if consumer.tables is not None:
+        environment[TABLES_VARIABLE] = ",".join(consumer.tables)
+    if consumer.ops is not None:
+        environment[OPS_VARIABLE] = ",".join(consumer.ops)
+    return environment
