@@ -3,6 +3,7 @@ Lambda's event-source-mapping API, and boto3 clients that talk to it."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,8 @@ class LocalAws:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> str:
+        detach_moto_invocations()
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
         self.port = self.port or free_port()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self._server.start()
@@ -56,3 +59,19 @@ class LocalAws:
             "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIALS["aws_access_key_id"],
             "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIALS["aws_secret_access_key"],
         }
+
+
+def detach_moto_invocations() -> None:
+    """Leave event delivery to the local Lambda service.
+
+    moto invokes a mapped function itself on every stream write (in Docker) and, when that
+    returns, drops the DynamoDB stream's records. Here functions are metadata only and the
+    local Lambda service polls the streams, as Lambda does in AWS.
+    """
+    from moto.awslambda.models import LambdaBackend
+
+    def deliver_nothing(*_args: Any, **_kwargs: Any) -> None:
+        return None
+
+    setattr(LambdaBackend, "send_dynamodb_items", deliver_nothing)  # noqa: B010
+    setattr(LambdaBackend, "send_kinesis_message", deliver_nothing)  # noqa: B010

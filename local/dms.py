@@ -19,7 +19,7 @@ after it, which converges because every write carries the row's full new state.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -92,28 +92,15 @@ class DmsStandIn:
             connection.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (self.slot,))
         return True
 
-    def full_load(self) -> int:
-        """Copy every selected table as it is now. Returns the rows written."""
+    def full_load(self, *, only: set[tuple[str, str]] | None = None) -> int:
+        """Copy every selected table (or the ``(schema, table)`` pairs in ``only``, as a
+        reload does) as it is now, with BatchWriteItem. Returns the rows written."""
         loaded = 0
         with psycopg.connect(self.url) as connection:
-            for schema, table in self._source_tables(connection):
-                target = self.target_schema(connection, schema, table)
-                if target is None:
-                    continue
+            for target, rows in self._tables(connection, only):
                 self.ensure_table(target)
-                columns = self._columns(connection, schema, table)
-                query = sql.SQL("SELECT {} FROM {}.{}").format(
-                    sql.SQL(", ").join(
-                        sql.SQL("{}::text").format(sql.Identifier(name)) for name, _ in columns
-                    ),
-                    sql.Identifier(schema),
-                    sql.Identifier(table),
-                )
                 batch: list[dict[str, Any]] = []
-                for row in connection.execute(query):
-                    item = self.item(
-                        target, dict(zip([n for n, _ in columns], row, strict=True)), dict(columns)
-                    )
+                for item in rows:
                     batch.append({"PutRequest": {"Item": item}})
                     if len(batch) == 25:
                         self._batch_write(target.target.name, batch)
@@ -123,6 +110,39 @@ class DmsStandIn:
                     self._batch_write(target.target.name, batch)
         self.rows_loaded += loaded
         return loaded
+
+    def items(
+        self, *, only: set[tuple[str, str]] | None = None
+    ) -> Iterator[tuple[TargetSchema, dict[str, Any]]]:
+        """Every selected source row as DMS writes it to its target table, read now."""
+        with psycopg.connect(self.url) as connection:
+            for target, rows in self._tables(connection, only):
+                for item in rows:
+                    yield target, item
+
+    def _tables(
+        self, connection: psycopg.Connection[Any], only: set[tuple[str, str]] | None
+    ) -> Iterator[tuple[TargetSchema, Iterator[dict[str, Any]]]]:
+        for schema, table in self._source_tables(connection):
+            if only is not None and (schema, table) not in only:
+                continue
+            target = self.target_schema(connection, schema, table)
+            if target is not None:
+                yield target, self._rows(connection, schema, table, target)
+
+    def _rows(
+        self, connection: psycopg.Connection[Any], schema: str, table: str, target: TargetSchema
+    ) -> Iterator[dict[str, Any]]:
+        columns = self._columns(connection, schema, table)
+        names = [name for name, _ in columns]
+        query = sql.SQL("SELECT {} FROM {}.{}").format(
+            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(name)) for name in names),
+            sql.Identifier(schema),
+            sql.Identifier(table),
+        )
+        types = dict(columns)
+        for row in connection.execute(query).fetchall():
+            yield self.item(target, dict(zip(names, row, strict=True)), types)
 
     def _source_tables(self, connection: psycopg.Connection[Any]) -> list[tuple[str, str]]:
         rows = connection.execute(

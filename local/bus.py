@@ -1,0 +1,193 @@
+"""The bus and consumers stacks, provisioned on the moto server from the same config:
+the stream, the dead-letter queues, the functions (metadata only: the local Lambda service
+runs them) and the consumers' event source mappings. The glue's mappings are discovery's
+to create, as in AWS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from config.functions import (
+    consumer_environment,
+    consumer_name,
+    dead_letter_name,
+    discovery_environment,
+    discovery_name,
+    glue_environment,
+    glue_name,
+    stream_name,
+)
+from config.model import BusConfig, ConsumerConfig, StreamMapping
+from local.functions import Handler, LocalFunction
+
+ROLE_NAME = "dmsbus-local-function"
+#: Locally the stream is provisioned with this many shards when the config says on-demand
+#: (a new on-demand stream starts with 4 in AWS).
+ON_DEMAND_SHARDS = 4
+
+
+@dataclass
+class LocalBus:
+    """``provision()`` creates the resources; ``functions`` is the local Lambda registry."""
+
+    config: BusConfig
+    clients: Any  # LocalAws: .client(service) and .environment()
+    #: Added to every function's environment (log levels, say).
+    extra_environment: Mapping[str, str] = field(default_factory=dict)
+    functions: dict[str, LocalFunction] = field(default_factory=dict)
+    queue_urls: dict[str, str] = field(default_factory=dict)
+    stream_arn: str = ""
+
+    @property
+    def stream(self) -> str:
+        return stream_name(self.config)
+
+    def provision(self) -> dict[str, LocalFunction]:
+        bus = self.config
+        self._stream()
+        role = self._role()
+        glue, discovery = glue_name(bus), discovery_name(bus)
+        glue_dlq = self._queue(dead_letter_name(glue))
+        self._queue(dead_letter_name(discovery))
+        self._register(
+            LocalFunction(
+                name=glue,
+                folder="glue",
+                environment=glue_environment(bus, stream=self.stream, dlq_url=glue_dlq),
+                timeout_seconds=bus.glue.timeout_seconds,
+                memory_mb=bus.glue.memory_mb,
+            ),
+            role,
+        )
+        self._register(
+            LocalFunction(
+                name=discovery,
+                folder="discovery",
+                environment=discovery_environment(
+                    bus,
+                    stream=self.stream,
+                    glue_function=glue,
+                    glue_dlq_arn=self.queue_arn(dead_letter_name(glue)),
+                ),
+                timeout_seconds=900,
+                memory_mb=512,
+            ),
+            role,
+        )
+        for consumer in bus.consumers:
+            self.add_consumer(consumer)
+        return self.functions
+
+    def add_consumer(self, consumer: ConsumerConfig, *, handler: Handler | None = None) -> LocalFunction:
+        """A configured consumer (its folder's handler) or a local one (``handler``), with
+        the event source mapping the consumers stack gives every consumer."""
+        name = consumer_name(self.config.name, consumer)
+        dlq = self._queue(dead_letter_name(name))
+        function = LocalFunction(
+            name=name,
+            folder=None if handler is not None else consumer.code.removeprefix("functions/"),
+            handler=handler,
+            environment=consumer_environment(self.config.name, consumer, dlq_url=dlq),
+            timeout_seconds=consumer.timeout_seconds,
+            memory_mb=consumer.memory_mb,
+        )
+        self._register(function, self._role())
+        self.clients.client("lambda").create_event_source_mapping(
+            FunctionName=name,
+            EventSourceArn=self.stream_arn,
+            StartingPosition=consumer.starting_position,
+            **mapping_settings(consumer, on_failure=self.queue_arn(dead_letter_name(name))),
+        )
+        return function
+
+    def queue_arn(self, name: str) -> str:
+        attributes = self.clients.client("sqs").get_queue_attributes(
+            QueueUrl=self.queue_urls[name], AttributeNames=["QueueArn"]
+        )
+        return str(attributes["Attributes"]["QueueArn"])
+
+    def _stream(self) -> None:
+        kinesis = self.clients.client("kinesis")
+        shards = self.config.kinesis.shards or ON_DEMAND_SHARDS
+        with contextlib.suppress(kinesis.exceptions.ResourceInUseException):
+            kinesis.create_stream(StreamName=self.stream, ShardCount=shards)
+        kinesis.get_waiter("stream_exists").wait(StreamName=self.stream, WaiterConfig={"Delay": 0.1})
+        self.stream_arn = kinesis.describe_stream_summary(StreamName=self.stream)["StreamDescriptionSummary"][
+            "StreamARN"
+        ]
+
+    def _queue(self, name: str) -> str:
+        url: str = self.clients.client("sqs").create_queue(QueueName=name)["QueueUrl"]
+        self.queue_urls[name] = url
+        return url
+
+    def _role(self) -> str:
+        iam = self.clients.client("iam")
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "lambda.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+        try:
+            arn: str = iam.get_role(RoleName=ROLE_NAME)["Role"]["Arn"]
+        except iam.exceptions.NoSuchEntityException:
+            arn = iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=json.dumps(trust))["Role"][
+                "Arn"
+            ]
+        return arn
+
+    def _register(self, function: LocalFunction, role: str) -> None:
+        function.environment = {
+            **self.clients.environment(),
+            **self.extra_environment,
+            **function.environment,
+        }
+        self.functions[function.name] = function
+        client = self.clients.client("lambda")
+        try:
+            client.get_function(FunctionName=function.name)
+        except client.exceptions.ResourceNotFoundException:
+            client.create_function(
+                FunctionName=function.name,
+                Runtime="python3.12",
+                Role=role,
+                Handler="handler.handler",
+                Code={"ZipFile": _placeholder_zip()},
+                Timeout=function.timeout_seconds,
+                MemorySize=function.memory_mb,
+                Architectures=["arm64"],
+            )
+
+
+def mapping_settings(mapping: StreamMapping, *, on_failure: str) -> dict[str, Any]:
+    """The mapping settings the consumers stack sets (and discovery sets for the glue)."""
+    return {
+        "BatchSize": mapping.batch_size,
+        "MaximumBatchingWindowInSeconds": mapping.batching_window_seconds,
+        "ParallelizationFactor": mapping.parallelization_factor,
+        "MaximumRetryAttempts": mapping.max_retries,
+        "MaximumRecordAgeInSeconds": mapping.max_record_age_seconds,
+        "BisectBatchOnFunctionError": True,
+        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        "DestinationConfig": {"OnFailure": {"Destination": on_failure}},
+    }
+
+
+def _placeholder_zip() -> bytes:
+    """Lambda's API wants code; the local service runs the repository's code instead."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("handler.py", "# run by dmsbus's local Lambda service from functions/\n")
+    return buffer.getvalue()

@@ -1,0 +1,471 @@
+"""The local Lambda service: Lambda's stream pollers, on one machine.
+
+It reads the event source mappings registered through the Lambda API on the moto server
+(so discovery's own CreateEventSourceMapping calls drive it, as in AWS), polls every shard
+of each mapped DynamoDB stream or Kinesis stream, and invokes the registered function
+in-process with Lambda's events. Per mapping it honours what the deployed mappings set:
+
+- ``BatchSize`` and ``MaximumBatchingWindowInSeconds`` (wait for a full batch or the window);
+- ``StartingPosition`` for shards it has no checkpoint of;
+- ``ReportBatchItemFailures``: the checkpoint moves to just before the lowest reported
+  sequence number and the batch is handed again from there;
+- ``BisectBatchOnFunctionError``: a batch whose invocation raised is split in two;
+- ``MaximumRetryAttempts`` and ``MaximumRecordAgeInSeconds`` (-1: unbounded): then the
+  batch's description goes to the ``DestinationConfig.OnFailure`` queue, in Lambda's message
+  format, and the shard moves on;
+- parent shards are read to their end before their children.
+
+Checkpoints are saved to a file after every batch, so a restarted service repeats at most
+the batch in flight (at-least-once, like Lambda). ``schedules`` invoke a function every so
+many seconds (discovery's sweep).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from local.functions import FunctionError, LocalFunction, function_arn
+from local.streams import Shard, StreamSource, arrival_of, sequence_of, source_for
+
+logger = logging.getLogger("dmsbus.local.lambda")
+
+#: Lambda's own limit on one invocation's payload.
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+
+
+class Checkpoints:
+    """The last sequence number handled per mapping and shard, kept in a JSON file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._positions: dict[str, str] = {}
+        if path.exists():
+            try:
+                self._positions = dict(json.loads(path.read_text()))
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{path}: not a checkpoint file ({exc}); delete it to start over") from exc
+
+    def get(self, mapping: str, shard: str) -> str | None:
+        with self._lock:
+            return self._positions.get(f"{mapping}/{shard}")
+
+    def done(self, mapping: str, shard: str) -> bool:
+        return self.get(mapping, f"{shard}#done") is not None
+
+    def set(self, mapping: str, shard: str, sequence: str) -> None:
+        with self._lock:
+            self._positions[f"{mapping}/{shard}"] = sequence
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = self.path.with_suffix(".tmp")
+            temporary.write_text(json.dumps(self._positions, indent=0, sort_keys=True))
+            os.replace(temporary, self.path)
+
+    def finish(self, mapping: str, shard: str) -> None:
+        self.set(mapping, f"{shard}#done", "done")
+
+
+@dataclass
+class MappingStats:
+    """What one event source mapping did; read by the demo's progress line."""
+
+    invocations: int = 0
+    records: int = 0
+    errors: int = 0
+    retried_records: int = 0
+    to_destination: int = 0
+    #: Seconds between a record's arrival in the stream and its successful handling.
+    last_lag: float = 0.0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    function: str
+    every_seconds: float
+    event: Mapping[str, Any] = field(default_factory=dict)
+
+
+class LocalLambdaService:
+    def __init__(
+        self,
+        *,
+        functions: Mapping[str, LocalFunction],
+        lambda_client: Any,
+        dynamodbstreams: Any,
+        kinesis: Any,
+        sqs: Any,
+        state_dir: Path,
+        schedules: Sequence[Schedule] = (),
+        poll_seconds: float = 0.05,
+        refresh_seconds: float = 0.25,
+        retry_backoff_seconds: float = 0.05,
+    ) -> None:
+        self.functions = dict(functions)
+        self.lambda_client = lambda_client
+        self.dynamodbstreams = dynamodbstreams
+        self.kinesis = kinesis
+        self.sqs = sqs
+        self.checkpoints = Checkpoints(state_dir / "checkpoints.json")
+        self.schedules = list(schedules)
+        self.poll_seconds = poll_seconds
+        self.refresh_seconds = refresh_seconds
+        self.retry_backoff_seconds = retry_backoff_seconds
+        self.stats: dict[str, MappingStats] = {}
+        self.scheduled_errors: list[str] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._pollers: dict[tuple[str, str], ShardPoller] = {}
+        self._warned: set[str] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._spawn(self._watch_mappings, "esm-watcher")
+        for schedule in self.schedules:
+            self._spawn(functools.partial(self._run_schedule, schedule), f"schedule-{schedule.function}")
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+        for poller in list(self._pollers.values()):
+            poller.join(timeout=30)
+        self._threads.clear()
+        self._pollers.clear()
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        thread = threading.Thread(target=target, name=f"local-lambda-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def invoke(self, name: str, event: Mapping[str, Any]) -> Any:
+        """A direct (RequestResponse) invocation of a registered function."""
+        return self.functions[name].invoke(dict(event))
+
+    # -- schedules -----------------------------------------------------------------------
+
+    def _run_schedule(self, schedule: Schedule) -> None:
+        while not self._stop.is_set():
+            try:
+                self.invoke(schedule.function, schedule.event)
+            except FunctionError as exc:
+                # Lambda would retry the asynchronous invocation; the next tick does.
+                self.scheduled_errors.append(str(exc))
+                logger.warning("scheduled %s failed: %s", schedule.function, exc)
+            self._stop.wait(schedule.every_seconds)
+
+    # -- mappings ------------------------------------------------------------------------
+
+    def _watch_mappings(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._refresh()
+            except Exception:  # keep polling what runs; the next refresh tries again
+                logger.exception("reading event source mappings failed")
+            self._stop.wait(self.refresh_seconds)
+
+    def mappings(self) -> list[dict[str, Any]]:
+        mappings: list[dict[str, Any]] = []
+        for page in self.lambda_client.get_paginator("list_event_source_mappings").paginate():
+            mappings.extend(page.get("EventSourceMappings", []))
+        return mappings
+
+    def _refresh(self) -> None:
+        live: set[str] = set()
+        for mapping in self.mappings():
+            if mapping.get("State", "Enabled") not in ("Enabled", "Creating", "Enabling"):
+                continue
+            name = mapping["FunctionArn"].rsplit(":", 1)[1]
+            function = self.functions.get(name)
+            if function is None:
+                if name not in self._warned:
+                    self._warned.add(name)
+                    logger.warning("mapping %s: function %s is not registered locally", mapping["UUID"], name)
+                continue
+            live.add(mapping["UUID"])
+            self.stats.setdefault(mapping["UUID"], MappingStats())
+            source = source_for(
+                mapping["EventSourceArn"], dynamodbstreams=self.dynamodbstreams, kinesis=self.kinesis
+            )
+            try:
+                shards = source.shards()
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] == "ResourceNotFoundException":
+                    continue  # the table or stream is gone; discovery deletes its mapping
+                raise
+            self._start_ready(mapping, function, source, shards)
+        for key, poller in list(self._pollers.items()):
+            if key[0] not in live:
+                poller.stop()
+            if not poller.is_alive():
+                del self._pollers[key]
+
+    def _start_ready(
+        self, mapping: Mapping[str, Any], function: LocalFunction, source: StreamSource, shards: list[Shard]
+    ) -> None:
+        uuid_ = str(mapping["UUID"])
+        known = {shard.shard_id for shard in shards}
+        for shard in shards:
+            key = (uuid_, shard.shard_id)
+            if key in self._pollers or self.checkpoints.done(uuid_, shard.shard_id):
+                continue
+            parent = shard.parent_id
+            if parent and parent in known and not self.checkpoints.done(uuid_, parent):
+                continue  # Lambda reads a parent to its end before its children
+            poller = ShardPoller(
+                mapping=mapping,
+                shard=shard,
+                source=source,
+                function=function,
+                service=self,
+                parent_started=bool(parent and parent in known),
+            )
+            self._pollers[key] = poller
+            poller.start()
+
+    # -- on-failure destination ----------------------------------------------------------
+
+    def send_to_destination(
+        self,
+        mapping: Mapping[str, Any],
+        source: StreamSource,
+        shard_id: str,
+        records: Sequence[Mapping[str, Any]],
+        *,
+        condition: str,
+        attempts: int,
+    ) -> None:
+        """Lambda's on-failure record: where the batch is in the stream, not its data."""
+        destination = ((mapping.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
+        message = {
+            "requestContext": {
+                "requestId": str(uuid.uuid4()),
+                "functionArn": function_arn(mapping["FunctionArn"].rsplit(":", 1)[1]),
+                "condition": condition,
+                "approximateInvokeCount": attempts,
+            },
+            "responseContext": {
+                "statusCode": 200,
+                "executedVersion": "$LATEST",
+                "functionError": "Unhandled",
+            },
+            "version": "1.0",
+            "timestamp": datetime.now(UTC).isoformat(),
+            source.batch_info_key: {
+                "shardId": shard_id,
+                "startSequenceNumber": sequence_of(records[0]),
+                "endSequenceNumber": sequence_of(records[-1]),
+                "approximateArrivalOfFirstRecord": _iso(arrival_of(records[0])),
+                "approximateArrivalOfLastRecord": _iso(arrival_of(records[-1])),
+                "batchSize": len(records),
+                "streamArn": source.arn,
+            },
+        }
+        if not destination:
+            logger.error(
+                "mapping %s dropped %d records (no on-failure destination)", mapping["UUID"], len(records)
+            )
+            return
+        queue = destination.rsplit(":", 1)[1]
+        url = self.sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+        self.sqs.send_message(QueueUrl=url, MessageBody=json.dumps(message))
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
+
+
+class ShardPoller(threading.Thread):
+    """One shard of one mapping: read, batch, invoke, checkpoint, in order."""
+
+    def __init__(
+        self,
+        *,
+        mapping: Mapping[str, Any],
+        shard: Shard,
+        source: StreamSource,
+        function: LocalFunction,
+        service: LocalLambdaService,
+        parent_started: bool,
+    ) -> None:
+        super().__init__(name=f"local-lambda-{function.name}-{shard.shard_id}", daemon=True)
+        self.mapping = mapping
+        self.uuid = str(mapping["UUID"])
+        self.shard = shard
+        self.source = source
+        self.function = function
+        self.service = service
+        # A child shard starts at its beginning, whatever the mapping's starting position.
+        self.position = (
+            "TRIM_HORIZON" if parent_started else str(mapping.get("StartingPosition") or "TRIM_HORIZON")
+        )
+        self.batch_size = int(mapping.get("BatchSize") or 100)
+        self.window = float(mapping.get("MaximumBatchingWindowInSeconds") or 0)
+        self.report_failures = "ReportBatchItemFailures" in (mapping.get("FunctionResponseTypes") or [])
+        self.bisect = bool(mapping.get("BisectBatchOnFunctionError"))
+        self.max_retries = _bound(mapping.get("MaximumRetryAttempts"))
+        self.max_age = _bound(mapping.get("MaximumRecordAgeInSeconds"))
+        self.stats = service.stats.setdefault(self.uuid, MappingStats())
+        self._halt = threading.Event()
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def _stopping(self) -> bool:
+        return self._halt.is_set() or self.service._stop.is_set()
+
+    def run(self) -> None:
+        try:
+            self._poll()
+        except Exception:
+            logger.exception("poller %s of mapping %s stopped", self.shard.shard_id, self.uuid)
+
+    def _poll(self) -> None:
+        checkpoints = self.service.checkpoints
+        iterator = self.source.iterator(
+            self.shard.shard_id, self.position, checkpoints.get(self.uuid, self.shard.shard_id)
+        )
+        buffer: list[dict[str, Any]] = []
+        first_at = 0.0
+        while not self._stopping():
+            fetched = 0
+            if iterator is not None and len(buffer) < self.batch_size:
+                records, iterator = self.source.read(
+                    self.shard.shard_id, iterator, self.batch_size - len(buffer)
+                )
+                fetched = len(records)
+                if records and not buffer:
+                    first_at = time.monotonic()
+                buffer.extend(records)
+            full = len(buffer) >= self.batch_size
+            waited = bool(buffer) and time.monotonic() - first_at >= self.window
+            if buffer and (full or waited or iterator is None):
+                batch, buffer = _cut(buffer, self.batch_size)
+                self._deliver(batch)
+                first_at = time.monotonic()
+                continue
+            if iterator is None and not buffer:
+                checkpoints.finish(self.uuid, self.shard.shard_id)
+                return
+            if not fetched:
+                self._halt.wait(self.service.poll_seconds)
+
+    def _deliver(self, batch: list[dict[str, Any]]) -> None:
+        pending: deque[list[dict[str, Any]]] = deque([batch])
+        attempts = 0
+        while pending and not self._stopping():
+            records = pending[0]
+            if self.max_age >= 0:
+                fresh = time.time() - self.max_age
+                expired = [record for record in records if arrival_of(record) < fresh]
+                if expired:
+                    self._give_up(expired, "RecordAgeExceeded", attempts)
+                    records = records[len(expired) :]
+                    pending[0] = records
+                    if not records:
+                        pending.popleft()
+                        continue
+            failed_from, error = self._invoke(records)
+            attempts += 1
+            if failed_from is None:
+                self._checkpoint(records)
+                pending.popleft()
+                attempts = 0
+                continue
+            self.stats.retried_records += len(records) - failed_from
+            if failed_from > 0:
+                self._checkpoint(records[:failed_from])
+                records = records[failed_from:]
+                pending[0] = records
+            if error and self.bisect and len(records) > 1:
+                # Splitting does not count as a retry: halves are tried in order.
+                half = len(records) // 2
+                pending.popleft()
+                pending.appendleft(records[half:])
+                pending.appendleft(records[:half])
+                attempts -= 1
+                continue
+            if 0 <= self.max_retries < attempts:
+                self._give_up(records, "RetryAttemptsExhausted", attempts)
+                pending.popleft()
+                attempts = 0
+                continue
+            self._halt.wait(min(2.0, self.service.retry_backoff_seconds * 2 ** min(attempts, 6)))
+
+    def _invoke(self, records: list[dict[str, Any]]) -> tuple[int | None, bool]:
+        """Where the batch failed (None: it did not) and whether the function raised."""
+        self.stats.invocations += 1
+        try:
+            response = self.function.invoke({"Records": records})
+        except FunctionError as exc:
+            self.stats.errors += 1
+            logger.warning("%s failed on %d records: %s", self.function.name, len(records), exc)
+            return 0, True
+        if not self.report_failures:
+            return None, False
+        failed_from = _first_reported(records, response)
+        if failed_from is not None:
+            self.stats.errors += 1
+        return failed_from, False
+
+    def _checkpoint(self, records: list[dict[str, Any]]) -> None:
+        self.service.checkpoints.set(self.uuid, self.shard.shard_id, sequence_of(records[-1]))
+        self.stats.records += len(records)
+        self.stats.last_lag = max(0.0, time.time() - arrival_of(records[-1]))
+
+    def _give_up(self, records: list[dict[str, Any]], condition: str, attempts: int) -> None:
+        self.service.send_to_destination(
+            self.mapping, self.source, self.shard.shard_id, records, condition=condition, attempts=attempts
+        )
+        self.stats.to_destination += len(records)
+        self.service.checkpoints.set(self.uuid, self.shard.shard_id, sequence_of(records[-1]))
+
+
+def _bound(value: Any) -> int:
+    """A mapping's retry or age limit; unset and -1 mean unbounded."""
+    return -1 if value is None else int(value)
+
+
+def _cut(buffer: list[dict[str, Any]], size: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """At most ``size`` records and at most Lambda's payload limit."""
+    total = 0
+    for index, record in enumerate(buffer[:size]):
+        total += len(json.dumps(record)) + 1
+        if total > MAX_PAYLOAD_BYTES and index > 0:
+            return buffer[:index], buffer[index:]
+    return buffer[:size], buffer[size:]
+
+
+def _first_reported(records: Sequence[Mapping[str, Any]], response: Any) -> int | None:
+    """Lambda's reading of a ReportBatchItemFailures response: the index of the lowest
+    reported sequence number; an unknown identifier or a malformed response fails all."""
+    if response is None:
+        return None
+    if not isinstance(response, Mapping) or not isinstance(response.get("batchItemFailures", []), list):
+        return 0
+    failures = response.get("batchItemFailures") or []
+    if not failures:
+        return None
+    index = {sequence_of(record): position for position, record in enumerate(records)}
+    positions = []
+    for failure in failures:
+        identifier = failure.get("itemIdentifier") if isinstance(failure, Mapping) else None
+        if identifier not in index:
+            return 0
+        positions.append(index[identifier])
+    return min(positions)

@@ -1,0 +1,176 @@
+"""The whole local data path, started and stopped as one: PostgreSQL (embedded, or
+``DMSBUS_SOURCE_URL``), the moto server, the bus provisioned from ``config/``, the DMS
+stand-in replicating one source, and the local Lambda service running discovery (on a
+short sweep), the glue and the consumers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from config.functions import discovery_name
+from config.model import BusConfig, SourceConfig
+from local.aws import LocalAws
+from local.bus import LocalBus
+from local.dms import DmsStandIn
+from local.lambda_service import LocalLambdaService, Schedule
+from local.postgres import SOURCE_URL_VARIABLE, EmbeddedPostgres, check_logical
+
+logger = logging.getLogger("dmsbus.local")
+
+#: What the functions log locally unless asked for more: warnings and errors only, and no
+#: metrics (Powertools prints them to stdout, where CloudWatch would collect them).
+QUIET_FUNCTIONS = {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+
+
+@dataclass
+class StandInRunner:
+    """The DMS stand-in's task: full load on its first start, then CDC until stopped."""
+
+    dms: DmsStandIn
+    poll_seconds: float = 0.02
+    errors: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        if self.dms.start():
+            self.dms.full_load()
+        self._thread = threading.Thread(target=self._run, name="dms-stand-in", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                applied = self.dms.poll()
+            except Exception as exc:  # the task stops, as DMS's would; shown in progress
+                logger.exception("DMS stand-in stopped")
+                self.errors.append(f"{type(exc).__name__}: {exc}")
+                return
+            if not applied:
+                self._stop.wait(self.poll_seconds)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+
+@dataclass
+class LocalRuntime:
+    bus: BusConfig
+    source: SourceConfig
+    state_dir: Path
+    #: An existing PostgreSQL (>= 12, wal_level=logical); None: start the embedded one.
+    source_url: str | None = None
+    sweep_seconds: float = 1.0
+    function_environment: Mapping[str, str] = field(default_factory=lambda: dict(QUIET_FUNCTIONS))
+    aws: LocalAws = field(default_factory=LocalAws)
+    postgres: EmbeddedPostgres | None = None
+    local_bus: LocalBus | None = None
+    service: LocalLambdaService | None = None
+    stand_in: StandInRunner | None = None
+    database_url: str = ""
+    _postgres_home: Path | None = None
+
+    @classmethod
+    def from_environment(
+        cls, bus: BusConfig, source: SourceConfig, state_dir: Path, **kwargs: Any
+    ) -> LocalRuntime:
+        return cls(
+            bus=bus,
+            source=source,
+            state_dir=state_dir,
+            source_url=os.environ.get(SOURCE_URL_VARIABLE),
+            **kwargs,
+        )
+
+    # -- start ---------------------------------------------------------------------------
+
+    def start_database(self) -> str:
+        """The source database (created in the server if missing); returns its URL."""
+        if self.source_url:
+            server_url = self.source_url
+        else:
+            # Not under a 0700 folder: as root the server runs as its own user.
+            self._postgres_home = Path(tempfile.mkdtemp(prefix="dmsbus-postgres-"))
+            self._postgres_home.chmod(0o755)
+            self.postgres = EmbeddedPostgres(self._postgres_home / "data")
+            server_url = self.postgres.start()
+        check_logical(server_url)
+        if self.source_url:
+            self.database_url = server_url
+            return server_url
+        with psycopg.connect(server_url, autocommit=True) as connection:
+            exists = connection.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (self.source.database,)
+            ).fetchone()
+            if not exists:
+                connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.source.database)))
+        self.database_url = server_url.rsplit("/", 1)[0] + f"/{self.source.database}"
+        return self.database_url
+
+    def start_aws(self) -> None:
+        self.aws.start()
+        self.local_bus = LocalBus(self.bus, self.aws, extra_environment=self.function_environment)
+        self.local_bus.provision()
+
+    def start_dms(self, source: SourceConfig | None = None) -> StandInRunner:
+        self.source = source or self.source
+        dms = DmsStandIn(self.database_url, self.bus.name, self.source, self.aws.client("dynamodb"))
+        self.stand_in = StandInRunner(dms)
+        self.stand_in.start()
+        return self.stand_in
+
+    def start_lambda(self) -> LocalLambdaService:
+        assert self.local_bus is not None, "start_aws() first"
+        self.service = LocalLambdaService(
+            functions=self.local_bus.functions,
+            lambda_client=self.aws.client("lambda"),
+            dynamodbstreams=self.aws.client("dynamodbstreams"),
+            kinesis=self.aws.client("kinesis"),
+            sqs=self.aws.client("sqs"),
+            state_dir=self.state_dir,
+            schedules=[Schedule(discovery_name(self.bus), self.sweep_seconds)],
+        )
+        self.service.start()
+        return self.service
+
+    # -- stop ----------------------------------------------------------------------------
+
+    def stop_lambda(self) -> None:
+        if self.service is not None:
+            self.service.stop()
+            for function in self.service.functions.values():
+                function.cold_start()
+            self.service = None
+
+    def stop_dms(self) -> None:
+        if self.stand_in is not None:
+            self.stand_in.stop()
+            self.stand_in = None
+
+    def stop(self) -> None:
+        """Everything this runtime started, in reverse order; safe to call twice."""
+        self.stop_lambda()
+        self.stop_dms()
+        self.aws.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
+        if self._postgres_home is not None:
+            shutil.rmtree(self._postgres_home, ignore_errors=True)
+            self._postgres_home = None
