@@ -1,4 +1,4 @@
-# The two commands of the README: `make demo` (local mode, coming with issue 5) and `make test`.
+# The two commands of the README: `make demo` (local mode) and `make test`.
 # Each installs what it needs into the repo by itself: .venv (pip), node_modules (the CDK
 # CLI, npm) and .build/lambda-deps (the functions' dependencies for Lambda on arm64).
 SHELL := /bin/bash
@@ -55,10 +55,12 @@ synth: $(BIN)/.installed $(DEPS)/.built node_modules/.installed
 bench: $(BIN)/.installed
 	$(BIN)/python bench/glue_bench.py
 
-demo:
-	@echo "make demo: local mode (PostgreSQL -> DMS stand-in -> moto -> glue -> consumers) is not built yet;"
-	@echo "it arrives with issue 5. Until then: make test, make synth, make bench."
-	@exit 2
+# The whole data path on this machine: PostgreSQL (embedded; or DMSBUS_SOURCE_URL), the DMS
+# stand-in, moto, and discovery/glue/consumers run by the local Lambda service.
+# Settings: make demo DEMO_ARGS="--rate 500 --changes 10000".
+DEMO_ARGS ?=
+demo: $(BIN)/.installed
+	$(BIN)/python -m local demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .build cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis

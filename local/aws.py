@@ -4,7 +4,13 @@ Lambda's event-source-mapping API, and boto3 clients that talk to it."""
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -23,24 +29,57 @@ class LocalAws:
     """A moto server of its own (``start``/``stop``) and clients bound to it."""
 
     port: int = 0
+    #: Run the server in a child process (the default: its request handling then does not
+    #: compete with the handlers for this interpreter) or in a thread of this one.
+    own_process: bool = True
     _server: ThreadedMotoServer | None = field(default=None, repr=False)
+    _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> str:
-        detach_moto_invocations()
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+    def start(self, *, timeout: float = 60.0) -> str:
         self.port = self.port or free_port()
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self._server.start()
-        return self.endpoint_url
+        if not self.own_process:
+            detach_moto_invocations()
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
+            self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+            self._server.start()
+            return self.endpoint_url
+        root = Path(__file__).resolve().parent.parent
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "local.moto_server", "--port", str(self.port)],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "functions")])},
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"the moto server exited with status {self._process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return self.endpoint_url
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(
+                        f"the moto server did not listen on port {self.port} in {timeout:.0f} s"
+                    ) from None
+                time.sleep(0.05)
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop()
             self._server = None
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
 
     def client(self, service: str) -> Any:
         return boto3.client(

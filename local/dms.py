@@ -241,6 +241,8 @@ class DmsStandIn:
                 (self.slot, limit, self.publication),
             ).fetchall()
             pending: list[Change] = []
+            writer = BatchWriter(self.dynamodb)
+            committed = None
             for lsn, data in rows:
                 message = self._decoder.decode(bytes(data))
                 if isinstance(message, Change):
@@ -252,13 +254,30 @@ class DmsStandIn:
                     )
                 elif isinstance(message, Commit):
                     for change in pending:
-                        applied += self.apply(connection, change)
+                        applied += self.apply(connection, change, writer)
                     pending = []
-                    connection.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, lsn))
+                    committed = lsn
+            # Written, then the slot moves past them: a restart repeats at most this poll.
+            writer.flush()
+            if committed is not None:
+                connection.execute(
+                    "SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, committed)
+                )
         self.changes_applied += applied
         return applied
 
-    def apply(self, connection: psycopg.Connection[Any], change: Change) -> int:
+    def apply(
+        self, connection: psycopg.Connection[Any], change: Change, writer: BatchWriter | None = None
+    ) -> int:
+        """Write one change; through ``writer`` puts and deletes are batched (flushed by the caller)."""
+        own = writer is None
+        writer = writer or BatchWriter(self.dynamodb)
+        applied = self._apply(connection, change, writer)
+        if own:
+            writer.flush()
+        return applied
+
+    def _apply(self, connection: psycopg.Connection[Any], change: Change, writer: BatchWriter) -> int:
         relation = change.relation
         schema = self.target_schema(connection, relation.schema, relation.table)
         if schema is None:
@@ -268,7 +287,7 @@ class DmsStandIn:
         name = schema.target.name
         if change.kind == "delete":
             assert change.old is not None
-            self.dynamodb.delete_item(TableName=name, Key=self._key(schema, change.old, types))
+            writer.delete(name, self._key(schema, change.old, types))
             return 1
         assert change.new is not None
         new = change.new
@@ -276,8 +295,9 @@ class DmsStandIn:
             if change.old is not None and self._key(schema, change.old, types) != self._key(
                 schema, new, types
             ):
-                self.dynamodb.delete_item(TableName=name, Key=self._key(schema, change.old, types))
-            self.dynamodb.put_item(TableName=name, Item=self.item(schema, new, types))
+                writer.delete(name, self._key(schema, change.old, types))
+            item = self.item(schema, new, types)
+            writer.put(name, {attribute: item[attribute] for attribute in schema.key}, item)
             return 1
         # An update leaving TOASTed values out: write what changed, keep the rest.
         present = {column: value for column, value in new.items() if value is not UNCHANGED}
@@ -295,6 +315,7 @@ class DmsStandIn:
             expression.append("SET " + ", ".join(f"{by_column[c]} = :v{i}" for i, c in enumerate(item)))
         if removed:
             expression.append("REMOVE " + ", ".join(by_column[c] for c in removed))
+        writer.flush()  # the update applies after every earlier write
         self.dynamodb.update_item(
             TableName=name,
             Key=key,
@@ -341,6 +362,38 @@ class DmsStandIn:
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
                 (self.slot,),
             )
+
+
+class BatchWriter:
+    """Puts and deletes in BatchWriteItem requests (25 writes, any tables), in order: a key
+    written twice, or ``flush()``, sends what is waiting first, so each row's writes apply in
+    commit order."""
+
+    def __init__(self, dynamodb: Any) -> None:
+        self.dynamodb = dynamodb
+        self._requests: dict[str, list[dict[str, Any]]] = {}
+        self._keys: set[tuple[str, str]] = set()
+
+    def put(self, table: str, key: Mapping[str, Any], item: dict[str, Any]) -> None:
+        self._add(table, key, {"PutRequest": {"Item": item}})
+
+    def delete(self, table: str, key: dict[str, Any]) -> None:
+        self._add(table, key, {"DeleteRequest": {"Key": key}})
+
+    def _add(self, table: str, key: Mapping[str, Any], request: dict[str, Any]) -> None:
+        identity = (table, repr(sorted(key.items())))
+        if identity in self._keys:
+            self.flush()
+        self._keys.add(identity)
+        self._requests.setdefault(table, []).append(request)
+        if len(self._keys) == 25:
+            self.flush()
+
+    def flush(self) -> None:
+        pending = self._requests
+        self._requests, self._keys = {}, set()
+        while pending:
+            pending = self.dynamodb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
 
 
 def attribute_value(text: str, type_oid: int) -> dict[str, Any]:

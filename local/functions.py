@@ -8,18 +8,20 @@ local tools such as the demo's verifier, a callable.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 FUNCTIONS_ROOT = Path(__file__).resolve().parent.parent / "functions"
 ACCOUNT = "123456789012"
@@ -80,6 +82,9 @@ class LocalFunction:
     handler: Handler | None = None
     timeout_seconds: int = 60
     memory_mb: int = 256
+    #: Where the function's stdout goes (its logs and EMF metrics, CloudWatch's part in
+    #: AWS); None: this process's stdout.
+    log: TextIO | None = None
     _loaded: Handler | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -93,11 +98,14 @@ class LocalFunction:
     def invoke(self, event: dict[str, Any]) -> Any:
         """Run the handler as Lambda would; its exception becomes ``FunctionError``."""
         context = LambdaContext(self.name, self.memory_mb, self.timeout_seconds)
-        with _INVOKE_LOCK, _environment({**self.environment, "AWS_LAMBDA_FUNCTION_NAME": self.name}):
+        output = contextlib.redirect_stdout(self.log) if self.log is not None else contextlib.nullcontext()
+        with _INVOKE_LOCK, output, _environment({**self.environment, "AWS_LAMBDA_FUNCTION_NAME": self.name}):
             try:
                 return self._handler()(event, context)
             except Exception as exc:
                 logger.debug("%s raised", self.name, exc_info=True)
+                if self.log is not None:
+                    traceback.print_exc(file=self.log)
                 raise FunctionError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
 
     def cold_start(self) -> None:

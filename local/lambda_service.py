@@ -83,6 +83,7 @@ class Checkpoints:
 class MappingStats:
     """What one event source mapping did; read by the demo's progress line."""
 
+    function: str = ""
     invocations: int = 0
     records: int = 0
     errors: int = 0
@@ -110,8 +111,9 @@ class LocalLambdaService:
         sqs: Any,
         state_dir: Path,
         schedules: Sequence[Schedule] = (),
-        poll_seconds: float = 0.05,
-        refresh_seconds: float = 0.25,
+        poll_seconds: float = 0.02,
+        max_poll_seconds: float = 0.25,
+        refresh_seconds: float = 1.0,
         retry_backoff_seconds: float = 0.05,
     ) -> None:
         self.functions = dict(functions)
@@ -122,6 +124,7 @@ class LocalLambdaService:
         self.checkpoints = Checkpoints(state_dir / "checkpoints.json")
         self.schedules = list(schedules)
         self.poll_seconds = poll_seconds
+        self.max_poll_seconds = max_poll_seconds
         self.refresh_seconds = refresh_seconds
         self.retry_backoff_seconds = retry_backoff_seconds
         self.stats: dict[str, MappingStats] = {}
@@ -152,6 +155,13 @@ class LocalLambdaService:
         thread = threading.Thread(target=target, name=f"local-lambda-{name}", daemon=True)
         thread.start()
         self._threads.append(thread)
+
+    def handled(self, function: str) -> int:
+        """Records the function has handled, over all its mappings."""
+        return sum(stats.records for stats in list(self.stats.values()) if stats.function == function)
+
+    def lag_seconds(self, function: str) -> float:
+        return max((s.last_lag for s in list(self.stats.values()) if s.function == function), default=0.0)
 
     def invoke(self, name: str, event: Mapping[str, Any]) -> Any:
         """A direct (RequestResponse) invocation of a registered function."""
@@ -198,7 +208,7 @@ class LocalLambdaService:
                     logger.warning("mapping %s: function %s is not registered locally", mapping["UUID"], name)
                 continue
             live.add(mapping["UUID"])
-            self.stats.setdefault(mapping["UUID"], MappingStats())
+            self.stats.setdefault(mapping["UUID"], MappingStats(function=name))
             source = source_for(
                 mapping["EventSourceArn"], dynamodbstreams=self.dynamodbstreams, kinesis=self.kinesis
             )
@@ -320,7 +330,7 @@ class ShardPoller(threading.Thread):
         self.bisect = bool(mapping.get("BisectBatchOnFunctionError"))
         self.max_retries = _bound(mapping.get("MaximumRetryAttempts"))
         self.max_age = _bound(mapping.get("MaximumRecordAgeInSeconds"))
-        self.stats = service.stats.setdefault(self.uuid, MappingStats())
+        self.stats = service.stats.setdefault(self.uuid, MappingStats(function=function.name))
         self._halt = threading.Event()
 
     def stop(self) -> None:
@@ -342,6 +352,7 @@ class ShardPoller(threading.Thread):
         )
         buffer: list[dict[str, Any]] = []
         first_at = 0.0
+        idle = 0
         while not self._stopping():
             fetched = 0
             if iterator is not None and len(buffer) < self.batch_size:
@@ -362,8 +373,12 @@ class ShardPoller(threading.Thread):
             if iterator is None and not buffer:
                 checkpoints.finish(self.uuid, self.shard.shard_id)
                 return
-            if not fetched:
-                self._halt.wait(self.service.poll_seconds)
+            if fetched:
+                idle = 0
+            else:
+                # An empty shard is polled less often, down to max_poll_seconds.
+                idle += 1
+                self._halt.wait(min(self.service.max_poll_seconds, self.service.poll_seconds * idle))
 
     def _deliver(self, batch: list[dict[str, Any]]) -> None:
         pending: deque[list[dict[str, Any]]] = deque([batch])

@@ -29,10 +29,6 @@ from local.postgres import SOURCE_URL_VARIABLE, EmbeddedPostgres, check_logical
 
 logger = logging.getLogger("dmsbus.local")
 
-#: What the functions log locally unless asked for more: warnings and errors only, and no
-#: metrics (Powertools prints them to stdout, where CloudWatch would collect them).
-QUIET_FUNCTIONS = {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
-
 
 @dataclass
 class StandInRunner:
@@ -77,7 +73,9 @@ class LocalRuntime:
     #: An existing PostgreSQL (>= 12, wal_level=logical); None: start the embedded one.
     source_url: str | None = None
     sweep_seconds: float = 1.0
-    function_environment: Mapping[str, str] = field(default_factory=lambda: dict(QUIET_FUNCTIONS))
+    function_environment: Mapping[str, str] = field(default_factory=dict)
+    #: Each function's stdout (logs, EMF metrics) goes to ``state_dir/logs/<function>.log``.
+    function_logs: bool = True
     aws: LocalAws = field(default_factory=LocalAws)
     postgres: EmbeddedPostgres | None = None
     local_bus: LocalBus | None = None
@@ -127,6 +125,17 @@ class LocalRuntime:
         self.aws.start()
         self.local_bus = LocalBus(self.bus, self.aws, extra_environment=self.function_environment)
         self.local_bus.provision()
+        if self.function_logs:
+            self.attach_logs()
+
+    def attach_logs(self) -> None:
+        """Every registered function without a log gets its file under ``state_dir/logs``."""
+        assert self.local_bus is not None
+        folder = self.state_dir / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        for function in self.local_bus.functions.values():
+            if function.log is None:
+                function.log = (folder / f"{function.name}.log").open("a", encoding="utf-8", buffering=1)
 
     def start_dms(self, source: SourceConfig | None = None) -> StandInRunner:
         self.source = source or self.source
@@ -146,6 +155,8 @@ class LocalRuntime:
             state_dir=self.state_dir,
             schedules=[Schedule(discovery_name(self.bus), self.sweep_seconds)],
         )
+        if self.function_logs:
+            self.attach_logs()
         self.service.start()
         return self.service
 
@@ -166,6 +177,10 @@ class LocalRuntime:
     def stop(self) -> None:
         """Everything this runtime started, in reverse order; safe to call twice."""
         self.stop_lambda()
+        for function in self.local_bus.functions.values() if self.local_bus else ():
+            if function.log is not None:
+                function.log.close()
+                function.log = None
         self.stop_dms()
         self.aws.stop()
         if self.postgres is not None:

@@ -1,0 +1,149 @@
+"""``python -m local demo``: the whole data path on this machine (``make demo``).
+
+Starts PostgreSQL (or uses ``DMSBUS_SOURCE_URL``), moto, the DMS stand-in and the local
+Lambda service; creates the sample schema; runs the workload with a table added half way;
+prints progress every second; then checks that the state rebuilt from the events equals
+the source and prints, last:
+
+    demo: <N> changes, <M> tables, 0 lost, p50=<ms> ms, p99=<ms> ms
+
+Exit status 1 when anything is lost, 130 on Ctrl-C; everything started is stopped either way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from config.functions import glue_name
+from config.loader import ConfigError, load_config
+from config.model import BusConfig, ConsumerConfig, SourceConfig
+from local.demo import Rebuilt, Verification, Workload, create_schema, verify
+from local.runtime import LocalRuntime
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def local_bus(bus: BusConfig) -> BusConfig:
+    """The config as local mode runs it: the glue invoked as soon as records arrive (its
+    configured batching window trades latency for fuller aggregates in AWS)."""
+    return bus.model_copy(update={"glue": bus.glue.model_copy(update={"batching_window_seconds": 0})})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m local", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run the whole data path and verify it")
+    demo.add_argument(
+        "--config", type=Path, default=REPOSITORY / "config", help="config folder (default: config/)"
+    )
+    demo.add_argument("--source", help="source name in config/sources (default: the first)")
+    demo.add_argument("--rate", type=float, default=200.0, help="workload changes per second (default 200)")
+    demo.add_argument("--changes", type=int, default=3000, help="workload changes in all (default 3000)")
+    demo.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for the consumers to catch up"
+    )
+    demo.add_argument("--verbose", action="store_true", help="show the functions' logs")
+    arguments = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if arguments.verbose else logging.WARNING, format="%(name)s: %(message)s"
+    )
+    try:
+        config = load_config(arguments.config)
+    except ConfigError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
+    sources = {source.name: source for source in config.sources}
+    if not sources or (arguments.source and arguments.source not in sources):
+        print(f"demo: no source {arguments.source or ''} in {arguments.config}/sources", file=sys.stderr)
+        return 2
+    source = sources[arguments.source] if arguments.source else config.sources[0]
+    return run_demo(local_bus(config.bus), source, arguments)
+
+
+def run_demo(bus: BusConfig, source: SourceConfig, arguments: argparse.Namespace) -> int:
+    state = Path(tempfile.mkdtemp(prefix="dmsbus-demo-"))
+    runtime = LocalRuntime.from_environment(bus, source, state, sweep_seconds=1.0)
+    rebuilt = Rebuilt()
+    stop = threading.Event()
+    started = time.monotonic()
+    try:
+        say(started, "starting PostgreSQL, moto, the DMS stand-in and the local Lambda service")
+        url = runtime.start_database()
+        create_schema(url)
+        runtime.start_aws()
+        assert runtime.local_bus is not None
+        runtime.local_bus.add_consumer(
+            ConsumerConfig(name="demo-verifier", code="local"), handler=rebuilt.handler()
+        )
+        stand_in = runtime.start_dms()
+        service = runtime.start_lambda()
+        say(started, f"source {url.rsplit('@', 1)[-1]}; bus {bus.name}; moto {runtime.aws.endpoint_url}")
+        say(started, f"function logs: {state / 'logs'}")
+        workload = Workload(url, rate=arguments.rate)
+        thread = threading.Thread(
+            target=workload.run,
+            kwargs={"changes": arguments.changes, "stop": stop, "late_table_at": arguments.changes // 2},
+            daemon=True,
+        )
+        thread.start()
+        last, last_at = 0, time.monotonic()
+        deadline = None
+        result: Verification | None = None
+        while True:
+            time.sleep(1.0)
+            now = time.monotonic()
+            done = not thread.is_alive()
+            consumed = rebuilt.events
+            dms = stand_in.dms.changes_applied
+            say(
+                started,
+                f"committed {workload.committed:>6} | dms {dms:>6} | glue {service.handled(glue_name(bus)):>6} "
+                f"| consumer {consumed:>6} ({(consumed - last) / (now - last_at):6.0f}/s) "
+                f"| lag {service.lag_seconds(glue_name(bus)) * 1000:5.0f} ms "
+                f"| tables {len(rebuilt.tables)}",
+            )
+            last, last_at = consumed, now
+            if stand_in.errors:
+                print(f"demo: the DMS stand-in stopped: {stand_in.errors[-1]}", file=sys.stderr)
+                break
+            if not done:
+                continue
+            deadline = deadline or now + arguments.timeout
+            result = verify(stand_in.dms, rebuilt, numbers=bus.glue.numbers)
+            if result.lost == 0 or now > deadline:
+                break
+        if result is None:
+            return 1
+        for line in result.describe():
+            print(f"demo: {line}", file=sys.stderr)
+        print(
+            f"demo: {workload.committed} changes, {result.tables} tables, {result.lost} lost, "
+            f"p50={rebuilt.median():.0f} ms, p99={rebuilt.percentile(0.99):.0f} ms",
+            file=TERMINAL,
+            flush=True,
+        )
+        return 0 if result.lost == 0 else 1
+    except KeyboardInterrupt:
+        print("demo: interrupted; stopping everything", file=sys.stderr)
+        return 130
+    finally:
+        stop.set()
+        runtime.stop()
+
+
+#: Functions' stdout goes to their log files while they run; the demo's lines do not.
+TERMINAL = sys.stdout
+
+
+def say(started: float, message: str) -> None:
+    print(f"[{time.monotonic() - started:6.1f}s] {message}", file=TERMINAL, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""The demo's parts: a sample legacy schema, a workload against it, a consumer that
+rebuilds every table from the events it receives, and the check that the rebuilt state
+equals the source.
+
+Every row carries ``changed_at`` (set by PostgreSQL when the row is written), so the
+consumer measures commit -> consumer latency per change.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psycopg
+
+from dmsbus.consumer import ChangeEvent, ConsumerHandler, consumer
+from dmsbus.ddbjson import Decoder, NumberMode
+from local.dms import DmsStandIn
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS customers (
+    id int PRIMARY KEY, name text NOT NULL, email text, phone text, city text, vip boolean,
+    since date, changed_at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE TABLE IF NOT EXISTS products (
+    sku text PRIMARY KEY, title text NOT NULL, price numeric(10,2), weight_kg double precision,
+    changed_at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE TABLE IF NOT EXISTS orders (
+    id bigint PRIMARY KEY, customer_id int NOT NULL, status text NOT NULL, total numeric(12,2),
+    note text, placed_at timestamp, changed_at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE TABLE IF NOT EXISTS order_lines (
+    order_id bigint, line_no int, sku text NOT NULL, qty int NOT NULL, unit_price numeric(10,2),
+    changed_at timestamptz NOT NULL DEFAULT clock_timestamp(), PRIMARY KEY (order_id, line_no));
+CREATE SCHEMA IF NOT EXISTS audit;
+CREATE TABLE IF NOT EXISTS audit.event_login (
+    id bigint PRIMARY KEY, customer_id int, ok boolean, agent text,
+    changed_at timestamptz NOT NULL DEFAULT clock_timestamp());
+"""
+#: Created while the workload runs: the source's ``audit.event_%`` selection picks it up.
+LATE_TABLE = "audit.event_payment"
+LATE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit.event_payment (
+    id bigint PRIMARY KEY, order_id bigint, amount numeric(12,2), currency text,
+    changed_at timestamptz NOT NULL DEFAULT clock_timestamp());
+"""
+NAMES = ["Zoë Ångström", "Łukasz Żółć", "山田 太郎", "Renée O'Hara", "Ægir 🦊", "José Núñez", "Ada", "Grace"]
+CITIES = ["Łódź", "København", "東京", "São Paulo", None, "Zürich"]
+STATUSES = ["new", "paid", "shipped", "cancelled"]
+
+
+def create_schema(url: str, *, seed_rows: int = 20) -> None:
+    """The sample schema with a few rows that the DMS stand-in's full load copies."""
+    rng = random.Random(7)
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(SCHEMA)
+        for index in range(1, seed_rows + 1):
+            connection.execute(
+                "INSERT INTO products (sku, title, price, weight_kg) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (
+                    f"SKU-{index:04d}",
+                    f"Produkt №{index} — “{rng.choice(NAMES)}”",
+                    f"{rng.randint(1, 99999) / 100:.2f}",
+                    None if index % 5 == 0 else rng.random() * 10,
+                ),
+            )
+
+
+@dataclass
+class Workload:
+    """Inserts, updates and deletes, one change per transaction, at ``rate`` per second."""
+
+    url: str
+    rate: float
+    seed: int = 1
+    committed: int = 0
+    late_table_created: bool = False
+    _rng: random.Random = field(init=False)
+    _ids: dict[str, list[Any]] = field(default_factory=dict)
+    _next: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def run(self, *, changes: int, stop: threading.Event, late_table_at: int | None = None) -> None:
+        start = time.monotonic()
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            for index in range(changes):
+                if stop.is_set():
+                    return
+                if late_table_at is not None and index == late_table_at:
+                    connection.execute(LATE_SCHEMA)
+                    self.late_table_created = True
+                self.change(connection)
+                self.committed += 1
+                delay = start + (index + 1) / self.rate - time.monotonic()
+                if delay > 0:
+                    stop.wait(delay)
+
+    def change(self, connection: psycopg.Connection[Any]) -> None:
+        rng = self._rng
+        tables = ["customers", "orders", "order_lines", "audit.event_login"]
+        if self.late_table_created:
+            tables.append(LATE_TABLE)
+        table = rng.choice(tables)
+        known = self._ids.setdefault(table, [])
+        roll = rng.random()
+        if known and roll < 0.1:
+            key = known.pop(rng.randrange(len(known)))
+            self._delete(connection, table, key)
+        elif known and roll < 0.55:
+            self._update(connection, table, rng.choice(known))
+        else:
+            known.append(self._insert(connection, table))
+
+    def _insert(self, connection: psycopg.Connection[Any], table: str) -> Any:
+        rng = self._rng
+        number = self._next[table] = self._next.get(table, 0) + 1
+        if table == "customers":
+            connection.execute(
+                "INSERT INTO customers (id, name, email, phone, city, vip, since) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (
+                    number,
+                    rng.choice(NAMES),
+                    f"c{number}@example.com",
+                    None,
+                    rng.choice(CITIES),
+                    rng.choice([True, False, None]),
+                    f"20{rng.randint(10, 26)}-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}",
+                ),
+            )
+            return (number,)
+        if table == "orders":
+            connection.execute(
+                "INSERT INTO orders (id, customer_id, status, total, note, placed_at) VALUES (%s, %s, %s, %s, %s, %s)",
+                (
+                    number,
+                    rng.randint(1, 50),
+                    "new",
+                    f"{rng.randint(0, 10**7) / 100:.2f}",
+                    rng.choice([None, "geschenk 🎁", "fragile"]),
+                    "2026-11-22 10:15:00.123456",
+                ),
+            )
+            return (number,)
+        if table == "order_lines":
+            order_id, line_no = divmod(number, 4)
+            connection.execute(
+                "INSERT INTO order_lines (order_id, line_no, sku, qty, unit_price) VALUES (%s, %s, %s, %s, %s)",
+                (
+                    order_id,
+                    line_no,
+                    f"SKU-{rng.randint(1, 20):04d}",
+                    rng.randint(1, 9),
+                    f"{rng.randint(1, 9999) / 100:.2f}",
+                ),
+            )
+            return (order_id, line_no)
+        if table == "audit.event_login":
+            connection.execute(
+                "INSERT INTO audit.event_login (id, customer_id, ok, agent) VALUES (%s, %s, %s, %s)",
+                (
+                    number,
+                    rng.randint(1, 50),
+                    rng.random() < 0.9,
+                    rng.choice(["curl/8", "Mozilla/5.0 (X11)", None]),
+                ),
+            )
+            return (number,)
+        connection.execute(
+            "INSERT INTO audit.event_payment (id, order_id, amount, currency) VALUES (%s, %s, %s, %s)",
+            (
+                number,
+                rng.randint(1, 50),
+                f"{rng.randint(1, 10**6) / 100:.2f}",
+                rng.choice(["EUR", "PLN", "JPY"]),
+            ),
+        )
+        return (number,)
+
+    def _update(self, connection: psycopg.Connection[Any], table: str, key: tuple[Any, ...]) -> None:
+        rng = self._rng
+        if table == "customers":
+            connection.execute(
+                "UPDATE customers SET city = %s, vip = %s, changed_at = clock_timestamp() WHERE id = %s",
+                (rng.choice(CITIES), rng.choice([True, False]), key[0]),
+            )
+        elif table == "orders":
+            connection.execute(
+                "UPDATE orders SET status = %s, total = total + 1.05, changed_at = clock_timestamp() WHERE id = %s",
+                (rng.choice(STATUSES), key[0]),
+            )
+        elif table == "order_lines":
+            connection.execute(
+                "UPDATE order_lines SET qty = qty + 1, changed_at = clock_timestamp() WHERE order_id = %s AND line_no = %s",
+                key,
+            )
+        elif table == "audit.event_login":
+            connection.execute(
+                "UPDATE audit.event_login SET ok = NOT ok, changed_at = clock_timestamp() WHERE id = %s", key
+            )
+        else:
+            connection.execute(
+                "UPDATE audit.event_payment SET amount = amount * 2, changed_at = clock_timestamp() WHERE id = %s",
+                key,
+            )
+
+    def _delete(self, connection: psycopg.Connection[Any], table: str, key: tuple[Any, ...]) -> None:
+        if table == "order_lines":
+            connection.execute("DELETE FROM order_lines WHERE order_id = %s AND line_no = %s", key)
+        else:
+            connection.execute(f"DELETE FROM {table} WHERE id = %s", key)  # table is one of ours
+
+
+def key_text(key: Any) -> str:
+    return json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass
+class Rebuilt:
+    """The tables as rebuilt from the events a consumer received, and latencies."""
+
+    tables: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    events: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def apply(self, event: ChangeEvent) -> None:
+        received = time.time()
+        with self._lock:
+            self.events += 1
+            rows = self.tables.setdefault(event.qualified_table, {})
+            if event.op == "d":
+                rows.pop(key_text(event.key), None)
+                return
+            after = dict(event.after or {})
+            rows[key_text(event.key)] = after
+            if event.op in ("c", "u") and isinstance(after.get("changed_at"), str):
+                written = datetime.fromisoformat(after["changed_at"]).timestamp()
+                self.latencies_ms.append(max(0.0, (received - written) * 1000))
+
+    def handler(self) -> ConsumerHandler:
+        """A consumer (the SDK's decorator: deaggregation, order, failure reporting)."""
+
+        @consumer()
+        def rebuild(event: ChangeEvent) -> None:
+            self.apply(event)
+
+        return rebuild
+
+    def percentile(self, fraction: float) -> float:
+        with self._lock:
+            values = sorted(self.latencies_ms)
+        if not values:
+            return 0.0
+        return values[min(len(values) - 1, int(fraction * len(values)))]
+
+    def median(self) -> float:
+        with self._lock:
+            return statistics.median(self.latencies_ms) if self.latencies_ms else 0.0
+
+
+@dataclass(frozen=True)
+class Verification:
+    tables: int
+    rows: int
+    #: Source rows missing or different in the rebuilt state, and rebuilt rows the source lacks.
+    missing: list[str]
+    different: list[str]
+    extra: list[str]
+
+    @property
+    def lost(self) -> int:
+        return len(self.missing) + len(self.different) + len(self.extra)
+
+    def describe(self, limit: int = 5) -> Iterable[str]:
+        for label, problems in (
+            ("missing", self.missing),
+            ("different", self.different),
+            ("extra", self.extra),
+        ):
+            for problem in problems[:limit]:
+                yield f"{label}: {problem}"
+
+
+def verify(dms: DmsStandIn, rebuilt: Rebuilt, *, numbers: NumberMode = "string") -> Verification:
+    """Source (as DMS writes it, decoded as the glue decodes it) == rebuilt, row by row."""
+    decoder = Decoder(numbers)
+    expected: dict[str, dict[str, dict[str, Any]]] = {}
+    for target, item in dms.items():
+        schema_table = ".".join(target.target.name.split(".")[2:4])
+        row = decoder.image(item)
+        row_key = {name: row[name] for name in target.key}
+        expected.setdefault(schema_table, {})[key_text(row_key)] = row
+    missing: list[str] = []
+    different: list[str] = []
+    extra: list[str] = []
+    with rebuilt._lock:
+        actual = {table: dict(rows) for table, rows in rebuilt.tables.items()}
+    for table, rows in expected.items():
+        got = actual.get(table, {})
+        for key, row in rows.items():
+            if key not in got:
+                missing.append(f"{table} {key}")
+            elif got[key] != row:
+                different.append(f"{table} {key}: source {row} != rebuilt {got[key]}")
+        extra.extend(f"{table} {key}" for key in got.keys() - rows.keys())
+    extra.extend(f"{table} (whole table)" for table in actual.keys() - expected.keys() if actual[table])
+    return Verification(
+        tables=len(expected),
+        rows=sum(len(rows) for rows in expected.values()),
+        missing=missing,
+        different=different,
+        extra=extra,
+    )
