@@ -1,0 +1,98 @@
+"""The whole local data path per test: the test's own PostgreSQL database, a moto server,
+the DMS stand-in, the local Lambda service running the deployed discovery and glue, and a
+consumer (the SDK's decorator) that rebuilds every table from the events it receives."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from config.loader import load_config
+from config.model import ConsumerConfig
+from dmsbus.consumer import ChangeEvent, consumer
+from local.__main__ import local_bus
+from local.demo import Rebuilt, Verification, create_schema, verify
+from local.runtime import LocalRuntime
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+CONFIG = load_config(REPOSITORY / "config")
+BUS = local_bus(CONFIG.bus)
+SOURCE = CONFIG.sources[0]
+
+#: Called with each event before the rebuilding consumer applies it; raising fails it.
+Fault = Callable[[ChangeEvent], None]
+
+
+@dataclass
+class Pipeline:
+    runtime: LocalRuntime
+    rebuilt: Rebuilt
+    url: str
+    faults: list[Fault]
+
+    def converge(self, timeout: float = 60.0) -> Verification:
+        """Waits until the rebuilt state equals the source (or the time is up)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stand_in = self.runtime.stand_in
+            assert stand_in is not None
+            result = verify(stand_in.dms, self.rebuilt, numbers=BUS.glue.numbers)
+            if result.lost == 0 or time.monotonic() > deadline:
+                return result
+            time.sleep(0.3)
+
+    def wait_attached(self, tables: int = 5, timeout: float = 30.0) -> None:
+        """Until discovery has attached the glue to that many tables' streams."""
+        service = self.runtime.service
+        assert service is not None
+        deadline = time.monotonic() + timeout
+        while len(service.mappings()) < tables + 1:  # and the consumer's own mapping
+            assert time.monotonic() < deadline, f"discovery did not attach {tables} tables in {timeout} s"
+            time.sleep(0.1)
+
+    def queue_messages(self, queue: str) -> list[dict[str, Any]]:
+        sqs = self.runtime.aws.client("sqs")
+        url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+        messages: list[dict[str, Any]] = []
+        while True:
+            batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+                "Messages", []
+            )
+            if not batch:
+                return messages
+            messages.extend(batch)
+
+
+@pytest.fixture
+def pipeline(database: str, tmp_path: Path) -> Iterator[Pipeline]:
+    create_schema(database, seed_rows=5)
+    runtime = LocalRuntime(
+        bus=BUS, source=SOURCE, state_dir=tmp_path / "state", source_url=database, sweep_seconds=0.3
+    )
+    rebuilt = Rebuilt()
+    faults: list[Fault] = []
+
+    @consumer()
+    def rebuild(event: ChangeEvent) -> None:
+        for fault in list(faults):
+            fault(event)
+        rebuilt.apply(event)
+
+    try:
+        runtime.start_database()
+        runtime.start_aws()
+        assert runtime.local_bus is not None
+        runtime.local_bus.add_consumer(
+            ConsumerConfig(name="rebuild", code="tests", batch_size=50, max_retries=5), handler=rebuild
+        )
+        runtime.attach_logs()
+        runtime.start_dms()
+        runtime.start_lambda()
+        yield Pipeline(runtime, rebuilt, database, faults)
+    finally:
+        runtime.stop()
