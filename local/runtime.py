@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import psycopg
 from psycopg import sql
@@ -179,7 +179,7 @@ class LocalRuntime:
         self.stop_lambda()
         for function in self.local_bus.functions.values() if self.local_bus else ():
             if function.log is not None:
-                function.log.close()
+                release_log(function.log)
                 function.log = None
         self.stop_dms()
         self.aws.stop()
@@ -189,3 +189,23 @@ class LocalRuntime:
         if self._postgres_home is not None:
             shutil.rmtree(self._postgres_home, ignore_errors=True)
             self._postgres_home = None
+
+
+def release_log(log: TextIO) -> None:
+    """Close a function's log file and detach the logging handlers writing to it.
+
+    Powertools' Logger binds its handler to ``sys.stdout`` as it was when the handler
+    module was imported (the log file here) and marks the logging logger initialised, so a
+    later Logger of the same service (in this process) would write to the closed file.
+    """
+    for candidate in list(logging.Logger.manager.loggerDict.values()):
+        if not isinstance(candidate, logging.Logger):
+            continue
+        for handler in list(candidate.handlers):
+            if getattr(handler, "stream", None) is log:
+                candidate.removeHandler(handler)
+        if not candidate.handlers:
+            for marker in ("init", "powertools_handler"):  # Powertools' "already set up" marks
+                if hasattr(candidate, marker):
+                    delattr(candidate, marker)
+    log.close()
