@@ -54,6 +54,7 @@ synth: $(BIN)/.installed $(DEPS)/.built node_modules/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/glue_bench.py
+	$(BIN)/python bench/local_e2e.py
 
 # The whole data path on this machine: PostgreSQL (embedded; or DMSBUS_SOURCE_URL), the DMS
 # stand-in, moto, and discovery/glue/consumers run by the local Lambda service.
