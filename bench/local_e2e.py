@@ -45,9 +45,9 @@ def run(changes: int, rate: float, *, seed: int) -> tuple[float, Rebuilt, int]:
         stand_in = runtime.start_dms()
         service = runtime.start_lambda()
         # Warm: every initial table attached (glue mappings + the consumer's own).
-        workload = Workload(url, rate=rate, seed=seed)
-        with_late = Workload(url, rate=50, seed=seed + 1)
-        with_late.run(changes=20, stop=threading.Event())
+        workload = Workload(url, rate=50, seed=seed)
+        workload.run(changes=20, stop=threading.Event())
+        workload.rate = rate
         deadline = time.monotonic() + 60
         while len(service.mappings()) < 5 + 1 + len(bus.consumers) or verify(stand_in.dms, rebuilt).lost:
             if time.monotonic() > deadline:
