@@ -372,7 +372,7 @@ class BatchWriter:
     def __init__(self, dynamodb: Any) -> None:
         self.dynamodb = dynamodb
         self._requests: dict[str, list[dict[str, Any]]] = {}
-        self._keys: set[tuple[str, str]] = set()
+        self._keys: set[str] = set()
 
     def put(self, table: str, key: Mapping[str, Any], item: dict[str, Any]) -> None:
         self._add(table, key, {"PutRequest": {"Item": item}})
@@ -381,7 +381,9 @@ class BatchWriter:
         self._add(table, key, {"DeleteRequest": {"Key": key}})
 
     def _add(self, table: str, key: Mapping[str, Any], request: dict[str, Any]) -> None:
-        identity = (table, repr(sorted(key.items())))
+        # By key alone, whatever the table: moto checks a request's keys for duplicates
+        # across its tables (DynamoDB per table); flushing a little more often is harmless.
+        identity = repr(sorted(key.items()))
         if identity in self._keys:
             self.flush()
         self._keys.add(identity)

@@ -178,3 +178,27 @@ def test_a_long_primary_key_without_a_configured_key_is_a_clear_error(source: st
         Exception, match=r"audit.event_wide has a 3-column primary key.*give the table a `key`"
     ):
         dms.full_load()
+
+
+def test_changes_polled_together_are_batched_and_each_row_ends_in_its_last_state(
+    source: str, dynamodb: Any
+) -> None:
+    # Given the stand-in running CDC
+    dms = stand_in(source, dynamodb)
+    dms.start()
+    dms.full_load()
+    # When one poll finds many transactions: the same key in two tables, and one row
+    # inserted, updated and deleted, another inserted and updated
+    for number in range(1, 31):
+        run(source, f"INSERT INTO customers (id, name) VALUES ({number}, 'c{number}')")
+        run(source, f"INSERT INTO audit.event_login VALUES ({number}, 'w{number}')")
+    run(source, "UPDATE customers SET name = 'renamed' WHERE id = 7; DELETE FROM customers WHERE id = 8")
+    run(
+        source, "DELETE FROM audit.event_login WHERE id = 8; UPDATE customers SET name = 'again' WHERE id = 7"
+    )
+    assert dms.poll() == 64
+    # Then every row is in its last state
+    customers = items(dynamodb, "demo.legacy.public.customers")
+    assert len(customers) == 29
+    assert {"id": 7, "name": "again"} in customers
+    assert len(items(dynamodb, "demo.legacy.audit.event_login")) == 29
