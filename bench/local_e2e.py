@@ -23,9 +23,8 @@ sys.path[:0] = [str(REPOSITORY), str(REPOSITORY / "functions")]
 
 from config.loader import load_config  # noqa: E402
 from config.model import ConsumerConfig  # noqa: E402
-from local.__main__ import local_bus  # noqa: E402
 from local.demo import Rebuilt, Workload, create_schema, verify  # noqa: E402
-from local.runtime import LocalRuntime  # noqa: E402
+from local.runtime import LocalRuntime, local_bus  # noqa: E402
 
 
 def run(changes: int, rate: float, *, seed: int) -> tuple[float, Rebuilt, int]:
@@ -41,7 +40,6 @@ def run(changes: int, rate: float, *, seed: int) -> tuple[float, Rebuilt, int]:
         runtime.start_aws()
         assert runtime.local_bus is not None
         runtime.local_bus.add_consumer(ConsumerConfig(name="bench", code="bench"), handler=rebuilt.handler())
-        runtime.attach_logs()
         stand_in = runtime.start_dms()
         service = runtime.start_lambda()
         # Warm: every initial table attached (glue mappings + the consumer's own).

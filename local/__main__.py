@@ -24,15 +24,9 @@ from config.functions import glue_name
 from config.loader import ConfigError, load_config
 from config.model import BusConfig, ConsumerConfig, SourceConfig
 from local.demo import Rebuilt, Verification, Workload, create_schema, verify
-from local.runtime import LocalRuntime
+from local.runtime import LocalRuntime, local_bus
 
 REPOSITORY = Path(__file__).resolve().parent.parent
-
-
-def local_bus(bus: BusConfig) -> BusConfig:
-    """The config as local mode runs it: the glue invoked as soon as records arrive (its
-    configured batching window trades latency for fuller aggregates in AWS)."""
-    return bus.model_copy(update={"glue": bus.glue.model_copy(update={"batching_window_seconds": 0})})
 
 
 def main(argv: list[str] | None = None) -> int:

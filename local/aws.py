@@ -3,7 +3,6 @@ Lambda's event-source-mapping API, and boto3 clients that talk to it."""
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import subprocess
@@ -15,7 +14,6 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from moto.server import ThreadedMotoServer
 
 from local.net import free_port
 
@@ -26,13 +24,10 @@ LOCAL_CREDENTIALS = {"aws_access_key_id": "local", "aws_secret_access_key": "loc
 
 @dataclass
 class LocalAws:
-    """A moto server of its own (``start``/``stop``) and clients bound to it."""
+    """A moto server in a process of its own (``start``/``stop``; its request handling then
+    does not compete with the handlers for this interpreter) and clients bound to it."""
 
     port: int = 0
-    #: Run the server in a child process (the default: its request handling then does not
-    #: compete with the handlers for this interpreter) or in a thread of this one.
-    own_process: bool = True
-    _server: ThreadedMotoServer | None = field(default=None, repr=False)
     _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -41,12 +36,6 @@ class LocalAws:
 
     def start(self, *, timeout: float = 60.0) -> str:
         self.port = self.port or free_port()
-        if not self.own_process:
-            detach_moto_invocations()
-            logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
-            self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-            self._server.start()
-            return self.endpoint_url
         root = Path(__file__).resolve().parent.parent
         self._process = subprocess.Popen(
             [sys.executable, "-m", "local.moto_server", "--port", str(self.port)],
@@ -69,9 +58,6 @@ class LocalAws:
                 time.sleep(0.05)
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
         if self._process is not None:
             self._process.terminate()
             try:

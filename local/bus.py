@@ -24,7 +24,8 @@ from config.functions import (
     glue_name,
     stream_name,
 )
-from config.model import BusConfig, ConsumerConfig, StreamMapping
+from config.model import BusConfig, ConsumerConfig
+from dmsbus.event_sources import mapping_request
 from local.functions import Handler, LocalFunction
 
 ROLE_NAME = "dmsbus-local-function"
@@ -100,10 +101,13 @@ class LocalBus:
         )
         self._register(function, self._role())
         self.clients.client("lambda").create_event_source_mapping(
-            FunctionName=name,
-            EventSourceArn=self.stream_arn,
-            StartingPosition=consumer.starting_position,
-            **mapping_settings(consumer, on_failure=self.queue_arn(dead_letter_name(name))),
+            **mapping_request(
+                consumer,
+                function_name=name,
+                stream_arn=self.stream_arn,
+                starting_position=consumer.starting_position,
+                on_failure=self.queue_arn(dead_letter_name(name)),
+            )
         )
         return function
 
@@ -169,20 +173,6 @@ class LocalBus:
                 MemorySize=function.memory_mb,
                 Architectures=["arm64"],
             )
-
-
-def mapping_settings(mapping: StreamMapping, *, on_failure: str) -> dict[str, Any]:
-    """The mapping settings the consumers stack sets (and discovery sets for the glue)."""
-    return {
-        "BatchSize": mapping.batch_size,
-        "MaximumBatchingWindowInSeconds": mapping.batching_window_seconds,
-        "ParallelizationFactor": mapping.parallelization_factor,
-        "MaximumRetryAttempts": mapping.max_retries,
-        "MaximumRecordAgeInSeconds": mapping.max_record_age_seconds,
-        "BisectBatchOnFunctionError": True,
-        "FunctionResponseTypes": ["ReportBatchItemFailures"],
-        "DestinationConfig": {"OnFailure": {"Destination": on_failure}},
-    }
 
 
 def _placeholder_zip() -> bytes:

@@ -30,6 +30,12 @@ from local.postgres import SOURCE_URL_VARIABLE, EmbeddedPostgres, check_logical
 logger = logging.getLogger("dmsbus.local")
 
 
+def local_bus(bus: BusConfig) -> BusConfig:
+    """The config as local mode runs it: the glue invoked as soon as records arrive (its
+    configured batching window trades latency for fuller aggregates in AWS)."""
+    return bus.model_copy(update={"glue": bus.glue.model_copy(update={"batching_window_seconds": 0})})
+
+
 @dataclass
 class StandInRunner:
     """The DMS stand-in's task: full load on its first start, then CDC until stopped."""
@@ -125,8 +131,6 @@ class LocalRuntime:
         self.aws.start()
         self.local_bus = LocalBus(self.bus, self.aws, extra_environment=self.function_environment)
         self.local_bus.provision()
-        if self.function_logs:
-            self.attach_logs()
 
     def attach_logs(self) -> None:
         """Every registered function without a log gets its file under ``state_dir/logs``."""

@@ -55,6 +55,7 @@ from dmsbus import settings
 from dmsbus.backfill import read_records
 from dmsbus.changes import ChangeBuilder
 from dmsbus.ddbjson import NumberMode
+from dmsbus.event_sources import mapping_request
 from dmsbus.names import TableName, TableNameError, bus_table, table_from_stream_arn
 from dmsbus.publisher import KinesisPublisher, PublisherSettings
 
@@ -500,22 +501,13 @@ class Discovery:
                 return
 
     def _mapping(self, stream_arn: str) -> dict[str, Any]:
-        mapping = self.settings.mapping
-        request: dict[str, Any] = {
-            "FunctionName": self.settings.glue_function_name,
-            "EventSourceArn": stream_arn,
-            "StartingPosition": "TRIM_HORIZON",
-            "BatchSize": mapping.batch_size,
-            "MaximumBatchingWindowInSeconds": mapping.batching_window_seconds,
-            "ParallelizationFactor": mapping.parallelization_factor,
-            "MaximumRetryAttempts": mapping.max_retries,
-            "MaximumRecordAgeInSeconds": mapping.max_record_age_seconds,
-            "BisectBatchOnFunctionError": True,
-            "FunctionResponseTypes": ["ReportBatchItemFailures"],
-        }
-        if self.settings.glue_dlq_arn:
-            request["DestinationConfig"] = {"OnFailure": {"Destination": self.settings.glue_dlq_arn}}
-        return request
+        return mapping_request(
+            self.settings.mapping,
+            function_name=self.settings.glue_function_name,
+            stream_arn=stream_arn,
+            starting_position="TRIM_HORIZON",
+            on_failure=self.settings.glue_dlq_arn,
+        )
 
 
 def write_cursor(label: str, done: int, start: Mapping[str, Any]) -> str | None:

@@ -15,9 +15,8 @@ import pytest
 from config.loader import load_config
 from config.model import ConsumerConfig
 from dmsbus.consumer import ChangeEvent, consumer
-from local.__main__ import local_bus
 from local.demo import Rebuilt, Verification, create_schema, verify
-from local.runtime import LocalRuntime
+from local.runtime import LocalRuntime, local_bus
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 CONFIG = load_config(REPOSITORY / "config")
@@ -90,7 +89,6 @@ def pipeline(database: str, tmp_path: Path) -> Iterator[Pipeline]:
         runtime.local_bus.add_consumer(
             ConsumerConfig(name="rebuild", code="tests", batch_size=50, max_retries=5), handler=rebuild
         )
-        runtime.attach_logs()
         runtime.start_dms()
         runtime.start_lambda()
         yield Pipeline(runtime, rebuilt, database, faults)
