@@ -32,7 +32,7 @@ def run(changes: int, rate: float, *, seed: int) -> tuple[float, Rebuilt, int]:
     config = load_config(REPOSITORY / "config")
     bus = local_bus(config.bus)
     state = Path(tempfile.mkdtemp(prefix="dmsbus-bench-"))
-    runtime = LocalRuntime.from_environment(bus, config.sources[0], state, sweep_seconds=1.0)
+    runtime = LocalRuntime.from_environment(bus, config.sources[0], state)
     rebuilt = Rebuilt()
     try:
         url = runtime.start_database()

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_demo(bus: BusConfig, source: SourceConfig, arguments: argparse.Namespace) -> int:
     state = Path(tempfile.mkdtemp(prefix="dmsbus-demo-"))
-    runtime = LocalRuntime.from_environment(bus, source, state, sweep_seconds=1.0)
+    runtime = LocalRuntime.from_environment(bus, source, state)
     rebuilt = Rebuilt()
     stop = threading.Event()
     started = time.monotonic()

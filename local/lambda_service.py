@@ -17,7 +17,9 @@ in-process with Lambda's events. Per mapping it honours what the deployed mappin
 
 Checkpoints are saved to a file after every batch, so a restarted service repeats at most
 the batch in flight (at-least-once, like Lambda). ``schedules`` invoke a function every so
-many seconds (discovery's sweep).
+many seconds (discovery's sweep); ``table_rules`` stand for the EventBridge rule on CloudTrail
+``CreateTable`` calls: the service lists the tables every so often and invokes the rule's
+function with the event that rule delivers for each table that appeared.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from local.functions import FunctionError, LocalFunction, function_arn
+from local.functions import ACCOUNT, REGION, FunctionError, LocalFunction, function_arn
 from local.streams import Shard, StreamSource, arrival_of, sequence_of, source_for
 
 logger = logging.getLogger("dmsbus.local.lambda")
@@ -100,6 +102,36 @@ class Schedule:
     event: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class TableRule:
+    """A function invoked with CloudTrail's ``CreateTable`` event for each new table."""
+
+    function: str
+    every_seconds: float = 0.5
+
+
+def create_table_event(table: str) -> dict[str, Any]:
+    """What EventBridge delivers for a CloudTrail-recorded DynamoDB ``CreateTable`` call."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "AWS API Call via CloudTrail",
+        "source": "aws.dynamodb",
+        "account": ACCOUNT,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGION,
+        "resources": [],
+        "detail": {
+            "eventVersion": "1.08",
+            "eventSource": "dynamodb.amazonaws.com",
+            "eventName": "CreateTable",
+            "awsRegion": REGION,
+            "requestParameters": {"tableName": table},
+            "responseElements": {"tableDescription": {"tableName": table, "tableStatus": "CREATING"}},
+        },
+    }
+
+
 class LocalLambdaService:
     def __init__(
         self,
@@ -111,6 +143,8 @@ class LocalLambdaService:
         sqs: Any,
         state_dir: Path,
         schedules: Sequence[Schedule] = (),
+        dynamodb: Any = None,
+        table_rules: Sequence[TableRule] = (),
         poll_seconds: float = 0.02,
         max_poll_seconds: float = 0.25,
         refresh_seconds: float = 1.0,
@@ -123,6 +157,10 @@ class LocalLambdaService:
         self.sqs = sqs
         self.checkpoints = Checkpoints(state_dir / "checkpoints.json")
         self.schedules = list(schedules)
+        self.dynamodb = dynamodb
+        self.table_rules = list(table_rules)
+        if self.table_rules and dynamodb is None:
+            raise ValueError("table_rules need a dynamodb client to list the tables")
         self.poll_seconds = poll_seconds
         self.max_poll_seconds = max_poll_seconds
         self.refresh_seconds = refresh_seconds
@@ -141,6 +179,8 @@ class LocalLambdaService:
         self._spawn(self._watch_mappings, "esm-watcher")
         for schedule in self.schedules:
             self._spawn(functools.partial(self._run_schedule, schedule), f"schedule-{schedule.function}")
+        for rule in self.table_rules:
+            self._spawn(functools.partial(self._run_table_rule, rule), f"rule-{rule.function}")
 
     def stop(self) -> None:
         self._stop.set()
@@ -178,6 +218,29 @@ class LocalLambdaService:
                 self.scheduled_errors.append(str(exc))
                 logger.warning("scheduled %s failed: %s", schedule.function, exc)
             self._stop.wait(schedule.every_seconds)
+
+    def _run_table_rule(self, rule: TableRule) -> None:
+        known: set[str] | None = None  # tables there at the start are the sweep's
+        while not self._stop.is_set():
+            try:
+                tables = self._tables()
+            except Exception:  # moto going away on stop; the next round tries again
+                logger.exception("listing tables for %s failed", rule.function)
+                tables = known or set()
+            for table in sorted(tables - known) if known is not None else ():
+                try:
+                    self.invoke(rule.function, create_table_event(table))
+                except FunctionError as exc:
+                    self.scheduled_errors.append(str(exc))  # the sweep takes the table up
+                    logger.warning("%s failed on new table %s: %s", rule.function, table, exc)
+            known = tables
+            self._stop.wait(rule.every_seconds)
+
+    def _tables(self) -> set[str]:
+        tables: set[str] = set()
+        for page in self.dynamodb.get_paginator("list_tables").paginate():
+            tables.update(page.get("TableNames", []))
+        return tables
 
     # -- mappings ------------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from config.model import BusConfig, SourceConfig
 from local.aws import LocalAws
 from local.bus import LocalBus
 from local.dms import DmsStandIn
-from local.lambda_service import LocalLambdaService, Schedule
+from local.lambda_service import LocalLambdaService, Schedule, TableRule
 from local.postgres import SOURCE_URL_VARIABLE, EmbeddedPostgres, check_logical
 
 logger = logging.getLogger("dmsbus.local")
@@ -78,7 +78,8 @@ class LocalRuntime:
     state_dir: Path
     #: An existing PostgreSQL (>= 12, wal_level=logical); None: start the embedded one.
     source_url: str | None = None
-    sweep_seconds: float = 1.0
+    #: Discovery's schedule; new tables are taken up at once by the CreateTable rule.
+    sweep_seconds: float = 30.0
     function_environment: Mapping[str, str] = field(default_factory=dict)
     #: Each function's stdout (logs, EMF metrics) goes to ``state_dir/logs/<function>.log``.
     function_logs: bool = True
@@ -158,6 +159,8 @@ class LocalRuntime:
             sqs=self.aws.client("sqs"),
             state_dir=self.state_dir,
             schedules=[Schedule(discovery_name(self.bus), self.sweep_seconds)],
+            dynamodb=self.aws.client("dynamodb"),
+            table_rules=[TableRule(discovery_name(self.bus))],
         )
         if self.function_logs:
             self.attach_logs()
