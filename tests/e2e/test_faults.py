@@ -210,7 +210,9 @@ def test_given_a_table_created_mid_run_when_a_wildcard_selects_it_then_its_chang
             )
         connection.execute("DELETE FROM audit.event_payment WHERE id = 3")
 
-    # Then discovery attached it and its rows are rebuilt
+    # Then the CreateTable rule had discovery attach it well before the next sweep (20 s),
+    # and its rows are rebuilt
+    pipeline.wait_attached(tables=6, timeout=8)
     assert_converged(pipeline)
     assert len(pipeline.rebuilt.tables["audit.event_payment"]) == 19
 
