@@ -209,14 +209,18 @@ class LocalLambdaService:
 
     # -- schedules -----------------------------------------------------------------------
 
+    def _invoke_async(self, function: str, event: Mapping[str, Any], why: str) -> None:
+        """An asynchronous invocation (a schedule, a rule): Lambda would retry it; here the
+        next tick or sweep does, and the failure is kept for the caller to see."""
+        try:
+            self.invoke(function, event)
+        except FunctionError as exc:
+            self.scheduled_errors.append(str(exc))
+            logger.warning("%s (%s) failed: %s", function, why, exc)
+
     def _run_schedule(self, schedule: Schedule) -> None:
         while not self._stop.is_set():
-            try:
-                self.invoke(schedule.function, schedule.event)
-            except FunctionError as exc:
-                # Lambda would retry the asynchronous invocation; the next tick does.
-                self.scheduled_errors.append(str(exc))
-                logger.warning("scheduled %s failed: %s", schedule.function, exc)
+            self._invoke_async(schedule.function, schedule.event, "schedule")
             self._stop.wait(schedule.every_seconds)
 
     def _run_table_rule(self, rule: TableRule) -> None:
@@ -224,16 +228,12 @@ class LocalLambdaService:
         while not self._stop.is_set():
             try:
                 tables = self._tables()
-            except Exception:  # moto going away on stop; the next round tries again
+            except Exception:  # e.g. moto going away on stop; the next round tries again
                 logger.exception("listing tables for %s failed", rule.function)
-                tables = known or set()
-            for table in sorted(tables - known) if known is not None else ():
-                try:
-                    self.invoke(rule.function, create_table_event(table))
-                except FunctionError as exc:
-                    self.scheduled_errors.append(str(exc))  # the sweep takes the table up
-                    logger.warning("%s failed on new table %s: %s", rule.function, table, exc)
-            known = tables
+            else:
+                for table in sorted(tables - known) if known is not None else ():
+                    self._invoke_async(rule.function, create_table_event(table), f"new table {table}")
+                known = tables
             self._stop.wait(rule.every_seconds)
 
     def _tables(self) -> set[str]:
