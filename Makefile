@@ -23,7 +23,7 @@ $(BIN)/.installed: requirements.txt functions/requirements.txt
 # chosen by platform, so no Docker and no compiler is needed.
 $(DEPS)/.built: functions/requirements.txt $(BIN)/.installed
 	rm -rf $(DEPS)
-	$(PIP) install --quiet --platform manylinux2014_aarch64 --implementation cp --python-version 3.12 \
+	$(PIP) install --quiet --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 --implementation cp --python-version 3.12 \
 		--only-binary=:all: --target $(DEPS)/python -r functions/requirements.txt
 	rm -rf $(DEPS)/python/bin
 	find $(DEPS) -name __pycache__ -prune -exec rm -rf {} +

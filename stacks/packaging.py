@@ -1,5 +1,5 @@
 """How functions are packaged: their folder plus the shared ``dmsbus`` package as the code
-asset, and their requirements (Powertools, aws-kinesis-agg, orjson) as one layer built for
+asset, and their requirements (Powertools, aws-kinesis-agg, orjson, psycopg) as one layer built for
 Python 3.12 on arm64 by ``make lambda-deps`` (pip with ``--platform``, no Docker)."""
 
 from __future__ import annotations

@@ -1,0 +1,89 @@
+"""Where the mirror database is: ``DMSBUS_MIRROR_URL`` (local mode, tests), or in AWS the
+Secrets Manager secret named by ``DMSBUS_SECRET`` (the consumer's ``secret`` in config),
+in the shape RDS and Aurora give their secrets: ``host``, ``port``, ``username``,
+``password``, ``dbname``. TLS is required unless the secret says otherwise (``sslmode``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from dmsbus.settings import SettingsError
+
+MIRROR_URL_VARIABLE = "DMSBUS_MIRROR_URL"
+SECRET_VARIABLE = "DMSBUS_SECRET"
+APPLICATION_NAME = "dmsbus-pg-mirror"
+
+#: Reads a secret's string: ``lambda secret_id: client.get_secret_value(...)["SecretString"]``.
+SecretReader = Callable[[str], str]
+
+
+def mirror_conninfo(environ: Mapping[str, str], read_secret: SecretReader) -> str:
+    url = environ.get(MIRROR_URL_VARIABLE, "").strip()
+    if url:
+        return make_conninfo(url, application_name=APPLICATION_NAME)
+    secret_id = environ.get(SECRET_VARIABLE, "").strip()
+    if not secret_id:
+        raise SettingsError(
+            f"the pg_mirror consumer needs {MIRROR_URL_VARIABLE} (a PostgreSQL URL) or {SECRET_VARIABLE}"
+            " (a Secrets Manager secret: set `secret` on the consumer in config/bus.yaml)"
+        )
+    return secret_conninfo(secret_id, read_secret(secret_id))
+
+
+def secret_conninfo(secret_id: str, secret_string: str) -> str:
+    """Connection parameters from an RDS-style secret. Errors name the secret and the
+    field, never a value."""
+    try:
+        secret: Any = json.loads(secret_string)
+    except ValueError:
+        raise SettingsError(
+            f"secret {secret_id}: not a JSON object (expected host, username, password)"
+        ) from None
+    if not isinstance(secret, dict):
+        raise SettingsError(f"secret {secret_id}: not a JSON object (expected host, username, password)")
+    missing = [name for name in ("host", "username") if not secret.get(name)]
+    missing += [] if isinstance(secret.get("password"), str) else ["password"]
+    if missing:
+        raise SettingsError(f"secret {secret_id}: missing {', '.join(missing)}")
+    port = secret.get("port", 5432)
+    try:
+        port = int(port)
+    except (TypeError, ValueError):
+        raise SettingsError(f"secret {secret_id}: port is not a number") from None
+    return make_conninfo(
+        host=str(secret["host"]),
+        port=port,
+        dbname=str(secret.get("dbname") or "postgres"),
+        user=str(secret["username"]),
+        password=str(secret["password"]),
+        sslmode=str(secret.get("sslmode") or "require"),
+        connect_timeout=10,
+        application_name=APPLICATION_NAME,
+    )
+
+
+class MirrorConnection:
+    """One autocommit connection per Lambda container, opened again after it broke."""
+
+    def __init__(self, environ: Mapping[str, str], read_secret: SecretReader) -> None:
+        self._environ = environ
+        self._read_secret = read_secret
+        self._connection: psycopg.Connection[Any] | None = None
+
+    def get(self) -> psycopg.Connection[Any]:
+        connection = self._connection
+        if connection is None or connection.closed or connection.broken:
+            connection = psycopg.connect(mirror_conninfo(self._environ, self._read_secret), autocommit=True)
+            self._connection = connection
+        return connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None

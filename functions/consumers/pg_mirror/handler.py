@@ -1,0 +1,52 @@
+"""The PostgreSQL reporting mirror: every batch from the bus applied in one transaction.
+
+Config (config/bus.yaml)::
+
+    - name: pg-mirror
+      code: functions/consumers/pg_mirror
+      secret: dmsbus/mirror          # RDS-style secret of the mirror database
+      network: {vpc_id: ..., subnet_ids: [...], egress_ports: [443, 5432]}
+      environment:
+        MIRROR_SCHEMA: "{schema}"    # optional: e.g. "{source}_{schema}" for several sources
+
+docs/consumers.md describes the table and type mapping, ordering and reloads.
+"""
+
+from __future__ import annotations
+
+import os
+
+import boto3
+from aws_lambda_powertools import Logger
+
+from consumers.pg_mirror.connection import MirrorConnection
+from consumers.pg_mirror.mirror import Mirror
+from dmsbus.consumer import ChangeEvent, consumer
+
+logger = Logger(service="pg_mirror")
+MIRROR = Mirror(schema_template=os.environ.get("MIRROR_SCHEMA", "").strip() or "{schema}")
+
+
+def _read_secret(secret_id: str) -> str:
+    response = boto3.client("secretsmanager").get_secret_value(SecretId=secret_id)
+    return str(response["SecretString"])
+
+
+DATABASE = MirrorConnection(os.environ, _read_secret)
+
+
+@consumer(batch=True)
+def handler(events: list[ChangeEvent]) -> None:
+    result = MIRROR.apply(DATABASE.get(), events)
+    logger.info(
+        "mirror batch applied",
+        extra={
+            "events": result.events,
+            "upserted": result.upserted,
+            "deleted": result.deleted,
+            "skipped": result.skipped,
+            "coalesced": result.coalesced,
+            "created_tables": result.created_tables,
+            "altered_columns": result.altered_columns,
+        },
+    )

@@ -1,0 +1,441 @@
+"""The mirror's core: apply a batch of change events to PostgreSQL in one transaction.
+
+Pure database code: it takes a psycopg connection and events, and touches no AWS.
+
+- Each source table ``schema.table`` has a mirror table of the same name (the schema name
+  from ``schema_template``, ``"{schema}"`` by default), created on first sight with the
+  event's key as its primary key. Versions of a reloaded table go to the same mirror table
+  when their key columns match; otherwise to ``{table}_{version}``.
+- New attributes add columns; a value that does not fit its column widens the column
+  (``schema.py``). Nothing is ever dropped.
+- Order and duplicates: ``dmsbus_mirror.applied`` holds, per mirror row, the position of
+  the last change applied to it: (version rank, DynamoDB stream sequence). A change is
+  applied only when its position is at least that one, so a duplicate or an older change
+  (a retry, a replay, a stale backfill read, whose sequence is 0) changes nothing. Deleted
+  rows keep their position (a tombstone) so a late older change cannot bring them back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg import errors, sql
+
+from consumers.pg_mirror.schema import (
+    MANAGED,
+    TEXT,
+    MirrorSchemaError,
+    check_identifier,
+    column_value,
+    value_type,
+    widen,
+)
+from dmsbus.envelope import ChangeEvent
+from dmsbus.partition import canonical_json
+
+__all__ = ["Applied", "Mirror", "MirrorSchemaError", "row_key", "version_rank"]
+
+logger = logging.getLogger("dmsbus.pg_mirror")
+
+STATE_SCHEMA = "dmsbus_mirror"
+#: Row keys longer than this are stored hashed (a btree entry holds about 2.7 KB).
+MAX_ROW_KEY_CHARS = 1_000
+#: Deadlocks and serialization failures between concurrent batches are retried this often.
+ATTEMPTS = 4
+_VERSION_NUMBER = re.compile(r"[A-Za-z_-]*(\d+)")
+
+_STATE_DDL: LiteralString = """
+CREATE SCHEMA IF NOT EXISTS dmsbus_mirror;
+CREATE TABLE IF NOT EXISTS dmsbus_mirror.applied (
+    mirror_table   text        NOT NULL,
+    row_key        text        NOT NULL,
+    dynamodb_table text        NOT NULL,
+    version_rank   integer     NOT NULL,
+    sequence       numeric     NOT NULL,
+    event_id       text        NOT NULL,
+    deleted        boolean     NOT NULL,
+    applied_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (mirror_table, row_key)
+)
+"""
+# Returns the rows whose change is applied: newer than (or the same as) the last one.
+_CLAIM: LiteralString = """
+INSERT INTO dmsbus_mirror.applied AS a
+    (mirror_table, row_key, dynamodb_table, version_rank, sequence, event_id, deleted)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::integer[], %s::numeric[], %s::text[], %s::boolean[])
+ON CONFLICT (mirror_table, row_key) DO UPDATE SET
+    dynamodb_table = EXCLUDED.dynamodb_table, version_rank = EXCLUDED.version_rank,
+    sequence = EXCLUDED.sequence, event_id = EXCLUDED.event_id, deleted = EXCLUDED.deleted,
+    applied_at = now()
+WHERE a.version_rank < EXCLUDED.version_rank
+   OR (a.version_rank = EXCLUDED.version_rank AND a.dynamodb_table = EXCLUDED.dynamodb_table
+       AND a.sequence <= EXCLUDED.sequence)
+RETURNING mirror_table, row_key
+"""
+
+
+def version_rank(version: str | None) -> int:
+    """Reload versions in order: none is 0, ``v2`` is 2 (the number in the suffix)."""
+    if version is None:
+        return 0
+    match = _VERSION_NUMBER.fullmatch(version)
+    return int(match.group(1)) if match else 1
+
+
+def row_key(key: dict[str, Any]) -> str:
+    text = canonical_json(key)
+    if len(text) <= MAX_ROW_KEY_CHARS:
+        return text
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class Shape:
+    """A mirror table as the catalog has it: columns (name -> type) and primary key."""
+
+    columns: dict[str, str]
+    key: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TableRef:
+    schema: str
+    table: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+    def identifier(self) -> sql.Composed:
+        return sql.SQL("{}.{}").format(sql.Identifier(self.schema), sql.Identifier(self.table))
+
+
+@dataclass
+class Applied:
+    """What one batch did."""
+
+    events: int = 0
+    upserted: int = 0
+    deleted: int = 0
+    #: Changes not applied: an equal or newer change of the row was applied before.
+    skipped: int = 0
+    #: Changes superseded by a later change of the same row in the same batch.
+    coalesced: int = 0
+    created_tables: list[str] = field(default_factory=list)
+    altered_columns: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Row:
+    table: TableRef
+    key: str
+    event: ChangeEvent
+    position: tuple[int, int]
+
+
+class Mirror:
+    """Applies change events to a mirror database; keeps the catalog it has read."""
+
+    def __init__(self, *, schema_template: str = "{schema}") -> None:
+        if "{schema}" not in schema_template and "{source}" not in schema_template:
+            logger.warning("schema template %r puts every source schema in one schema", schema_template)
+        self.schema_template = schema_template
+        self._shapes: dict[TableRef, Shape | None] = {}
+        self._state_ready = False
+
+    # -- the batch ---------------------------------------------------------------------
+
+    def apply(self, connection: psycopg.Connection[Any], events: Sequence[ChangeEvent]) -> Applied:
+        """Apply ``events`` (in stream order) in one transaction. ``connection`` is in
+        autocommit mode; schema changes are committed first, each in its own transaction."""
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return self._apply(connection, events)
+            except (errors.DeadlockDetected, errors.SerializationFailure, errors.LockNotAvailable) as exc:
+                if attempt == ATTEMPTS:
+                    raise
+                logger.warning("mirror batch attempt %d: %s; retrying", attempt, exc)
+            except (errors.UndefinedTable, errors.UndefinedColumn, errors.DatatypeMismatch) as exc:
+                # The catalog changed under us (an operator altered a table): read it again.
+                if attempt == ATTEMPTS:
+                    raise
+                logger.warning("mirror catalog changed (%s); reading it again", exc)
+                self._shapes.clear()
+        raise AssertionError("unreachable")
+
+    def _apply(self, connection: psycopg.Connection[Any], events: Sequence[ChangeEvent]) -> Applied:
+        result = Applied(events=len(events))
+        if not events:
+            return result
+        self._ensure_state(connection)
+        rows = self._coalesce(connection, events, result)
+        self._evolve(connection, rows, result)
+        with connection.transaction():
+            winners = self._claim(connection, rows)
+            result.skipped = len(rows) - len(winners)
+            upserts: dict[TableRef, list[_Row]] = {}
+            deletes: dict[TableRef, list[_Row]] = {}
+            for row in rows:
+                if (row.table.label, row.key) in winners:
+                    (deletes if row.event.op == "d" else upserts).setdefault(row.table, []).append(row)
+            for table, batch in deletes.items():
+                self._delete(connection, table, batch)
+                result.deleted += len(batch)
+            for table, batch in upserts.items():
+                self._upsert(connection, table, batch)
+                result.upserted += len(batch)
+        return result
+
+    def _coalesce(
+        self, connection: psycopg.Connection[Any], events: Sequence[ChangeEvent], result: Applied
+    ) -> list[_Row]:
+        """The newest change per mirror row (the later one when two are equal)."""
+        newest: dict[tuple[TableRef, str], _Row] = {}
+        for event in events:
+            table = self._target(connection, event)
+            key = row_key(event.key)
+            position = (version_rank(event.source.version), _sequence(event))
+            current = newest.get((table, key))
+            if current is None or position >= current.position:
+                newest[(table, key)] = _Row(table, key, event, position)
+        result.coalesced = len(events) - len(newest)
+        return list(newest.values())
+
+    # -- where an event goes -----------------------------------------------------------------
+
+    def _target(self, connection: psycopg.Connection[Any], event: ChangeEvent) -> TableRef:
+        source = event.source
+        schema = check_identifier(
+            self.schema_template.format(schema=source.schema, source=source.source, bus=source.bus),
+            f"mirror schema of {source.dynamodb_table}",
+        )
+        key_names = tuple(event.key)
+        base = TableRef(schema, check_identifier(source.table, f"table of {source.dynamodb_table}"))
+        shape = self._shape(connection, base)
+        if shape is None:
+            # Not created yet: claim it for this key, so a batch holding two versions with
+            # different keys does not send both to one table.
+            self._shapes[base] = Shape({}, key_names)
+            return base
+        if set(shape.key) == set(key_names):
+            return base
+        # A reload whose key differs: its own mirror table.
+        versioned = TableRef(
+            schema, check_identifier(f"{source.table}_{source.version or 'v0'}", "mirror table")
+        )
+        other = self._shape(connection, versioned)
+        if other is None:
+            self._shapes[versioned] = Shape({}, key_names)
+            return versioned
+        if set(other.key) == set(key_names):
+            return versioned
+        raise MirrorSchemaError(
+            f"{source.dynamodb_table}: key {list(key_names)} matches neither mirror table "
+            f"{base.label} (key {list(shape.key)}) nor {versioned.label} (key {list(other.key)})"
+        )
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def _ensure_state(self, connection: psycopg.Connection[Any]) -> None:
+        if self._state_ready:
+            return
+        with connection.transaction():
+            connection.execute("SELECT pg_advisory_xact_lock(hashtext('dmsbus_mirror.state'))")
+            connection.execute(_STATE_DDL)
+        self._state_ready = True
+
+    def _shape(
+        self, connection: psycopg.Connection[Any], table: TableRef, *, fresh: bool = False
+    ) -> Shape | None:
+        if fresh or table not in self._shapes:
+            self._shapes[table] = _read_shape(connection, table)
+        return self._shapes[table]
+
+    def _evolve(self, connection: psycopg.Connection[Any], rows: Iterable[_Row], result: Applied) -> None:
+        """Create tables and add or widen columns for the values about to be written."""
+        wanted: dict[TableRef, tuple[tuple[str, ...], dict[str, str | None]]] = {}
+        for row in rows:
+            key_names, columns = wanted.setdefault(row.table, (tuple(row.event.key), {}))
+            for name, value in _values(row.event).items():
+                columns[name] = widen(columns.get(name), value_type(value))
+        for table in sorted(wanted, key=lambda ref: ref.label):
+            key_names, columns = wanted[table]
+            if self._needs_change(self._shape(connection, table), key_names, columns):
+                self._change(connection, table, key_names, columns, result)
+
+    @staticmethod
+    def _needs_change(shape: Shape | None, key: tuple[str, ...], columns: dict[str, str | None]) -> bool:
+        if shape is None:
+            return True
+        for name, wanted in columns.items():
+            current = shape.columns.get(name)
+            if current is None:
+                return True
+            if wanted is not None and current in MANAGED and widen(current, wanted) != current:
+                return True
+        return False
+
+    def _change(
+        self,
+        connection: psycopg.Connection[Any],
+        table: TableRef,
+        key: tuple[str, ...],
+        columns: dict[str, str | None],
+        result: Applied,
+    ) -> None:
+        """One short transaction, serialized with other batches by an advisory lock."""
+        for name in columns:
+            check_identifier(name, f"column of {table.label}")
+        with connection.transaction():
+            connection.execute("SET LOCAL lock_timeout = '10s'")
+            connection.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"dmsbus_mirror:{table.label}",)
+            )
+            shape = _read_shape(connection, table)
+            if shape is None:
+                definitions = [
+                    sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(columns.get(name) or TEXT))
+                    for name in key
+                ]
+                connection.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(table.schema))
+                )
+                connection.execute(
+                    sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
+                        table.identifier(),
+                        sql.SQL(", ").join(definitions),
+                        sql.SQL(", ").join(map(sql.Identifier, key)),
+                    )
+                )
+                result.created_tables.append(table.label)
+                shape = Shape({name: columns.get(name) or TEXT for name in key}, key)
+            for name, wanted in columns.items():
+                current = shape.columns.get(name)
+                if current is None:
+                    connection.execute(
+                        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                            table.identifier(), sql.Identifier(name), sql.SQL(wanted or TEXT)
+                        )
+                    )
+                    result.altered_columns.append(f"{table.label}.{name} {wanted or TEXT} (new)")
+                elif (
+                    wanted is not None and current in MANAGED and (wider := widen(current, wanted)) != current
+                ):
+                    assert wider is not None
+                    connection.execute(
+                        sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}::{}").format(
+                            table.identifier(),
+                            sql.Identifier(name),
+                            sql.SQL(wider),
+                            sql.Identifier(name),
+                            sql.SQL(wider),
+                        )
+                    )
+                    result.altered_columns.append(f"{table.label}.{name} {current} -> {wider}")
+                    logger.info(
+                        "mirror column %s.%s widened from %s to %s", table.label, name, current, wider
+                    )
+        self._shape(connection, table, fresh=True)
+
+    # -- data --------------------------------------------------------------------------------
+
+    def _claim(self, connection: psycopg.Connection[Any], rows: list[_Row]) -> set[tuple[str, str]]:
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [])
+        for row in rows:
+            source = row.event.source
+            for values, value in zip(
+                columns,
+                (
+                    row.table.label,
+                    row.key,
+                    source.dynamodb_table,
+                    row.position[0],
+                    str(row.position[1]),
+                    row.event.id,
+                    row.event.op == "d",
+                ),
+                strict=True,
+            ):
+                values.append(value)
+        claimed = connection.execute(_CLAIM, columns).fetchall()
+        return {(table, key) for table, key in claimed}
+
+    def _upsert(self, connection: psycopg.Connection[Any], table: TableRef, rows: list[_Row]) -> None:
+        shape = self._shape(connection, table)
+        assert shape is not None, f"{table.label} was created before its rows are written"
+        names = list(shape.columns)
+        others = [name for name in names if name not in shape.key]
+        conflict = (
+            sql.SQL("DO UPDATE SET {}").format(
+                sql.SQL(", ").join(
+                    sql.SQL("{} = EXCLUDED.{}").format(sql.Identifier(name), sql.Identifier(name))
+                    for name in others
+                )
+            )
+            if others
+            else sql.SQL("DO NOTHING")
+        )
+        statement = sql.SQL("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) {}").format(
+            table.identifier(),
+            sql.SQL(", ").join(map(sql.Identifier, names)),
+            sql.SQL(", ").join(sql.Placeholder() * len(names)),
+            sql.SQL(", ").join(map(sql.Identifier, shape.key)),
+            conflict,
+        )
+        parameters = []
+        for row in rows:
+            values = _values(row.event)
+            parameters.append([column_value(values.get(name), shape.columns[name]) for name in names])
+        with connection.cursor() as cursor:
+            cursor.executemany(statement, parameters)
+
+    def _delete(self, connection: psycopg.Connection[Any], table: TableRef, rows: list[_Row]) -> None:
+        shape = self._shape(connection, table)
+        if shape is None:
+            return  # never written: nothing to delete (the tombstone is recorded)
+        statement = sql.SQL("DELETE FROM {} WHERE {}").format(
+            table.identifier(),
+            sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(name)) for name in shape.key),
+        )
+        parameters = [
+            [column_value(row.event.key.get(name), shape.columns[name]) for name in shape.key] for row in rows
+        ]
+        with connection.cursor() as cursor:
+            cursor.executemany(statement, parameters)
+
+
+def _values(event: ChangeEvent) -> dict[str, Any]:
+    """The row as the mirror writes it: the new image (or, for a delete, the key)."""
+    return {**event.key, **(event.after or {})}
+
+
+def _sequence(event: ChangeEvent) -> int:
+    sequence = event.source.sequence
+    if not sequence.isdigit():
+        raise MirrorSchemaError(f"change event {event.id!r}: source.sequence {sequence!r} is not a number")
+    return int(sequence)
+
+
+def _read_shape(connection: psycopg.Connection[Any], table: TableRef) -> Shape | None:
+    name = table.identifier().as_string(connection)
+    columns = connection.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+        " WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+        (name,),
+    ).fetchall()
+    if not columns:
+        return None
+    key = connection.execute(
+        "SELECT a.attname FROM pg_index i"
+        " JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position) ON true"
+        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+        " WHERE i.indrelid = to_regclass(%s) AND i.indisprimary ORDER BY k.position",
+        (name,),
+    ).fetchall()
+    return Shape({column: kind for column, kind in columns}, tuple(column for (column,) in key))

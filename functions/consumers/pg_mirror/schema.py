@@ -1,0 +1,114 @@
+"""How the mirror types its columns: a PostgreSQL type inferred from each value, widened
+when values disagree (docs/consumers.md has the table).
+
+| value in the event                         | column            |
+|--------------------------------------------|-------------------|
+| true / false                               | boolean           |
+| integer within 64 bits                     | bigint            |
+| integer beyond 64 bits, exact decimal      | numeric           |
+| float (``numbers: number`` on the bus)     | double precision  |
+| string (dates, times and, in the default   | text              |
+|   ``numbers: string`` mode, decimals too)  |                   |
+| array / object                             | jsonb             |
+
+Two numeric types widen to ``numeric``; any other disagreement widens to ``text``, which
+holds every value (booleans as ``true``/``false``, numbers as their decimal text, arrays
+and objects as JSON). A column never narrows, and none is ever dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+BOOLEAN = "boolean"
+BIGINT = "bigint"
+NUMERIC = "numeric"
+DOUBLE = "double precision"
+TEXT = "text"
+JSONB = "jsonb"
+
+#: The types the mirror chooses; a column an operator has altered to another type (say
+#: ``timestamptz``) is left as it is and written through PostgreSQL's casts.
+MANAGED = frozenset({BOOLEAN, BIGINT, NUMERIC, DOUBLE, TEXT, JSONB})
+_NUMBERS = frozenset({BIGINT, NUMERIC, DOUBLE})
+_INT64 = range(-(2**63), 2**63)
+
+#: PostgreSQL truncates longer identifiers, which could merge two columns.
+MAX_IDENTIFIER_BYTES = 63
+
+
+class MirrorSchemaError(ValueError):
+    """A value or a name the mirror cannot hold without losing data."""
+
+
+def value_type(value: Any) -> str | None:
+    """The column type a value asks for; None for a null (it fits any column)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return BOOLEAN
+    if isinstance(value, int):
+        return BIGINT if value in _INT64 else NUMERIC
+    if isinstance(value, Decimal):
+        return NUMERIC
+    if isinstance(value, float):
+        return DOUBLE
+    if isinstance(value, str):
+        return TEXT
+    if isinstance(value, (list, dict)):
+        return JSONB
+    raise MirrorSchemaError(f"a {type(value).__name__} value has no mirror column type")
+
+
+def widen(current: str | None, wanted: str | None) -> str | None:
+    """The narrowest managed type holding values of both types."""
+    if current is None:
+        return wanted
+    if wanted is None or current == wanted:
+        return current
+    if current in _NUMBERS and wanted in _NUMBERS:
+        return NUMERIC
+    return TEXT
+
+
+def column_value(value: Any, column_type: str) -> Any:
+    """The parameter that stores ``value`` in a column of ``column_type``."""
+    if value is None:
+        return None
+    if column_type == TEXT:
+        return as_text(value)
+    if column_type == JSONB:
+        return Jsonb(value)
+    if column_type == NUMERIC and isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, (list, dict)):
+        return as_text(value)  # an operator's own type: let PostgreSQL cast the JSON text
+    return value
+
+
+def as_text(value: Any) -> str:
+    """A value as a ``text`` column holds it (what PostgreSQL's ``::text`` of the narrower
+    type gives for booleans and numbers)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, (int, Decimal)):
+        return str(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def check_identifier(name: str, what: str) -> str:
+    if not name:
+        raise MirrorSchemaError(f"{what} has an empty name")
+    if len(name.encode("utf-8")) > MAX_IDENTIFIER_BYTES:
+        raise MirrorSchemaError(
+            f"{what} {name!r} is longer than PostgreSQL's {MAX_IDENTIFIER_BYTES}-byte identifiers"
+        )
+    return name

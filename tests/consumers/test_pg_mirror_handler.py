@@ -1,0 +1,150 @@
+"""The deployed entry point: Kinesis records in, mirror rows out; the connection from
+``DMSBUS_MIRROR_URL`` or a Secrets Manager secret."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import psycopg
+import pytest
+from moto import mock_aws
+from psycopg.conninfo import conninfo_to_dict
+
+from consumers.pg_mirror import handler as pg_mirror
+from consumers.pg_mirror.connection import MirrorConnection, mirror_conninfo, secret_conninfo
+from dmsbus.envelope import ChangeEvent
+from dmsbus.settings import SettingsError
+from tests.consumers.conftest import change
+
+
+def kinesis_event(events: list[ChangeEvent]) -> dict[str, Any]:
+    return {
+        "Records": [
+            {
+                "eventSource": "aws:kinesis",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/demo-bus",
+                "kinesis": {
+                    "partitionKey": f"{event.qualified_table}|{json.dumps(event.key)}",
+                    "sequenceNumber": str(49_000 + index),
+                    "data": base64.b64encode(event.to_json()).decode(),
+                },
+            }
+            for index, event in enumerate(events)
+        ]
+    }
+
+
+@pytest.fixture
+def mirror_url(database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    monkeypatch.setenv("DMSBUS_MIRROR_URL", database)
+    monkeypatch.setattr(pg_mirror, "DATABASE", MirrorConnection(pg_mirror.os.environ, pg_mirror._read_secret))
+    yield database
+    pg_mirror.DATABASE.close()
+
+
+def test_given_kinesis_records_when_the_handler_runs_then_the_mirror_holds_the_rows(mirror_url: str) -> None:
+    # Given a Lambda batch of three changes
+    event = kinesis_event(
+        [
+            change("c", "public.orders", {"id": 1}, {"status": "new"}, sequence=1),
+            change("c", "public.orders", {"id": 2}, {"status": "new"}, sequence=2),
+            change("u", "public.orders", {"id": 1}, {"status": "paid"}, sequence=3),
+        ]
+    )
+
+    # When the handler runs
+    response = pg_mirror.handler(event, None)
+
+    # Then nothing failed and the mirror has both rows in their last state
+    assert response == {"batchItemFailures": []}
+    with psycopg.connect(mirror_url) as db:
+        assert db.execute("SELECT id, status FROM public.orders ORDER BY id").fetchall() == [
+            (1, "paid"),
+            (2, "new"),
+        ]
+
+
+def test_given_a_batch_that_fails_when_the_handler_runs_then_every_record_is_reported(
+    mirror_url: str,
+) -> None:
+    # Given a batch whose second change has an attribute name PostgreSQL cannot hold
+    event = kinesis_event(
+        [
+            change("c", "public.orders", {"id": 1}, {"status": "new"}, sequence=1),
+            change("c", "public.orders", {"id": 2}, {"s" * 80: "x"}, sequence=2),
+        ]
+    )
+
+    # When the handler runs
+    response = pg_mirror.handler(event, None)
+
+    # Then the whole batch is reported (one transaction: nothing of it was applied)
+    assert response == {"batchItemFailures": [{"itemIdentifier": "49000"}, {"itemIdentifier": "49001"}]}
+    with psycopg.connect(mirror_url) as db:
+        assert db.execute("SELECT to_regclass('public.orders')").fetchone() == (None,)
+
+
+def test_given_an_rds_secret_in_secrets_manager_when_the_handler_connects_then_it_uses_it(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the mirror's connection in a Secrets Manager secret (moto), no URL
+    parts = conninfo_to_dict(database)
+    monkeypatch.delenv("DMSBUS_MIRROR_URL", raising=False)
+    monkeypatch.setenv("DMSBUS_SECRET", "dmsbus/mirror")
+    with mock_aws():
+        boto3.client("secretsmanager", region_name="us-east-1").create_secret(
+            Name="dmsbus/mirror",
+            SecretString=json.dumps(
+                {
+                    "engine": "postgres",
+                    "host": parts["host"],
+                    "port": int(parts["port"]),
+                    "dbname": parts["dbname"],
+                    "username": parts["user"],
+                    "password": parts.get("password", ""),
+                    "sslmode": "disable",  # the test server has no TLS; AWS defaults to require
+                }
+            ),
+        )
+        connection = MirrorConnection(pg_mirror.os.environ, pg_mirror._read_secret)
+
+        # When the handler's connection opens
+        db = connection.get()
+
+    # Then it is the secret's database
+    assert db.execute("SELECT current_database()").fetchone() == (parts["dbname"],)
+    connection.close()
+
+
+def test_given_a_secret_without_a_password_then_the_error_names_the_secret_and_field() -> None:
+    with pytest.raises(SettingsError, match=r"^secret dmsbus/mirror: missing password$"):
+        secret_conninfo("dmsbus/mirror", json.dumps({"host": "db", "username": "report"}))
+
+
+def test_given_a_secret_that_is_not_json_then_the_error_shows_no_content() -> None:
+    with pytest.raises(SettingsError) as raised:
+        secret_conninfo("dmsbus/mirror", "hunter2-not-json")
+    assert "hunter2" not in str(raised.value)
+
+
+def test_given_a_complete_secret_then_tls_is_required_by_default() -> None:
+    info = conninfo_to_dict(
+        secret_conninfo(
+            "s", json.dumps({"host": "db", "username": "u", "password": "p", "dbname": "reports"})
+        )
+    )
+    assert (info["host"], info["port"], info["dbname"], info["sslmode"]) == (
+        "db",
+        "5432",
+        "reports",
+        "require",
+    )
+
+
+def test_given_neither_url_nor_secret_then_the_error_names_both_variables() -> None:
+    with pytest.raises(SettingsError, match=r"DMSBUS_MIRROR_URL .* or DMSBUS_SECRET"):
+        mirror_conninfo({}, lambda secret: "")
