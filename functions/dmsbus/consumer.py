@@ -16,6 +16,9 @@ already handled in a retried record are handed again: dedup on ``event.id``.
 
 A record whose data is not a change event goes to the dead-letter queue (``BUS_DLQ_URL``)
 and is skipped; without a queue it stops the batch like a failure.
+
+With ``records=True`` the function gets ``Received`` values instead: the parsed event with
+the exact bytes it came in and its Kinesis position (sinks that store events unmodified).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 from dmsbus.deadletter import DeadLetterQueue, dead_letters_from_env
 from dmsbus.envelope import OPS, ChangeEvent, EnvelopeError
 
-__all__ = ["ChangeEvent", "ConsumerHandler", "Selection", "consumer", "dedup_key"]
+__all__ = ["ChangeEvent", "ConsumerHandler", "Received", "Selection", "consumer", "dedup_key"]
 
 #: The deployment's own filter, set by the consumers stack from the consumer's config entry
 #: (comma-separated): an event reaches the function when it matches both the decorator's
@@ -91,6 +94,16 @@ class Selection:
             raise ValueError(f"{TABLES_VARIABLE}/{OPS_VARIABLE}: {exc}") from None
 
 
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A change as it came off the stream: ``data`` is the event's JSON, byte for byte."""
+
+    event: ChangeEvent
+    data: bytes
+    sequence_number: str
+    sub_sequence_number: int
+
+
 DeadLettersSource = DeadLetterQueue | Callable[[], DeadLetterQueue | None] | None
 
 
@@ -104,10 +117,12 @@ class ConsumerHandler:
         *,
         batch: bool,
         dead_letters: DeadLettersSource,
+        records: bool = False,
     ) -> None:
         self.function = function
         self.selection = selection
         self.batch = batch
+        self.records = records
         self._dead_letters_source = dead_letters
         self._dead_letters_resolved = False
         self._dead_letters: DeadLetterQueue | None = None
@@ -154,14 +169,14 @@ class ConsumerHandler:
                     logger.exception(
                         "consumer %s failed on change %s; stopping at Kinesis record %s",
                         self.__name__,
-                        change.id,
+                        _event(change).id,
                         record["kinesis"]["sequenceNumber"],
                     )
                     return index
         return None
 
     def _run_batch(self, records: Sequence[Mapping[str, Any]]) -> int | None:
-        collected: list[ChangeEvent] = []
+        collected: list[ChangeEvent | Received] = []
         stop: int | None = None
         for index, record in enumerate(records):
             events = self._events(record)
@@ -177,26 +192,37 @@ class ConsumerHandler:
                     "consumer %s failed on a batch of %d changes (%s .. %s)",
                     self.__name__,
                     len(collected),
-                    collected[0].id,
-                    collected[-1].id,
+                    _event(collected[0]).id,
+                    _event(collected[-1]).id,
                 )
                 return 0
         return stop
 
-    def _events(self, record: Mapping[str, Any]) -> list[ChangeEvent] | None:
+    def _events(self, record: Mapping[str, Any]) -> list[ChangeEvent | Received] | None:
         """The matching events of one Kinesis record, or None if it must stop the batch."""
-        events: list[ChangeEvent] = []
+        events: list[ChangeEvent | Received] = []
         wanted, deployed = self.selection.matches, self.deployment.matches
         for user_record in iter_deaggregate_records([dict(record)]):
             kinesis = user_record["kinesis"]
             try:
-                change = ChangeEvent.from_json(base64.b64decode(kinesis["data"]))
+                data = base64.b64decode(kinesis["data"])
+                change = ChangeEvent.from_json(data)
             except (EnvelopeError, ValueError) as exc:
                 if not self._park(record, kinesis, exc):
                     return None
                 continue
             if wanted(change) and deployed(change):
-                events.append(change)
+                if self.records:
+                    events.append(
+                        Received(
+                            change,
+                            data,
+                            record["kinesis"]["sequenceNumber"],
+                            int(kinesis.get("subSequenceNumber") or 0),
+                        )
+                    )
+                else:
+                    events.append(change)
         return events
 
     def _park(self, record: Mapping[str, Any], user: Mapping[str, Any], error: Exception) -> bool:
@@ -231,10 +257,12 @@ def consumer(
     tables: Iterable[str] | None = None,
     ops: Iterable[str] | None = None,
     batch: bool = False,
+    records: bool = False,
     dead_letters: DeadLettersSource = None,
 ) -> Callable[[Callable[..., Any]], ConsumerHandler]:
     """Make a Lambda handler for the bus stream from a function of one ``ChangeEvent``
-    (or, with ``batch=True``, of a list of them: one call per Lambda batch).
+    (or, with ``batch=True``, of a list of them: one call per Lambda batch; with
+    ``records=True``, of ``Received`` values instead of events).
 
     ``dead_letters`` defaults to the queue named by ``BUS_DLQ_URL``.
     """
@@ -242,9 +270,13 @@ def consumer(
     source: DeadLettersSource = dead_letters if dead_letters is not None else _env_dead_letters
 
     def decorate(function: Callable[..., Any]) -> ConsumerHandler:
-        return ConsumerHandler(function, selection, batch=batch, dead_letters=source)
+        return ConsumerHandler(function, selection, batch=batch, dead_letters=source, records=records)
 
     return decorate
+
+
+def _event(item: ChangeEvent | Received) -> ChangeEvent:
+    return item.event if isinstance(item, Received) else item
 
 
 def _env_dead_letters() -> DeadLetterQueue | None:

@@ -247,3 +247,22 @@ def test_bad_deployment_filter_names_the_variable(monkeypatch: pytest.MonkeyPatc
     # When the first invocation reads it, Then the error names the variable and the value
     with pytest.raises(ValueError, match=r"DMSBUS_TABLES/DMSBUS_OPS: ops \['update'\]"):
         handler({"Records": []}, None)
+
+
+def test_with_records_the_function_gets_each_events_exact_bytes_and_kinesis_position(
+    kinesis: Any, make_publisher: Any
+) -> None:
+    # Given one row's five changes aggregated into one Kinesis record
+    records = _published(kinesis, make_publisher, _row_changes(), aggregate=True)
+    received: list[Any] = []
+    handler = consumer(batch=True, records=True)(received.extend)
+
+    # When the consumer asks for records
+    response = handler(kinesis_event(records), None)
+
+    # Then each carries the event, its JSON as published, and its place in the aggregate
+    assert response == {"batchItemFailures": []}
+    assert [item.sub_sequence_number for item in received] == [0, 1, 2, 3, 4]
+    assert {item.sequence_number for item in received} == {records[0]["SequenceNumber"]}
+    assert [item.event.after["version"] for item in received] == [0, 1, 2, 3, 4]
+    assert all(item.data == item.event.to_json() for item in received)
