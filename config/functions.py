@@ -71,11 +71,27 @@ class ConsumerError(ValueError):
     """A consumer entry dmsbus cannot deploy."""
 
 
-def consumer_environment(bus_name: str, consumer: ConsumerConfig, *, dlq_url: str) -> dict[str, str]:
+def bucket_name(function_name: str) -> str:
+    """The local name of a consumer's bucket (in AWS, CloudFormation names it)."""
+    return f"{function_name}-bucket".lower().replace("_", "-")
+
+
+def consumer_environment(
+    bus_name: str, consumer: ConsumerConfig, *, dlq_url: str, bucket: str | None = None
+) -> dict[str, str]:
+    """``bucket``: the name of the consumer's bucket, when its config asks for one."""
     reserved = sorted(k for k in consumer.environment if k.startswith(RESERVED_PREFIXES))
     if reserved:
         raise ConsumerError(f"consumer {consumer.name}: environment {reserved} is set by dmsbus")
+    if (consumer.bucket is None) != (bucket is None):
+        raise ConsumerError(
+            f"consumer {consumer.name}: a bucket name goes with a `bucket` entry, and only then"
+        )
     environment = {**consumer.environment, "BUS_NAME": bus_name, "BUS_DLQ_URL": dlq_url}
+    if consumer.secret is not None:
+        environment["DMSBUS_SECRET"] = consumer.secret
+    if bucket is not None:
+        environment["DMSBUS_BUCKET"] = bucket
     if consumer.tables is not None:
         environment[TABLES_VARIABLE] = ",".join(consumer.tables)
     if consumer.ops is not None:

@@ -23,6 +23,7 @@ _INSTANCE_CLASS = re.compile(r"dms\.[a-z0-9]+\.[a-z0-9]+")
 _SUBNET = re.compile(r"subnet-[0-9a-f]{8,17}")
 _VPC = re.compile(r"vpc-[0-9a-f]{8,17}")
 _TABLE_FILTER = re.compile(r"[A-Za-z0-9_*?-]+\.[A-Za-z0-9_*?-]+")
+_SECURITY_GROUP = re.compile(r"sg-[0-9a-f]{8,17}")
 
 
 def _identifier(value: str) -> str:
@@ -116,6 +117,52 @@ class AlarmConfig(Model):
     topic_arn: Annotated[str, _matching(_SQS_OR_SNS_ARN, "an SNS topic ARN")] | None = None
 
 
+def _secret_reference(value: str) -> str:
+    if value.startswith("arn:"):
+        if not _SECRET_ARN.fullmatch(value):
+            raise ValueError(f"secret {value!r} is not a Secrets Manager secret ARN")
+    elif not _SECRET_NAME.fullmatch(value):
+        raise ValueError(f"secret {value!r} is not a Secrets Manager secret name")
+    return value
+
+
+SecretReference = Annotated[str, AfterValidator(_secret_reference)]
+
+
+class ConsumerNetwork(Model):
+    """Runs the consumer in a VPC (to reach a database there)."""
+
+    vpc_id: Annotated[str, _matching(_VPC, "a VPC id")]
+    subnet_ids: Annotated[list[Annotated[str, _matching(_SUBNET, "a subnet id")]], Field(min_length=1)]
+    #: Existing security groups; none: the stack creates one allowing ``egress_ports`` out.
+    security_group_ids: list[Annotated[str, _matching(_SECURITY_GROUP, "a security group id")]] = Field(
+        default_factory=list
+    )
+    egress_ports: list[Annotated[int, Field(ge=1, le=65_535)]] = Field(default_factory=lambda: [443])
+
+
+class ConsumerBucket(Model):
+    """A bucket the consumer writes to (KMS with the bus key, versioned, no deletes
+    granted), moving objects to cheaper storage classes as they age."""
+
+    infrequent_access_days: Annotated[int, Field(ge=30)] = 30
+    glacier_days: Annotated[int, Field(ge=1)] | None = 180
+    #: None: objects are kept for ever.
+    expire_days: Annotated[int, Field(ge=1)] | None = None
+    #: Overwritten copies (a retried batch) are kept this long.
+    noncurrent_expire_days: Annotated[int, Field(ge=1)] = 30
+
+    @model_validator(mode="after")
+    def _in_order(self) -> ConsumerBucket:
+        # S3 keeps an object 30 days in Standard-IA before the next transition.
+        if self.glacier_days is not None and self.glacier_days < self.infrequent_access_days + 30:
+            raise ValueError("glacier_days must be at least infrequent_access_days + 30 (S3's minimum in IA)")
+        last = self.glacier_days or self.infrequent_access_days
+        if self.expire_days is not None and self.expire_days <= last:
+            raise ValueError(f"expire_days must come after the last transition (day {last})")
+        return self
+
+
 class ConsumerConfig(StreamMapping):
     name: Identifier
     #: The function's folder, relative to the repository: ``functions/consumers/<name>``.
@@ -126,6 +173,11 @@ class ConsumerConfig(StreamMapping):
     ops: list[Op] | None = None
     starting_position: Literal["TRIM_HORIZON", "LATEST"] = "TRIM_HORIZON"
     environment: dict[Identifier, str] = Field(default_factory=dict)
+    #: A Secrets Manager secret (name or ARN) the function may read: ``DMSBUS_SECRET``.
+    secret: SecretReference | None = None
+    network: ConsumerNetwork | None = None
+    #: A bucket created for the consumer: ``DMSBUS_BUCKET``.
+    bucket: ConsumerBucket | None = None
 
     @property
     def handler(self) -> str:
@@ -172,16 +224,7 @@ DEFAULT_PORTS: dict[str, int] = {
 class Credentials(Model):
     """A Secrets Manager secret (name or ARN) holding username and password."""
 
-    secret: str
-
-    @model_validator(mode="after")
-    def _secret_reference(self) -> Credentials:
-        if self.secret.startswith("arn:"):
-            if not _SECRET_ARN.fullmatch(self.secret):
-                raise ValueError(f"secret {self.secret!r} is not a Secrets Manager secret ARN")
-        elif not _SECRET_NAME.fullmatch(self.secret):
-            raise ValueError(f"secret {self.secret!r} is not a Secrets Manager secret name")
-        return self
+    secret: SecretReference
 
     @property
     def is_arn(self) -> bool:

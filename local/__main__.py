@@ -23,7 +23,15 @@ from pathlib import Path
 from config.functions import glue_name
 from config.loader import ConfigError, load_config
 from config.model import BusConfig, ConsumerConfig, SourceConfig
-from local.demo import Rebuilt, Verification, Workload, create_schema, verify
+from local.demo import (
+    Rebuilt,
+    Verification,
+    Workload,
+    create_schema,
+    mirror_schema_template,
+    verify,
+    verify_mirror,
+)
 from local.runtime import LocalRuntime, local_bus
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -89,6 +97,7 @@ def run_demo(bus: BusConfig, source: SourceConfig, arguments: argparse.Namespace
         last, last_at = 0, time.monotonic()
         deadline = None
         result: Verification | None = None
+        mirror: Verification | None = None
         while True:
             time.sleep(1.0)
             now = time.monotonic()
@@ -109,26 +118,52 @@ def run_demo(bus: BusConfig, source: SourceConfig, arguments: argparse.Namespace
             if not done:
                 continue
             deadline = deadline or now + arguments.timeout
-            result = verify(stand_in.dms, rebuilt, numbers=bus.glue.numbers)
-            if result.lost == 0 or now > deadline:
+            result, mirror = check(runtime, rebuilt)
+            if (result.lost == 0 and (mirror is None or mirror.lost == 0)) or now > deadline:
                 break
         if result is None:
             return 1
-        for line in result.describe():
-            print(f"demo: {line}", file=sys.stderr)
+        lost = report(started, result, mirror, runtime.mirror_url)
         print(
-            f"demo: {workload.committed} changes, {result.tables} tables, {result.lost} lost, "
+            f"demo: {workload.committed} changes, {result.tables} tables, {lost} lost, "
             f"p50={rebuilt.median():.0f} ms, p99={rebuilt.percentile(0.99):.0f} ms",
             file=TERMINAL,
             flush=True,
         )
-        return 0 if result.lost == 0 else 1
+        return 0 if lost == 0 else 1
     except KeyboardInterrupt:
         print("demo: interrupted; stopping everything", file=sys.stderr)
         return 130
     finally:
         stop.set()
         runtime.stop()
+
+
+def check(runtime: LocalRuntime, rebuilt: Rebuilt) -> tuple[Verification, Verification | None]:
+    """The rebuilt state and, when the bus has a pg_mirror consumer, its mirror, against the source."""
+    assert runtime.stand_in is not None
+    numbers = runtime.bus.glue.numbers
+    result = verify(runtime.stand_in.dms, rebuilt, numbers=numbers)
+    template = mirror_schema_template(runtime.bus)
+    if template is None:
+        return result, None
+    return result, verify_mirror(
+        runtime.stand_in.dms, runtime.mirror_url, numbers=numbers, schema_template=template
+    )
+
+
+def report(started: float, result: Verification, mirror: Verification | None, mirror_url: str) -> int:
+    """Print what differs; returns the rows lost (rebuilt state and mirror together)."""
+    for line in result.describe():
+        print(f"demo: {line}", file=sys.stderr)
+    if mirror is None:
+        return result.lost
+    for line in mirror.describe():
+        print(f"demo: {line}", file=sys.stderr)
+    verdict = "equal to the source" if mirror.lost == 0 else f"{mirror.lost} differ from the source"
+    where = mirror_url.rsplit("@", 1)[-1]
+    say(started, f"mirror ({where}): {mirror.rows} rows in {mirror.tables} tables, {verdict}")
+    return result.lost + mirror.lost
 
 
 #: Functions' stdout goes to their log files while they run; the demo's lines do not.

@@ -72,7 +72,8 @@ class LocalAws:
             service,  # type: ignore[call-overload]
             region_name=REGION,
             endpoint_url=self.endpoint_url,
-            config=Config(retries={"mode": "standard", "max_attempts": 3}),
+            # One client serves every poller thread (a shard per consumer and table).
+            config=Config(retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=64),
             **LOCAL_CREDENTIALS,
         )
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from config.functions import (
+    bucket_name,
     consumer_environment,
     consumer_name,
     dead_letter_name,
@@ -44,6 +45,7 @@ class LocalBus:
     extra_environment: Mapping[str, str] = field(default_factory=dict)
     functions: dict[str, LocalFunction] = field(default_factory=dict)
     queue_urls: dict[str, str] = field(default_factory=dict)
+    buckets: dict[str, str] = field(default_factory=dict)
     stream_arn: str = ""
 
     @property
@@ -91,11 +93,12 @@ class LocalBus:
         the event source mapping the consumers stack gives every consumer."""
         name = consumer_name(self.config.name, consumer)
         dlq = self._queue(dead_letter_name(name))
+        bucket = self._bucket(bucket_name(name)) if consumer.bucket is not None else None
         function = LocalFunction(
             name=name,
             folder=None if handler is not None else consumer.code.removeprefix("functions/"),
             handler=handler,
-            environment=consumer_environment(self.config.name, consumer, dlq_url=dlq),
+            environment=consumer_environment(self.config.name, consumer, dlq_url=dlq, bucket=bucket),
             timeout_seconds=consumer.timeout_seconds,
             memory_mb=consumer.memory_mb,
         )
@@ -131,6 +134,15 @@ class LocalBus:
         url: str = self.clients.client("sqs").create_queue(QueueName=name)["QueueUrl"]
         self.queue_urls[name] = url
         return url
+
+    def _bucket(self, name: str) -> str:
+        """Versioned, as the consumers stack makes it (KMS and lifecycle do not apply here)."""
+        s3 = self.clients.client("s3")
+        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+            s3.create_bucket(Bucket=name)
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        self.buckets[name] = name
+        return name
 
     def _role(self) -> str:
         iam = self.clients.client("iam")

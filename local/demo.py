@@ -13,13 +13,16 @@ import random
 import statistics
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
+from config.model import BusConfig
+from consumers.pg_mirror.schema import JSONB, as_text
 from dmsbus.consumer import ChangeEvent, ConsumerHandler, consumer
 from dmsbus.ddbjson import Decoder, NumberMode
 from local.dms import DmsStandIn
@@ -278,6 +281,36 @@ class Verification:
     def lost(self) -> int:
         return len(self.missing) + len(self.different) + len(self.extra)
 
+    @classmethod
+    def of(
+        cls,
+        expected: Mapping[Any, Mapping[Any, Any]],
+        *,
+        missing: list[str],
+        different: list[str],
+        extra: list[str],
+    ) -> Verification:
+        """Problems found comparing against ``expected`` (rows by key, per table)."""
+        return cls(
+            tables=len(expected),
+            rows=sum(len(rows) for rows in expected.values()),
+            missing=missing,
+            different=different,
+            extra=extra,
+        )
+
+    def plus(self, other: Verification | None) -> Verification:
+        """Both checks' problems (``tables`` and ``rows`` stay this one's)."""
+        if other is None:
+            return self
+        return Verification(
+            tables=self.tables,
+            rows=self.rows,
+            missing=self.missing + other.missing,
+            different=self.different + other.different,
+            extra=self.extra + other.extra,
+        )
+
     def describe(self, limit: int = 5) -> Iterable[str]:
         for label, problems in (
             ("missing", self.missing),
@@ -311,10 +344,89 @@ def verify(dms: DmsStandIn, rebuilt: Rebuilt, *, numbers: NumberMode = "string")
                 different.append(f"{table} {key}: source {row} != rebuilt {got[key]}")
         extra.extend(f"{table} {key}" for key in got.keys() - rows.keys())
     extra.extend(f"{table} (whole table)" for table in actual.keys() - expected.keys() if actual[table])
-    return Verification(
-        tables=len(expected),
-        rows=sum(len(rows) for rows in expected.values()),
-        missing=missing,
-        different=different,
-        extra=extra,
+    return Verification.of(expected, missing=missing, different=different, extra=extra)
+
+
+#: The shipped mirror consumer's folder: the demo checks its database too.
+PG_MIRROR_CODE = "functions/consumers/pg_mirror"
+
+
+def mirror_schema_template(bus: BusConfig) -> str | None:
+    """The schema template of the bus's pg_mirror consumer, or None if it has none."""
+    for entry in bus.consumers:
+        if entry.code.rstrip("/") == PG_MIRROR_CODE:
+            return entry.environment.get("MIRROR_SCHEMA", "").strip() or "{schema}"
+    return None
+
+
+def verify_mirror(
+    dms: DmsStandIn, mirror_url: str, *, numbers: NumberMode = "string", schema_template: str = "{schema}"
+) -> Verification:
+    """Source (as DMS writes it, decoded as the glue decodes it) == the reporting mirror,
+    row by row and column by column. A text column holds the value's text (docs/consumers.md),
+    so values compare as the mirror stores them; NULL columns are absent on both sides."""
+    decoder = Decoder(numbers)
+    expected: dict[tuple[str, str], dict[tuple[str, ...], dict[str, Any]]] = {}
+    keys: dict[tuple[str, str], list[str]] = {}
+    for target, item in dms.items():
+        _, source, schema, table = target.target.name.split(".")[:4]
+        where = (
+            schema_template.format(schema=schema, source=source, bus=target.target.name.split(".")[0]),
+            table,
+        )
+        row = decoder.image(item)
+        keys[where] = list(target.key)
+        expected.setdefault(where, {})[tuple(as_text(row[name]) for name in target.key)] = row
+    missing: list[str] = []
+    different: list[str] = []
+    extra: list[str] = []
+    with psycopg.connect(mirror_url) as connection:
+        for (schema, table), rows in expected.items():
+            label = f"{schema}.{table}"
+            actual = _mirror_rows(connection, schema, table, keys[(schema, table)])
+            if actual is None:
+                missing.append(f"{label} (no mirror table)")
+                continue
+            for key, row in rows.items():
+                got = actual.get(key)
+                if got is None:
+                    missing.append(f"mirror {label} {key}")
+                    continue
+                want = {name: value for name, value in row.items() if value is not None}
+                if _mirror_form(want, got[1]) != got[0]:
+                    different.append(f"mirror {label} {key}: source {want} != mirror {got[0]}")
+            extra.extend(f"mirror {label} {key}" for key in actual.keys() - rows.keys())
+    return Verification.of(expected, missing=missing, different=different, extra=extra)
+
+
+def _mirror_rows(
+    connection: psycopg.Connection[Any], schema: str, table: str, key: list[str]
+) -> dict[tuple[str, ...], tuple[dict[str, Any], dict[str, str]]] | None:
+    """Rows by key text: (non-null columns as text, or JSON values for jsonb; column types)."""
+    types = dict(
+        connection.execute(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = %s AND table_name = %s",
+            (schema, table),
+        ).fetchall()
     )
+    if not types:
+        return None
+    names = list(types)
+    query = sql.SQL("SELECT {} FROM {}.{}").format(
+        sql.SQL(", ").join(
+            sql.Identifier(name) if types[name] == JSONB else sql.SQL("{}::text").format(sql.Identifier(name))
+            for name in names
+        ),
+        sql.Identifier(schema),
+        sql.Identifier(table),
+    )
+    rows: dict[tuple[str, ...], tuple[dict[str, Any], dict[str, str]]] = {}
+    for values in connection.execute(query):
+        row = {name: value for name, value in zip(names, values, strict=True) if value is not None}
+        rows[tuple(str(row.get(name)) for name in key)] = (row, types)
+    return rows
+
+
+def _mirror_form(row: dict[str, Any], types: dict[str, str]) -> dict[str, Any]:
+    return {name: value if types.get(name) == JSONB else as_text(value) for name, value in row.items()}

@@ -15,12 +15,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from config.functions import discovery_name
 from config.model import BusConfig, SourceConfig
+from consumers.pg_mirror.connection import MIRROR_URL_VARIABLE
 from local.aws import LocalAws
 from local.bus import LocalBus
 from local.dms import DmsStandIn
@@ -89,6 +92,9 @@ class LocalRuntime:
     service: LocalLambdaService | None = None
     stand_in: StandInRunner | None = None
     database_url: str = ""
+    #: The reporting mirror's database (pg_mirror consumers): ``DMSBUS_MIRROR_URL``, or
+    #: ``<source database>_mirror`` created next to the source.
+    mirror_url: str = ""
     _postgres_home: Path | None = None
 
     @classmethod
@@ -100,6 +106,7 @@ class LocalRuntime:
             source=source,
             state_dir=state_dir,
             source_url=os.environ.get(SOURCE_URL_VARIABLE),
+            mirror_url=os.environ.get(MIRROR_URL_VARIABLE, ""),
             **kwargs,
         )
 
@@ -118,19 +125,29 @@ class LocalRuntime:
         check_logical(server_url)
         if self.source_url:
             self.database_url = server_url
-            return server_url
-        with psycopg.connect(server_url, autocommit=True) as connection:
-            exists = connection.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (self.source.database,)
-            ).fetchone()
-            if not exists:
-                connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.source.database)))
-        self.database_url = server_url.rsplit("/", 1)[0] + f"/{self.source.database}"
+        else:
+            self.database_url = _create_database(server_url, self.source.database)
+        if not self.mirror_url:
+            self.mirror_url = _create_database(server_url, _database_name(self.database_url) + "_mirror")
         return self.database_url
+
+    def drop_mirror(self) -> None:
+        """Drop the mirror database this runtime created (tests; the demo keeps it)."""
+        server_url = self.source_url or self.database_url
+        if self.mirror_url and server_url and _database_name(self.mirror_url).endswith("_mirror"):
+            with psycopg.connect(server_url, autocommit=True) as connection:
+                connection.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                        sql.Identifier(_database_name(self.mirror_url))
+                    )
+                )
 
     def start_aws(self) -> None:
         self.aws.start()
-        self.local_bus = LocalBus(self.bus, self.aws, extra_environment=self.function_environment)
+        environment = dict(self.function_environment)
+        if self.mirror_url:
+            environment.setdefault(MIRROR_URL_VARIABLE, self.mirror_url)
+        self.local_bus = LocalBus(self.bus, self.aws, extra_environment=environment)
         self.local_bus.provision()
 
     def attach_logs(self) -> None:
@@ -196,6 +213,27 @@ class LocalRuntime:
         if self._postgres_home is not None:
             shutil.rmtree(self._postgres_home, ignore_errors=True)
             self._postgres_home = None
+
+
+def _database_name(url: str) -> str:
+    return str(conninfo_to_dict(url)["dbname"])
+
+
+def _create_database(server_url: str, name: str) -> str:
+    """``name`` on the server of ``server_url`` (created if missing); returns its URL."""
+    with psycopg.connect(server_url, autocommit=True) as connection:
+        exists = connection.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return with_database(server_url, name)
+
+
+def with_database(url: str, name: str) -> str:
+    """The same server and user, another database (a URL stays a URL)."""
+    parts = urlsplit(url)
+    if parts.scheme in ("postgres", "postgresql"):
+        return urlunsplit(parts._replace(path="/" + quote(name)))
+    return make_conninfo(url, dbname=name)
 
 
 def release_log(log: TextIO) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -45,6 +47,15 @@ class DeadLetterQueue(Construct):
         )
 
 
+@dataclass(frozen=True)
+class VpcPlacement:
+    """Where a function runs in a VPC."""
+
+    vpc: ec2.IVpc
+    subnets: ec2.SubnetSelection
+    security_groups: Sequence[ec2.ISecurityGroup]
+
+
 class BusFunction(Construct):
     """A dmsbus Lambda: Python 3.12 on arm64, the dependencies layer, X-Ray tracing, a log
     group with a retention, and an explicit name (alarms and the dashboard use it)."""
@@ -63,6 +74,7 @@ class BusFunction(Construct):
         dead_letter_queue: sqs.IQueue | None = None,
         unscoped_actions: str = "X-Ray's trace actions",
         reserved_concurrency: int | None = None,
+        network: VpcPlacement | None = None,
     ) -> None:
         super().__init__(scope, id_)
         self.log_group = logs.LogGroup(
@@ -93,7 +105,16 @@ class BusFunction(Construct):
             log_group=self.log_group,
             dead_letter_queue=dead_letter_queue,
             reserved_concurrent_executions=reserved_concurrency,
+            vpc=network.vpc if network else None,
+            vpc_subnets=network.subnets if network else None,
+            security_groups=list(network.security_groups) if network else None,
         )
+        if network is not None:
+            acknowledge(
+                self.role,
+                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]",
+                "Lambda's own policy for the network interfaces a function in a VPC needs (EC2's ENI actions take no resource).",
+            )
         for rule in ("AwsSolutions-L1", "Serverless-LambdaLatestVersion"):
             acknowledge(
                 self.function,

@@ -50,7 +50,11 @@ def test_the_sample_config_loads_with_defaults_from_the_model() -> None:
     assert config.bus.name == "demo"
     assert config.bus.glue.batch_size == GlueConfig().batch_size == 5_000
     assert config.bus.kinesis.mode == "on_demand"
-    assert [c.handler for c in config.bus.consumers] == ["consumers.log_changes.handler.handler"]
+    assert [c.handler for c in config.bus.consumers] == [
+        "consumers.log_changes.handler.handler",
+        "consumers.pg_mirror.handler.handler",
+        "consumers.s3_archive.handler.handler",
+    ]
     (legacy,) = config.sources
     assert legacy.effective_port == DEFAULT_PORTS["postgres"] == 5432
     assert [(t.schema_, t.table, t.version) for t in legacy.tables][-1] == ("public", "products", 2)
@@ -122,7 +126,7 @@ BAD: list[tuple[str, Mutation, str, str]] = [
         "bad secret name",
         _set("credentials.secret", "my secret!"),
         "legacy.yaml",
-        "credentials: secret 'my secret!' is not a Secrets Manager secret name",
+        "credentials.secret: secret 'my secret!' is not a Secrets Manager secret name",
     ),
     (
         "bad secret arn",
@@ -278,6 +282,44 @@ BAD: list[tuple[str, Mutation, str, str]] = [
         _set("kinesis", {"kms_key_arn": "alias/mine"}, on="bus"),
         "bus.yaml",
         "kinesis.kms_key_arn: 'alias/mine' is not a KMS key or alias ARN",
+    ),
+    (
+        "consumer secret with a password in it",
+        _set("consumers.0.secret", "user:pa ss", on="bus"),
+        "bus.yaml",
+        "consumers[0].secret: secret 'user:pa ss' is not a Secrets Manager secret name",
+    ),
+    (
+        "consumer network without subnets",
+        _set("consumers.0.network", {"vpc_id": "vpc-0a1b2c3d4e5f60718", "subnet_ids": []}, on="bus"),
+        "bus.yaml",
+        "consumers[0].network.subnet_ids: List should have at least 1 item",
+    ),
+    (
+        "consumer security group not an id",
+        _set(
+            "consumers.0.network",
+            {
+                "vpc_id": "vpc-0a1b2c3d4e5f60718",
+                "subnet_ids": ["subnet-0a1b2c3d"],
+                "security_group_ids": ["web"],
+            },
+            on="bus",
+        ),
+        "bus.yaml",
+        "consumers[0].network.security_group_ids[0]: 'web' is not a security group id",
+    ),
+    (
+        "archive to glacier before S3 allows",
+        _set("consumers.0.bucket", {"infrequent_access_days": 30, "glacier_days": 40}, on="bus"),
+        "bus.yaml",
+        "consumers[0].bucket: glacier_days must be at least infrequent_access_days + 30",
+    ),
+    (
+        "archive expiring before its last transition",
+        _set("consumers.0.bucket", {"glacier_days": 180, "expire_days": 90}, on="bus"),
+        "bus.yaml",
+        "consumers[0].bucket: expire_days must come after the last transition (day 180)",
     ),
     (
         "function name too long",

@@ -1,6 +1,7 @@
 """The whole local data path per test: the test's own PostgreSQL database, a moto server,
-the DMS stand-in, the local Lambda service running the deployed discovery and glue, and a
-consumer (the SDK's decorator) that rebuilds every table from the events it receives."""
+the DMS stand-in, the local Lambda service running the deployed discovery, glue and the
+configured consumers (the pg_mirror writes its own mirror database), and a consumer (the
+SDK's decorator) that rebuilds every table from the events it receives."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ import pytest
 from config.loader import load_config
 from config.model import ConsumerConfig
 from dmsbus.consumer import ChangeEvent, consumer
-from local.demo import Rebuilt, Verification, create_schema, verify
+from local.demo import Rebuilt, Verification, create_schema, mirror_schema_template, verify, verify_mirror
 from local.runtime import LocalRuntime, local_bus
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 CONFIG = load_config(REPOSITORY / "config")
 BUS = local_bus(CONFIG.bus)
 SOURCE = CONFIG.sources[0]
+MIRROR_TEMPLATE = mirror_schema_template(BUS)
 
 #: Called with each event before the rebuilding consumer applies it; raising fails it.
 Fault = Callable[[ChangeEvent], None]
@@ -35,15 +37,28 @@ class Pipeline:
     faults: list[Fault]
 
     def converge(self, timeout: float = 60.0) -> Verification:
-        """Waits until the rebuilt state equals the source (or the time is up)."""
+        """Waits until the rebuilt state and the pg_mirror's database both equal the source
+        (or the time is up); returns both checks' problems."""
         deadline = time.monotonic() + timeout
         while True:
             stand_in = self.runtime.stand_in
             assert stand_in is not None
             result = verify(stand_in.dms, self.rebuilt, numbers=BUS.glue.numbers)
+            if result.lost == 0:
+                result = result.plus(self.mirror())
             if result.lost == 0 or time.monotonic() > deadline:
                 return result
             time.sleep(0.3)
+
+    def mirror(self, url: str | None = None) -> Verification:
+        """The pg_mirror consumer's database (or ``url``'s) against the source."""
+        assert self.runtime.stand_in is not None and MIRROR_TEMPLATE is not None
+        return verify_mirror(
+            self.runtime.stand_in.dms,
+            url or self.runtime.mirror_url,
+            numbers=BUS.glue.numbers,
+            schema_template=MIRROR_TEMPLATE,
+        )
 
     def wait_attached(self, tables: int = 5, timeout: float = 30.0) -> None:
         """Until discovery has attached the glue to that many tables' streams."""
@@ -100,3 +115,4 @@ def pipeline(database: str, tmp_path: Path) -> Iterator[Pipeline]:
         yield Pipeline(runtime, rebuilt, database, faults)
     finally:
         runtime.stop()
+        runtime.drop_mirror()
