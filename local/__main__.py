@@ -1,4 +1,6 @@
-"""``python -m local demo``: the whole data path on this machine (``make demo``).
+"""``python -m local demo``: the whole data path on this machine (``make demo``);
+``python -m local replay``: a range of the S3 archive, handed again to a stream or a
+consumer (local/replay.py).
 
 Starts PostgreSQL (or uses ``DMSBUS_SOURCE_URL``), moto, the DMS stand-in and the local
 Lambda service; creates the sample schema; runs the workload with a table added half way;
@@ -23,6 +25,7 @@ from pathlib import Path
 from config.functions import glue_name
 from config.loader import ConfigError, load_config
 from config.model import BusConfig, ConsumerConfig, SourceConfig
+from local import replay
 from local.demo import (
     Rebuilt,
     Verification,
@@ -51,10 +54,14 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout", type=float, default=120.0, help="seconds to wait for the consumers to catch up"
     )
     demo.add_argument("--verbose", action="store_true", help="show the functions' logs")
+    replay.add_command(commands, REPOSITORY)
     arguments = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if arguments.verbose else logging.WARNING, format="%(name)s: %(message)s"
+        level=logging.INFO if getattr(arguments, "verbose", False) else logging.WARNING,
+        format="%(name)s: %(message)s",
     )
+    if arguments.command == "replay":
+        return replay.run(arguments)
     try:
         config = load_config(arguments.config)
     except ConfigError as exc:

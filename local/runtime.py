@@ -128,17 +128,17 @@ class LocalRuntime:
         else:
             self.database_url = _create_database(server_url, self.source.database)
         if not self.mirror_url:
-            self.mirror_url = _create_database(server_url, _database_name(self.database_url) + "_mirror")
+            self.mirror_url = _create_database(server_url, database_name(self.database_url) + "_mirror")
         return self.database_url
 
     def drop_mirror(self) -> None:
         """Drop the mirror database this runtime created (tests; the demo keeps it)."""
         server_url = self.source_url or self.database_url
-        if self.mirror_url and server_url and _database_name(self.mirror_url).endswith("_mirror"):
+        if self.mirror_url and server_url and database_name(self.mirror_url).endswith("_mirror"):
             with psycopg.connect(server_url, autocommit=True) as connection:
                 connection.execute(
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                        sql.Identifier(_database_name(self.mirror_url))
+                        sql.Identifier(database_name(self.mirror_url))
                     )
                 )
 
@@ -215,7 +215,8 @@ class LocalRuntime:
             self._postgres_home = None
 
 
-def _database_name(url: str) -> str:
+def database_name(url: str) -> str:
+    """The database a URL or conninfo string names."""
     return str(conninfo_to_dict(url)["dbname"])
 
 

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 IDENTIFIER = re.compile(r"[A-Za-z0-9_-]+")
+_VERSION_NUMBER = re.compile(r"[A-Za-z_-]*(\d+)")
 
 
 class TableNameError(ValueError):
@@ -81,3 +82,12 @@ def table_from_stream_arn(arn: str) -> str:
     if not sep or not slash or not name:
         raise TableNameError(f"{arn!r} is not a DynamoDB stream ARN")
     return name
+
+
+def version_rank(version: str | None) -> int:
+    """Reload versions in order: none is 0, ``v2`` is 2 (the number in the suffix); a
+    suffix without a number is 1. Sequence numbers compare only within one version."""
+    if version is None:
+        return 0
+    match = _VERSION_NUMBER.fullmatch(version)
+    return int(match.group(1)) if match else 1

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, LiteralString
@@ -37,6 +36,7 @@ from consumers.pg_mirror.schema import (
     widen,
 )
 from dmsbus.envelope import ChangeEvent
+from dmsbus.names import version_rank
 from dmsbus.partition import canonical_json
 
 __all__ = ["Applied", "Mirror", "MirrorSchemaError", "row_key", "version_rank"]
@@ -48,7 +48,6 @@ STATE_SCHEMA = "dmsbus_mirror"
 MAX_ROW_KEY_CHARS = 1_000
 #: Deadlocks and serialization failures between concurrent batches are retried this often.
 ATTEMPTS = 4
-_VERSION_NUMBER = re.compile(r"[A-Za-z_-]*(\d+)")
 
 _STATE_DDL: LiteralString = """
 CREATE SCHEMA IF NOT EXISTS dmsbus_mirror;
@@ -78,14 +77,6 @@ WHERE a.version_rank < EXCLUDED.version_rank
        AND a.sequence <= EXCLUDED.sequence)
 RETURNING mirror_table, row_key
 """
-
-
-def version_rank(version: str | None) -> int:
-    """Reload versions in order: none is 0, ``v2`` is 2 (the number in the suffix)."""
-    if version is None:
-        return 0
-    match = _VERSION_NUMBER.fullmatch(version)
-    return int(match.group(1)) if match else 1
 
 
 def row_key(key: dict[str, Any]) -> str:
