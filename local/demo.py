@@ -25,6 +25,7 @@ from config.model import BusConfig
 from consumers.pg_mirror.schema import JSONB, as_text
 from dmsbus.consumer import ChangeEvent, ConsumerHandler, consumer
 from dmsbus.ddbjson import Decoder, NumberMode
+from dmsbus.names import parse_table_name
 from local.dms import DmsStandIn
 
 SCHEMA = """
@@ -369,11 +370,8 @@ def verify_mirror(
     expected: dict[tuple[str, str], dict[tuple[str, ...], dict[str, Any]]] = {}
     keys: dict[tuple[str, str], list[str]] = {}
     for target, item in dms.items():
-        _, source, schema, table = target.target.name.split(".")[:4]
-        where = (
-            schema_template.format(schema=schema, source=source, bus=target.target.name.split(".")[0]),
-            table,
-        )
+        name = parse_table_name(target.target.name)
+        where = (schema_template.format(schema=name.schema, source=name.source, bus=name.bus), name.table)
         row = decoder.image(item)
         keys[where] = list(target.key)
         expected.setdefault(where, {})[tuple(as_text(row[name]) for name in target.key)] = row

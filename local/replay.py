@@ -20,7 +20,6 @@ already have changes nothing.
 from __future__ import annotations
 
 import argparse
-import base64
 import fnmatch
 import logging
 import sys
@@ -41,13 +40,18 @@ from dmsbus.envelope import ChangeEvent, EnvelopeError
 from dmsbus.names import version_rank
 from dmsbus.partition import hash_key, partition_key
 from dmsbus.publisher import KinesisPublisher
-from local.functions import FunctionError, LocalFunction
+from local.functions import ACCOUNT, REGION, FunctionError, LocalFunction
+from local.streams import lambda_kinesis_record
 
 logger = logging.getLogger("dmsbus.replay")
 
 #: Events per PutRecords publish / per consumer invocation (a consumer's own batch size
 #: applies when given).
 CHUNK = 500
+
+
+#: What a consumer sees as the records' source when replay calls it directly.
+REPLAY_STREAM_ARN = f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/dmsbus-replay"
 
 
 class ReplayError(RuntimeError):
@@ -227,17 +231,14 @@ class ConsumerTarget:
             self._sequence += 1
             source = item.event.source
             yield (
-                {
-                    "eventSource": "aws:kinesis",
-                    "eventSourceARN": "dmsbus-replay",
-                    "kinesis": {
-                        "kinesisSchemaVersion": "1.0",
-                        "partitionKey": partition_key(source.schema, source.table, item.event.key),
-                        "sequenceNumber": f"{self._sequence:056d}",
-                        "data": base64.b64encode(item.data).decode("ascii"),
-                        "approximateArrivalTimestamp": item.event.ts_ms / 1000,
-                    },
-                },
+                lambda_kinesis_record(
+                    stream_arn=REPLAY_STREAM_ARN,
+                    shard_id="shardId-000000000000",
+                    partition_key=partition_key(source.schema, source.table, item.event.key),
+                    sequence_number=f"{self._sequence:056d}",
+                    data=item.data,
+                    arrival=item.event.ts_ms / 1000,
+                ),
                 item,
             )
 

@@ -96,6 +96,7 @@ class LocalRuntime:
     #: ``<source database>_mirror`` created next to the source.
     mirror_url: str = ""
     _postgres_home: Path | None = None
+    _mirror_created: bool = False
 
     @classmethod
     def from_environment(
@@ -129,18 +130,20 @@ class LocalRuntime:
             self.database_url = _create_database(server_url, self.source.database)
         if not self.mirror_url:
             self.mirror_url = _create_database(server_url, database_name(self.database_url) + "_mirror")
+            self._mirror_created = True
         return self.database_url
 
     def drop_mirror(self) -> None:
         """Drop the mirror database this runtime created (tests; the demo keeps it)."""
         server_url = self.source_url or self.database_url
-        if self.mirror_url and server_url and database_name(self.mirror_url).endswith("_mirror"):
+        if self._mirror_created and server_url:
             with psycopg.connect(server_url, autocommit=True) as connection:
                 connection.execute(
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                         sql.Identifier(database_name(self.mirror_url))
                     )
                 )
+            self._mirror_created = False
 
     def start_aws(self) -> None:
         self.aws.start()

@@ -169,21 +169,33 @@ class KinesisSource:
 
     def _lambda_record(self, record: dict[str, Any], shard_id: str) -> dict[str, Any]:
         arrival = record["ApproximateArrivalTimestamp"]
-        return {
-            "kinesis": {
-                "kinesisSchemaVersion": "1.0",
-                "partitionKey": record["PartitionKey"],
-                "sequenceNumber": record["SequenceNumber"],
-                "data": base64.b64encode(record["Data"]).decode("ascii"),
-                "approximateArrivalTimestamp": arrival.timestamp()
-                if isinstance(arrival, datetime)
-                else arrival,
-            },
-            "eventSource": "aws:kinesis",
-            "eventVersion": "1.0",
-            "eventID": f"{shard_id}:{record['SequenceNumber']}",
-            "eventName": "aws:kinesis:record",
-            "invokeIdentityArn": f"arn:aws:iam::{self.arn.split(':')[4]}:role/dmsbus-local-function",
-            "awsRegion": REGION,
-            "eventSourceARN": self.arn,
-        }
+        return lambda_kinesis_record(
+            stream_arn=self.arn,
+            shard_id=shard_id,
+            partition_key=record["PartitionKey"],
+            sequence_number=record["SequenceNumber"],
+            data=record["Data"],
+            arrival=arrival.timestamp() if isinstance(arrival, datetime) else arrival,
+        )
+
+
+def lambda_kinesis_record(
+    *, stream_arn: str, shard_id: str, partition_key: str, sequence_number: str, data: bytes, arrival: float
+) -> dict[str, Any]:
+    """One record of a Lambda Kinesis event, as Lambda shapes it."""
+    return {
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": partition_key,
+            "sequenceNumber": sequence_number,
+            "data": base64.b64encode(data).decode("ascii"),
+            "approximateArrivalTimestamp": arrival,
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": f"{shard_id}:{sequence_number}",
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": f"arn:aws:iam::{stream_arn.split(':')[4]}:role/dmsbus-local-function",
+        "awsRegion": REGION,
+        "eventSourceARN": stream_arn,
+    }

@@ -188,8 +188,12 @@ class Mirror:
     ) -> list[_Row]:
         """The newest change per mirror row (the later one when two are equal)."""
         newest: dict[tuple[TableRef, str], _Row] = {}
+        targets: dict[tuple[str, tuple[str, ...]], TableRef] = {}  # one lookup per table and key
         for event in events:
-            table = self._target(connection, event)
+            where = (event.source.dynamodb_table, tuple(event.key))
+            table = targets.get(where)
+            if table is None:
+                table = targets[where] = self._target(connection, event)
             key = row_key(event.key)
             position = (version_rank(event.source.version), _sequence(event))
             current = newest.get((table, key))
@@ -208,27 +212,23 @@ class Mirror:
         )
         key_names = tuple(event.key)
         base = TableRef(schema, check_identifier(source.table, f"table of {source.dynamodb_table}"))
-        shape = self._shape(connection, base)
-        if shape is None:
-            # Not created yet: claim it for this key, so a batch holding two versions with
-            # different keys does not send both to one table.
-            self._shapes[base] = Shape({}, key_names)
-            return base
-        if set(shape.key) == set(key_names):
-            return base
-        # A reload whose key differs: its own mirror table.
+        # A reload whose key differs goes to its own mirror table.
         versioned = TableRef(
             schema, check_identifier(f"{source.table}_{source.version or 'v0'}", "mirror table")
         )
-        other = self._shape(connection, versioned)
-        if other is None:
-            self._shapes[versioned] = Shape({}, key_names)
-            return versioned
-        if set(other.key) == set(key_names):
-            return versioned
+        keys: list[str] = []
+        for candidate in (base, versioned):
+            shape = self._shape(connection, candidate)
+            if shape is None:
+                # Not created yet: claim it for this key, so a batch holding two versions
+                # with different keys does not send both to one table.
+                self._shapes[candidate] = Shape({}, key_names)
+                return candidate
+            if set(shape.key) == set(key_names):
+                return candidate
+            keys.append(f"{candidate.label} (key {list(shape.key)})")
         raise MirrorSchemaError(
-            f"{source.dynamodb_table}: key {list(key_names)} matches neither mirror table "
-            f"{base.label} (key {list(shape.key)}) nor {versioned.label} (key {list(other.key)})"
+            f"{source.dynamodb_table}: key {list(key_names)} matches neither mirror table {' nor '.join(keys)}"
         )
 
     # -- schema ------------------------------------------------------------------------------
