@@ -1,11 +1,13 @@
 # The two commands of the README: `make demo` (local mode) and `make test`.
 # Each installs what it needs into the repo by itself: .venv (pip), node_modules (the CDK
-# CLI, npm) and .build/lambda-deps (the functions' dependencies for Lambda on arm64).
+# CLI, npm), .build/lambda-deps (the functions' dependencies for Lambda on arm64) and the
+# compiled decoder (native/, built with the ziglang wheel for this machine and for Lambda).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEPS := .build/lambda-deps
+NATIVE := $(BIN)/.native
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export CDK_DISABLE_VERSION_CHECK := 1
@@ -19,12 +21,18 @@ $(BIN)/.installed: requirements.txt functions/requirements.txt
 	$(PIP) install --quiet -r requirements.txt
 	touch $@
 
+# The decoder's compiled fast path, into the venv's site-packages (tests, bench, local mode).
+$(NATIVE): native/ddbjson.c native/build.py $(BIN)/.installed
+	$(BIN)/python native/build.py --out "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')"
+	touch $@
+
 # The functions' requirements as a Lambda layer for Python 3.12 on arm64: wheels only,
 # chosen by platform, so no Docker and no compiler is needed.
-$(DEPS)/.built: functions/requirements.txt $(BIN)/.installed
+$(DEPS)/.built: functions/requirements.txt native/ddbjson.c native/build.py $(BIN)/.installed
 	rm -rf $(DEPS)
 	$(PIP) install --quiet --platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 --implementation cp --python-version 3.12 \
 		--only-binary=:all: --target $(DEPS)/python -r functions/requirements.txt
+	$(BIN)/python native/build.py --target aarch64-linux-gnu --out $(DEPS)/python
 	rm -rf $(DEPS)/python/bin
 	find $(DEPS) -name __pycache__ -prune -exec rm -rf {} +
 	touch $@
@@ -45,14 +53,14 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-unit: $(BIN)/.installed $(DEPS)/.built node_modules/.installed
+unit: $(BIN)/.installed $(NATIVE) $(DEPS)/.built node_modules/.installed
 	$(BIN)/pytest
 
 # cdk.out/: one CloudFormation template per stack, checked by cdk-nag during synth.
 synth: $(BIN)/.installed $(DEPS)/.built node_modules/.installed
 	node_modules/.bin/cdk synth --quiet --no-notices
 
-bench: $(BIN)/.installed
+bench: $(BIN)/.installed $(NATIVE)
 	$(BIN)/python bench/glue_bench.py
 	$(BIN)/python bench/local_e2e.py
 
@@ -60,7 +68,7 @@ bench: $(BIN)/.installed
 # stand-in, moto, and discovery/glue/consumers run by the local Lambda service.
 # Settings: make demo DEMO_ARGS="--rate 500 --changes 10000".
 DEMO_ARGS ?=
-demo: $(BIN)/.installed
+demo: $(BIN)/.installed $(NATIVE)
 	$(BIN)/python -m local demo $(DEMO_ARGS)
 
 clean:

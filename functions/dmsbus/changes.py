@@ -46,9 +46,9 @@ class _Table:
 class ChangeBuilder:
     """Builds change events for one bus. Reuse one instance: it caches table names per ARN."""
 
-    def __init__(self, bus: str, *, numbers: NumberMode = "string") -> None:
+    def __init__(self, bus: str, *, numbers: NumberMode = "string", native: bool | None = None) -> None:
         self.bus = bus
-        self._decoder = Decoder(numbers)
+        self._decoder = Decoder(numbers, native=native)
         self._tables: dict[str, _Table] = {}
 
     @property
