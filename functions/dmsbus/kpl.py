@@ -12,6 +12,8 @@ aws-kinesis-agg's deaggregator.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 MAGIC = b"\xf3\x89\x9a\xc2"
 DIGEST_SIZE = 16
@@ -23,14 +25,8 @@ _RECORD_TAG = b"\x1a"  # AggregatedRecord.records = 3, length-delimited
 _PK_INDEX_TAG = b"\x08"  # Record.partition_key_index = 1, varint
 _DATA_TAG = b"\x1a"  # Record.data = 3, length-delimited
 
-_SMALL_VARINTS = [bytes((n,)) for n in range(128)]
-
 
 def varint(value: int) -> bytes:
-    if value < 128:
-        return _SMALL_VARINTS[value]
-    if value < 16384:  # most record sizes: two bytes
-        return bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
     while value >= 128:
         out.append((value & 0x7F) | 0x80)
@@ -39,51 +35,81 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
-class AggregateBuilder:
-    """Collects user records into one aggregated Kinesis record of at most ``max_bytes``
-    (data plus the aggregate's partition key, which is the first record's: the Kinesis
-    record limit counts both)."""
+#: Varints of every value below 2**14 (one or two bytes: most lengths and indexes), looked
+#: up rather than computed on the hot path; about 0.5 MB.
+_TABLE = 1 << 14
+_VARINTS = [bytes((value,)) for value in range(128)] + [
+    bytes(((value & 0x7F) | 0x80, value >> 7)) for value in range(128, _TABLE)
+]
 
-    __slots__ = ("_body_limit", "_body_size", "_pk_index", "_pk_parts", "_record_parts", "count")
 
-    def __init__(self, first_partition_key: str, max_bytes: int) -> None:
-        self._body_limit = max_bytes - FRAMING - len(first_partition_key.encode("utf-8"))
-        self._body_size = 0
-        self._pk_index: dict[str, int] = {}
-        self._pk_parts: list[bytes] = []
-        self._record_parts: list[bytes] = []
-        self.count = 0
+@dataclass(frozen=True, slots=True)
+class Aggregate:
+    """``count`` consecutive user records packed as one Kinesis record: ``data`` is the
+    aggregate, or None when ``count`` is 1 (a lone record goes plain, as the KPL sends it,
+    readable by any consumer)."""
 
-    @property
-    def size(self) -> int:
-        """Bytes of the encoded aggregate (without the Kinesis partition key)."""
-        return FRAMING + self._body_size
+    count: int
+    data: bytes | None
 
-    def add(self, partition_key: str, data: bytes) -> bool:
-        """Add a user record if it fits; False (and nothing added) when it does not."""
-        index = self._pk_index.get(partition_key)
-        pk_entry = b""
-        if index is None:
-            index = len(self._pk_index)
-            pk_bytes = partition_key.encode("utf-8")
-            pk_entry = _PK_TABLE_TAG + varint(len(pk_bytes)) + pk_bytes
-        data_len = len(data)
-        inner_head = _PK_INDEX_TAG + varint(index) + _DATA_TAG + varint(data_len)
-        head = _RECORD_TAG + varint(len(inner_head) + data_len) + inner_head
-        added = len(pk_entry) + len(head) + data_len
-        if self._body_size + added > self._body_limit:
-            return False
-        if pk_entry:
-            self._pk_index[partition_key] = index
-            self._pk_parts.append(pk_entry)
-        self._record_parts.append(head)
-        self._record_parts.append(data)
-        self._body_size += added
-        self.count += 1
-        return True
 
-    def encode(self) -> bytes:
-        self._pk_parts.extend(self._record_parts)  # one join: the body can be a megabyte
-        body = b"".join(self._pk_parts)
-        del self._pk_parts[len(self._pk_index) :]
-        return b"".join((MAGIC, body, hashlib.md5(body, usedforsecurity=False).digest()))
+def pack(partition_keys: Sequence[str], datas: Sequence[bytes], max_bytes: int) -> list[Aggregate]:
+    """Pack user records, in order, into as few aggregates as fit: each at most ``max_bytes``
+    of data plus its partition key (the first record's; the Kinesis record limit counts both).
+    A record too large to share an aggregate goes on its own."""
+    out: list[Aggregate] = []
+    small = _VARINTS
+    count = len(partition_keys)
+    position = 0
+    while position < count:
+        start = position
+        limit = max_bytes - FRAMING - len(partition_keys[start].encode("utf-8"))
+        index: dict[str, int] = {}
+        pk_parts: list[bytes] = []
+        record_parts: list[bytes] = []
+        size = 0
+        # The hot loop: one call per aggregate, not per record; every part's size is known
+        # before it is added, so nothing is encoded twice.
+        while position < count:
+            partition_key = partition_keys[position]
+            data = datas[position]
+            number = index.get(partition_key)
+            if number is None:
+                number = len(index)
+                pk_bytes = partition_key.encode("utf-8")
+                size_pk = len(pk_bytes)
+                pk_entry = (
+                    _PK_TABLE_TAG + (small[size_pk] if size_pk < _TABLE else varint(size_pk)) + pk_bytes
+                )
+            else:
+                pk_entry = b""
+            data_len = len(data)
+            inner = (
+                _PK_INDEX_TAG
+                + (small[number] if number < _TABLE else varint(number))
+                + _DATA_TAG
+                + (small[data_len] if data_len < _TABLE else varint(data_len))
+            )
+            record_len = len(inner) + data_len
+            head = _RECORD_TAG + (small[record_len] if record_len < _TABLE else varint(record_len)) + inner
+            added = len(pk_entry) + len(head) + data_len
+            if size + added > limit and position > start:
+                break
+            if pk_entry:
+                index[partition_key] = number
+                pk_parts.append(pk_entry)
+            record_parts.append(head)
+            record_parts.append(data)
+            size += added
+            position += 1
+        if position - start == 1:
+            out.append(Aggregate(1, None))
+            continue
+        pk_parts += record_parts  # one join: the body can be a megabyte
+        body = b"".join(pk_parts)
+        out.append(
+            Aggregate(
+                position - start, b"".join((MAGIC, body, hashlib.md5(body, usedforsecurity=False).digest()))
+            )
+        )
+    return out

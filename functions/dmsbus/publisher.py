@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dmsbus.changes import MAX_KINESIS_RECORD_BYTES, UserRecord
-from dmsbus.kpl import AggregateBuilder
+from dmsbus.kpl import Aggregate, pack
 from dmsbus.shards import ShardCache
 
 if TYPE_CHECKING:
@@ -158,42 +158,31 @@ class KinesisPublisher:
 
     def _aggregated_rounds(self, records: Sequence[UserRecord], positions: list[int]) -> list[list[_Entry]]:
         shard_map = self.shards.current()
-        max_bytes = self.settings.max_aggregate_bytes
         shard_for = shard_map.shard_for
-        per_shard: dict[str, list[tuple[AggregateBuilder, list[int]]]] = {}
+        per_shard: dict[str, list[int]] = {}
         for position in positions:
-            record = records[position]
-            shard_id = shard_for(record.hash_key).shard_id
-            groups = per_shard.get(shard_id)
-            if groups is None:
-                groups = per_shard[shard_id] = []
-            elif groups[-1][0].add(record.partition_key, record.data):
-                groups[-1][1].append(position)
-                continue
-            builder = AggregateBuilder(record.partition_key, max_bytes)
-            # A record too large to aggregate under max_bytes still goes, on its own.
-            builder.add(record.partition_key, record.data)
-            groups.append((builder, [position]))
+            shard_id = shard_for(records[position].hash_key).shard_id
+            members = per_shard.get(shard_id)
+            if members is None:
+                per_shard[shard_id] = [position]
+            else:
+                members.append(position)
         rounds: list[list[_Entry]] = []
-        for shard_id, groups in per_shard.items():
-            for number, (builder, members) in enumerate(groups):
+        max_bytes = self.settings.max_aggregate_bytes
+        for shard_id, members in per_shard.items():
+            aggregates = pack(
+                [records[position].partition_key for position in members],
+                [records[position].data for position in members],
+                max_bytes,
+            )
+            start = 0
+            for number, aggregate in enumerate(aggregates):
                 if number == len(rounds):
                     rounds.append([])
-                rounds[number].append(self._aggregate_entry(records, builder, members, shard_id))
+                group = members[start : start + aggregate.count]
+                start += aggregate.count
+                rounds[number].append(_aggregate_entry(records, aggregate, group, shard_id))
         return rounds
-
-    @staticmethod
-    def _aggregate_entry(
-        records: Sequence[UserRecord], builder: AggregateBuilder, members: list[int], shard_id: str
-    ) -> _Entry:
-        first = records[members[0]]
-        if builder.count == 1:
-            # As the KPL does: a lone record goes plain, readable by any consumer.
-            request = {"Data": first.data, "PartitionKey": first.partition_key}
-            return _Entry(request, members, first.size, shard_id)
-        data = builder.encode()
-        request = {"Data": data, "PartitionKey": first.partition_key, "ExplicitHashKey": str(first.hash_key)}
-        return _Entry(request, members, len(data) + len(first.partition_key.encode("utf-8")), shard_id)
 
     def _send_round(
         self, entries: list[_Entry], deadline: float | None, result: PublishResult
@@ -259,6 +248,22 @@ class KinesisPublisher:
             if entry.shard_id is not None and outcome.get("ShardId") not in (None, entry.shard_id):
                 landed_elsewhere = True
         return failed, ", ".join(sorted(codes)), landed_elsewhere
+
+
+def _aggregate_entry(
+    records: Sequence[UserRecord], aggregate: Aggregate, members: list[int], shard_id: str
+) -> _Entry:
+    first = records[members[0]]
+    if aggregate.data is None:  # a lone record, plain
+        return _Entry(
+            {"Data": first.data, "PartitionKey": first.partition_key}, members, first.size, shard_id
+        )
+    request = {
+        "Data": aggregate.data,
+        "PartitionKey": first.partition_key,
+        "ExplicitHashKey": str(first.hash_key),
+    }
+    return _Entry(request, members, len(aggregate.data) + len(first.partition_key.encode("utf-8")), shard_id)
 
 
 def _requests(entries: list[_Entry]) -> Any:
