@@ -1,12 +1,15 @@
 """Glue throughput against a naive glue and the floor (see ../shared/BENCHMARKS.md).
 
 Input: a Lambda DynamoDB Streams event, already parsed, of 1,000 MODIFY records with ~10
-attributes per image of mixed types, ~1.1 KB of DynamoDB JSON each, built from a fixed seed.
+attributes per image of mixed types, ~1.1 KB of DynamoDB JSON each, built from a fixed seed,
+then written as JSON and read back with json.loads, as the Lambda runtime hands it over (its
+objects laid out in memory as the runtime's parse lays them out, not as the generator left them).
 - naive: boto3 TypeDeserializer on Keys/OldImage/NewImage + json.dumps(envelope, default=str);
 - floor: orjson.dumps(record["dynamodb"]), the cost of touching the content once;
 - ours:  glue.core.process_batch, the real path to the bytes handed to PutRecords (decode,
          envelope, partition keys, shard-aware aggregation), with a Kinesis client that
-         only collects the requests.
+         only collects the requests. It uses the compiled decoder (native/ddbjson.c) as the
+         Lambda layer does; ours_pure_python is the same path without it, for reference.
 Then Kinesis records and 25 KB PUT payload units for 1,000,000 changes of ~500 bytes.
 
 Usage: python bench/glue_bench.py [--repeats N] [--quick]
@@ -27,7 +30,7 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "functions"))
 
@@ -35,6 +38,7 @@ import orjson
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 from dmsbus.changes import ChangeBuilder, UserRecord
+from dmsbus.ddbjson import NATIVE
 from dmsbus.partition import hash_key
 from dmsbus.publisher import KinesisPublisher, PublisherSettings
 from glue.core import process_batch
@@ -132,7 +136,8 @@ def make_event(count: int = 1000, seed: int = SEED) -> dict[str, Any]:
                 "eventSourceARN": ARN,
             }
         )
-    return {"Records": records}
+    # The runtime's own parse: the handler gets what json.loads makes of the payload.
+    return cast(dict[str, Any], json.loads(json.dumps({"Records": records})))
 
 
 def naive(event: dict[str, Any]) -> list[bytes]:
@@ -158,8 +163,10 @@ def floor(event: dict[str, Any]) -> list[bytes]:
     return [orjson.dumps(record["dynamodb"]) for record in event["Records"]]
 
 
-def make_ours(aggregate: bool = True) -> Callable[[dict[str, Any]], list[list[dict[str, Any]]]]:
-    builder = ChangeBuilder(BUS)
+def make_ours(
+    aggregate: bool = True, native: bool | None = None
+) -> Callable[[dict[str, Any]], list[list[dict[str, Any]]]]:
+    builder = ChangeBuilder(BUS, native=native)
     client = CollectingKinesis()
     publisher = KinesisPublisher(client, "bench-stream", settings=PublisherSettings(aggregate=aggregate))  # type: ignore[arg-type]
 
@@ -173,19 +180,25 @@ def make_ours(aggregate: bool = True) -> Callable[[dict[str, Any]], list[list[di
     return ours
 
 
-def measure(function: Callable[[dict[str, Any]], Any], event: dict[str, Any], repeats: int) -> float:
-    """Median seconds per call, after a warm-up, with the GC out of the timed region."""
-    for _ in range(3):
-        function(event)
-    times = []
+def measure(
+    functions: dict[str, Callable[[dict[str, Any]], Any]], event: dict[str, Any], repeats: int
+) -> dict[str, float]:
+    """Median seconds per call of each function, after a warm-up, with the GC out of the timed
+    region. The functions take turns within each repeat, so a slow spell of this shared
+    machine slows all of them alike and the ratios hold."""
+    for function in functions.values():
+        for _ in range(3):
+            function(event)
+    times: dict[str, list[float]] = {name: [] for name in functions}
     for _ in range(repeats):
-        gc.collect()
-        gc.disable()
-        start = time.perf_counter()
-        function(event)
-        times.append(time.perf_counter() - start)
-        gc.enable()
-    return statistics.median(times)
+        for name, function in functions.items():
+            gc.collect()
+            gc.disable()
+            start = time.perf_counter()
+            function(event)
+            times[name].append(time.perf_counter() - start)
+            gc.enable()
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def units(size: int) -> int:
@@ -243,20 +256,26 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [len(orjson.dumps(record["dynamodb"])) for record in event["Records"]]
     count = len(event["Records"])
     print(f"input: {count} MODIFY records, {statistics.mean(sizes):.0f} bytes of DynamoDB JSON each (mean)")
-    ours = make_ours()
-    plain = make_ours(aggregate=False)
-    seconds = {
-        "naive": measure(naive, event, repeats),
-        "floor": measure(floor, event, repeats),
-        "ours": measure(ours, event, repeats),
-        "ours_plain": measure(plain, event, repeats),
-    }
+    print(
+        f"decoder: {'compiled (native/ddbjson.c)' if NATIVE else 'pure Python: native/ddbjson.c is not built'}"
+    )
+    seconds = measure(
+        {
+            "naive": naive,
+            "floor": floor,
+            "ours": make_ours(),
+            "ours_plain": make_ours(aggregate=False),
+            "ours_pure_python": make_ours(native=False),
+        },
+        event,
+        repeats,
+    )
     rate = {name: count / value for name, value in seconds.items()}
     for name, value in seconds.items():
-        print(f"{name:>10}: {value * 1000:8.2f} ms per {count} records, {rate[name]:>10,.0f} rec/s")
+        print(f"{name:>16}: {value * 1000:8.2f} ms per {count} records, {rate[name]:>10,.0f} rec/s")
 
     print(f"\nKinesis cost of {unit_changes:,} changes of ~500 bytes (25 KB PUT payload units):")
-    for batch in (1000, 5000):
+    for batch in (1000, 5000):  # 5,000: the glue's default batch size (config/model.py)
         for shards in (1, 4):
             figures = payload_units(unit_changes, 500, batch, shards)
             print(
