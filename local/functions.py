@@ -1,6 +1,13 @@
 """Functions as the local Lambda service runs them: the deployed handler modules, loaded
 fresh per "container", invoked in-process with their own environment and a Lambda context.
 
+Each function is one container: its invocations run one at a time, while different
+functions run at once, as separate Lambdas do (the glue is not held up by a consumer's
+database transaction). What Lambda keeps apart per container is kept apart per thread:
+while a function runs, its thread sees ``os.environ`` overlaid with the function's
+environment and its ``sys.stdout`` writes go to the function's log; other threads see
+neither.
+
 A function is either a handler file under ``functions/`` (``glue``, ``discovery``,
 ``consumers/log_changes``: ``handler.py``'s ``handler``, exactly what Lambda runs) or, for
 local tools such as the demo's verifier, a callable.
@@ -8,8 +15,8 @@ local tools such as the demo's verifier, a callable.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
+import io
 import logging
 import os
 import sys
@@ -17,11 +24,13 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+
+import boto3
 
 FUNCTIONS_ROOT = Path(__file__).resolve().parent.parent / "functions"
 ACCOUNT = "123456789012"
@@ -31,9 +40,118 @@ logger = logging.getLogger("dmsbus.local.functions")
 
 Handler = Callable[[dict[str, Any], Any], Any]
 
-#: One invocation at a time in this process: each sets its function's environment in
-#: ``os.environ`` (where the deployed code reads it), which is process-wide.
-_INVOKE_LOCK = threading.RLock()
+
+class ThreadEnviron(MutableMapping[str, str]):
+    """``os.environ`` as each thread sees it: the process's variables, overlaid by a
+    function's own while it runs in that thread. Writes go to the overlay when there is
+    one (a handler setting a variable changes its own environment only)."""
+
+    def __init__(self, base: MutableMapping[str, str]) -> None:
+        self.base = base
+        self._local = threading.local()
+
+    @property
+    def overlay(self) -> dict[str, str | None] | None:
+        """This thread's function's variables (None: removed by it); None outside functions."""
+        return getattr(self._local, "values", None)
+
+    @contextmanager
+    def scoped(self, values: Mapping[str, str]) -> Iterator[None]:
+        saved = self.overlay
+        self._local.values = dict(values)
+        try:
+            yield
+        finally:
+            self._local.values = saved
+
+    def __getitem__(self, name: str) -> str:
+        overlay = self.overlay
+        if overlay is None or name not in overlay:
+            return self.base[name]
+        value = overlay[name]
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __setitem__(self, name: str, value: str) -> None:
+        overlay = self.overlay
+        if overlay is None:
+            self.base[name] = value
+        else:
+            overlay[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        overlay = self.overlay
+        if overlay is None:
+            del self.base[name]
+            return
+        if name not in self:
+            raise KeyError(name)
+        overlay[name] = None
+
+    def __iter__(self) -> Iterator[str]:
+        overlay = self.overlay or {}
+        yield from (name for name, value in overlay.items() if value is not None)
+        yield from (name for name in self.base if name not in overlay)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def copy(self) -> dict[str, str]:
+        return dict(self)
+
+
+class ThreadStdout(io.TextIOBase):
+    """``sys.stdout`` as each thread sees it: a function's log while it runs there."""
+
+    def __init__(self, base: TextIO) -> None:
+        self.base = base
+        self._local = threading.local()
+
+    @property
+    def target(self) -> TextIO:
+        return getattr(self._local, "target", None) or self.base
+
+    @contextmanager
+    def scoped(self, target: TextIO | None) -> Iterator[None]:
+        saved = getattr(self._local, "target", None)
+        self._local.target = target
+        try:
+            yield
+        finally:
+            self._local.target = saved
+
+    def write(self, text: str) -> int:
+        return self.target.write(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self.target.isatty()
+
+    def fileno(self) -> int:
+        return self.target.fileno()
+
+
+_INSTALL_LOCK = threading.Lock()
+
+
+def _scopes() -> tuple[ThreadEnviron, ThreadStdout]:
+    """Put the per-thread ``os.environ`` and ``sys.stdout`` in place (once per process)."""
+    with _INSTALL_LOCK:
+        if not isinstance(os.environ, ThreadEnviron):
+            # Replaced, not cleared: every variable stays readable through it.
+            os.environ = ThreadEnviron(os.environ)  # type: ignore[assignment]  # noqa: B003
+            # botocore sessions keep the environ they were made with: the handlers'
+            # clients must come from a default session made with this one.
+            boto3.DEFAULT_SESSION = None
+        if not isinstance(sys.stdout, ThreadStdout):
+            sys.stdout = ThreadStdout(sys.stdout)
+        return os.environ, sys.stdout  # type: ignore[return-value]
 
 
 class FunctionError(RuntimeError):
@@ -86,6 +204,8 @@ class LocalFunction:
     #: AWS); None: this process's stdout.
     log: TextIO | None = None
     _loaded: Handler | None = field(default=None, repr=False)
+    #: One container: one invocation at a time.
+    _busy: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def __post_init__(self) -> None:
         if (self.folder is None) == (self.handler is None):
@@ -98,8 +218,9 @@ class LocalFunction:
     def invoke(self, event: dict[str, Any]) -> Any:
         """Run the handler as Lambda would; its exception becomes ``FunctionError``."""
         context = LambdaContext(self.name, self.memory_mb, self.timeout_seconds)
-        output = contextlib.redirect_stdout(self.log) if self.log is not None else contextlib.nullcontext()
-        with _INVOKE_LOCK, output, _environment({**self.environment, "AWS_LAMBDA_FUNCTION_NAME": self.name}):
+        environ, stdout = _scopes()
+        own = {**self.environment, "AWS_LAMBDA_FUNCTION_NAME": self.name}
+        with self._busy, stdout.scoped(self.log), environ.scoped(own):
             try:
                 return self._handler()(event, context)
             except Exception as exc:
@@ -132,17 +253,3 @@ class LocalFunction:
             raise
         handler: Handler = module.handler
         return handler
-
-
-@contextmanager
-def _environment(values: Mapping[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value

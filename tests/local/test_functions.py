@@ -1,0 +1,79 @@
+"""Local functions: each a container of its own, running beside the others."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from typing import Any
+
+from local.functions import LocalFunction
+
+
+def _function(name: str, handler: Any, log: io.StringIO | None = None) -> LocalFunction:
+    return LocalFunction(name=name, environment={"WHO": name}, handler=handler, log=log)
+
+
+def test_functions_run_at_once_each_in_its_own_environment_and_log() -> None:
+    # Given a slow function that waits inside its invocation, and another one
+    release, entered = threading.Event(), threading.Event()
+    seen: dict[str, str | None] = {}
+    slow_log, quick_log = io.StringIO(), io.StringIO()
+
+    def slow(event: dict[str, Any], context: Any) -> None:
+        entered.set()
+        assert release.wait(10)
+        seen["slow"] = os.environ.get("WHO")
+        print("slow says hi")
+
+    def quick(event: dict[str, Any], context: Any) -> str:
+        seen["quick"] = os.environ.get("WHO")
+        print("quick says hi")
+        return "done"
+
+    slow_function, quick_function = _function("slow", slow, slow_log), _function("quick", quick, quick_log)
+    # When the slow one is running and the quick one is invoked
+    thread = threading.Thread(target=slow_function.invoke, args=({},))
+    thread.start()
+    assert entered.wait(10)
+    result = quick_function.invoke({})
+    release.set()
+    thread.join(10)
+    # Then the quick one finished without waiting, each saw its own environment and wrote to
+    # its own log, and the process's environment has neither
+    assert result == "done"
+    assert seen == {"slow": "slow", "quick": "quick"}
+    assert (slow_log.getvalue(), quick_log.getvalue()) == ("slow says hi\n", "quick says hi\n")
+    assert "WHO" not in os.environ
+
+
+def test_one_function_runs_one_invocation_at_a_time() -> None:
+    # Given a function that records how many of its invocations overlap
+    lock = threading.Lock()
+    running, most = 0, 0
+    start = threading.Barrier(4)
+
+    def handler(event: dict[str, Any], context: Any) -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        threading.Event().wait(0.02)
+        with lock:
+            running -= 1
+
+    function = _function("one", handler)
+
+    def invoke() -> None:
+        start.wait(10)
+        for _ in range(5):
+            function.invoke({})
+
+    # When four pollers invoke it at once
+    threads = [threading.Thread(target=invoke) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    # Then its invocations never overlapped: it is one container
+    assert most == 1
