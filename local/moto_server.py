@@ -6,6 +6,13 @@ One response is encoded here rather than by moto's generic serializer: DynamoDB 
 about 1 ms per stream record, which made it the whole data path's bottleneck. The backend's
 result is already the wire format but for creation times and binary values, so it is
 written with ``json.dumps`` (``tests/local/test_moto_server.py`` checks both encodings agree).
+
+And moto's Kinesis shard scans all its records on every ``GetRecords`` (to find those after
+the iterator) and copies all their sequence numbers on every ``PutRecord`` (to find the last):
+each call costs time in proportion to everything the shard ever held, so the local bus
+slowed down the longer it ran. :func:`index_kinesis_shards` keeps each shard's sequence
+numbers in a list, so a read is a binary search plus its own records and a put is an append,
+with the same results (tests/local/test_moto_server.py compares them).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import json
 import logging
 import signal
 import threading
+from bisect import bisect_right
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -55,12 +63,62 @@ def encode_stream_records_directly() -> None:
     setattr(DynamoDBStreamsHandler, "get_records", get_records)  # noqa: B010
 
 
+def _sequence_numbers(shard: Any) -> list[int]:
+    """The shard's sequence numbers in order, kept beside its records (rebuilt if anything
+    else changed the records)."""
+    numbers: list[int] | None = shard.__dict__.get("_dmsbus_sequence_numbers")
+    if numbers is None or len(numbers) != len(shard.records):
+        numbers = list(shard.records)
+        shard._dmsbus_sequence_numbers = numbers
+    return numbers
+
+
+def _get_records(shard: Any, last_sequence_id: str, limit: int | None) -> tuple[list[Any], int, int]:
+    """moto's ``Shard.get_records``: the records after ``last_sequence_id``, at most ``limit``."""
+    numbers = _sequence_numbers(shard)
+    last = int(last_sequence_id)
+    start = bisect_right(numbers, last)
+    chosen = numbers[start:] if limit is None else numbers[start : start + limit]
+    records = [shard.records[number] for number in chosen]
+    if not records:
+        return [], last, 0
+    newest = shard.records[numbers[-1]]
+    return records, records[-1].sequence_number, int((newest.created_at - records[-1].created_at) * 1000)
+
+
+_PUT_LOCK = threading.Lock()
+
+
+def _put_record(shard: Any, partition_key: str, data: str, explicit_hash_key: str) -> str:
+    """moto's ``Shard.put_record``: the next sequence number, appended (under a lock: the
+    server is threaded, and two puts must not take the same number)."""
+    from moto.kinesis.models import Record
+
+    with _PUT_LOCK:
+        numbers = _sequence_numbers(shard)
+        sequence_number = (numbers[-1] if numbers else 0) + 1
+        shard.records[sequence_number] = Record(partition_key, data, sequence_number, explicit_hash_key)
+        numbers.append(sequence_number)  # after the record: a reader never sees a missing one
+    return str(sequence_number)
+
+
+def index_kinesis_shards() -> None:
+    """Make moto's Kinesis ``GetRecords`` and ``PutRecord(s)`` independent of the shard's size."""
+    from moto.kinesis.models import Shard
+
+    setattr(Shard, "get_records", _get_records)  # noqa: B010
+    setattr(Shard, "put_record", _put_record)  # noqa: B010
+    setattr(Shard, "get_min_sequence_number", lambda shard: (_sequence_numbers(shard) or [0])[0])  # noqa: B010
+    setattr(Shard, "get_max_sequence_number", lambda shard: (_sequence_numbers(shard) or [0])[-1])  # noqa: B010
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m local.moto_server")
     parser.add_argument("--port", type=int, required=True)
     arguments = parser.parse_args()
     detach_moto_invocations()
     encode_stream_records_directly()
+    index_kinesis_shards()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=arguments.port, verbose=False)
     server.start()

@@ -10,8 +10,9 @@ from moto import mock_aws
 from moto.core.serialize import XFormedAttributePicker, get_serializer_class
 from moto.core.utils import get_service_model
 from moto.dynamodbstreams.models import dynamodbstreams_backends
+from moto.kinesis.models import Shard
 
-from local.moto_server import encode_stream_records
+from local.moto_server import _get_records, _put_record, encode_stream_records
 
 ACCOUNT = "123456789012"
 
@@ -67,3 +68,20 @@ def test_stream_records_encode_as_moto_serializer_does() -> None:
     # Then both bodies are the same JSON, creation times as epoch seconds
     assert ours == theirs
     assert isinstance(ours["Records"][0]["dynamodb"]["ApproximateCreationDateTime"], int | float)
+
+
+def test_indexed_kinesis_shard_reads_what_moto_reads() -> None:
+    # Given a moto shard of 60 records put by moto itself, and one put by the indexed put
+    theirs, ours = Shard(0, 0, 2**128 - 1), Shard(0, 0, 2**128 - 1)
+    for number in range(60):
+        expected = Shard.put_record(theirs, f"pk{number}", f"data{number}", str(number))
+        assert _put_record(ours, f"pk{number}", f"data{number}", str(number)) == expected
+    assert list(ours.records) == list(theirs.records)
+    # When both read from every position with several limits (moto's scan vs the index)
+    for last in ["0", "1", "17", "59", "60", "99"]:
+        for limit in [1, 7, 60, 10000, None]:
+            moto_records, moto_last, moto_behind = Shard.get_records(theirs, last, limit)
+            records, new_last, behind = _get_records(theirs, last, limit)
+            # Then they return the same records, next position and lag
+            assert [r.sequence_number for r in records] == [r.sequence_number for r in moto_records]
+            assert (new_last, behind) == (moto_last, moto_behind)
