@@ -1,7 +1,8 @@
 """Local end to end: commit in PostgreSQL -> consumer function called (BENCHMARKS.md).
 
 One run, one machine: the whole local data path (embedded PostgreSQL, DMS stand-in, moto,
-the local Lambda service running the deployed discovery, glue and a consumer). Latency is
+the local Lambda service running the deployed discovery, glue, the sample config's
+consumers and the bench's own, with the workload in a process of its own). Latency is
 measured per change from the ``changed_at`` PostgreSQL writes into the row to the moment the
 consumer function is called, at a fixed 200 changes/s; throughput is the changes per second
 from the first commit until the consumer's rebuilt state equals the source (nothing lost).
@@ -23,7 +24,7 @@ sys.path[:0] = [str(REPOSITORY), str(REPOSITORY / "functions")]
 
 from config.loader import load_config  # noqa: E402
 from config.model import ConsumerConfig  # noqa: E402
-from local.demo import Rebuilt, Workload, create_schema, verify  # noqa: E402
+from local.demo import Rebuilt, Workload, WorkloadProcess, create_schema, verify  # noqa: E402
 from local.runtime import LocalRuntime, local_bus  # noqa: E402
 
 
@@ -52,8 +53,12 @@ def run(changes: int, rate: float, *, seed: int) -> tuple[float, Rebuilt, int]:
                 raise RuntimeError("the data path did not settle in 60 s")
             time.sleep(0.2)
         rebuilt.latencies_ms.clear()
+        # The measured workload runs in a process of its own, as the application writing the
+        # source database would: at full speed it commits as fast as PostgreSQL takes it.
+        writer = WorkloadProcess(workload)
         started = time.monotonic()
-        workload.run(changes=changes, stop=threading.Event())
+        writer.start(changes=changes)
+        writer.join()
         while (result := verify(stand_in.dms, rebuilt)).lost and time.monotonic() < started + 300:
             time.sleep(0.05)
         return time.monotonic() - started, rebuilt, result.lost

@@ -18,7 +18,6 @@ import argparse
 import logging
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from local.demo import (
     Rebuilt,
     Verification,
     Workload,
+    WorkloadProcess,
     create_schema,
     mirror_schema_template,
     verify,
@@ -79,7 +79,7 @@ def run_demo(bus: BusConfig, source: SourceConfig, arguments: argparse.Namespace
     state = Path(tempfile.mkdtemp(prefix="dmsbus-demo-"))
     runtime = LocalRuntime.from_environment(bus, source, state)
     rebuilt = Rebuilt()
-    stop = threading.Event()
+    workload: WorkloadProcess | None = None
     started = time.monotonic()
     try:
         say(started, "starting PostgreSQL, moto, the DMS stand-in and the local Lambda service")
@@ -92,15 +92,13 @@ def run_demo(bus: BusConfig, source: SourceConfig, arguments: argparse.Namespace
         )
         stand_in = runtime.start_dms()
         service = runtime.start_lambda()
-        say(started, f"source {url.rsplit('@', 1)[-1]}; bus {bus.name}; moto {runtime.aws.endpoint_url}")
-        say(started, f"function logs: {state / 'logs'}")
-        workload = Workload(url, rate=arguments.rate)
-        thread = threading.Thread(
-            target=workload.run,
-            kwargs={"changes": arguments.changes, "stop": stop, "late_table_at": arguments.changes // 2},
-            daemon=True,
+        say(
+            started,
+            f"source {url.rsplit('@', 1)[-1]}; bus {bus.name}; moto {runtime.aws.endpoint_url}\n"
+            f"function logs: {state / 'logs'}",
         )
-        thread.start()
+        workload = WorkloadProcess(Workload(url, rate=arguments.rate))
+        workload.start(changes=arguments.changes, late_table_at=arguments.changes // 2)
         last, last_at = 0, time.monotonic()
         deadline = None
         result: Verification | None = None
@@ -108,14 +106,14 @@ def run_demo(bus: BusConfig, source: SourceConfig, arguments: argparse.Namespace
         while True:
             time.sleep(1.0)
             now = time.monotonic()
-            done = not thread.is_alive()
+            done = not workload.is_alive()
             consumed = rebuilt.events
-            dms = stand_in.dms.changes_applied
+            glue = glue_name(bus)
             say(
                 started,
-                f"committed {workload.committed:>6} | dms {dms:>6} | glue {service.handled(glue_name(bus)):>6} "
-                f"| consumer {consumed:>6} ({(consumed - last) / (now - last_at):6.0f}/s) "
-                f"| lag {service.lag_seconds(glue_name(bus)) * 1000:5.0f} ms "
+                f"committed {workload.committed:>6} | dms {stand_in.dms.changes_applied:>6} "
+                f"| glue {service.handled(glue):>6} | consumer {consumed:>6} "
+                f"({(consumed - last) / (now - last_at):6.0f}/s) | lag {service.lag_seconds(glue) * 1000:5.0f} ms "
                 f"| tables {len(rebuilt.tables)}",
             )
             last, last_at = consumed, now
@@ -124,6 +122,9 @@ def run_demo(bus: BusConfig, source: SourceConfig, arguments: argparse.Namespace
                 break
             if not done:
                 continue
+            if workload.failed:
+                print("demo: the workload failed (its traceback is above)", file=sys.stderr)
+                return 1
             deadline = deadline or now + arguments.timeout
             result, mirror = check(runtime, rebuilt)
             if (result.lost == 0 and (mirror is None or mirror.lost == 0)) or now > deadline:
@@ -142,7 +143,8 @@ def run_demo(bus: BusConfig, source: SourceConfig, arguments: argparse.Namespace
         print("demo: interrupted; stopping everything", file=sys.stderr)
         return 130
     finally:
-        stop.set()
+        if workload is not None:
+            workload.stop()
         runtime.stop()
 
 
@@ -178,7 +180,9 @@ TERMINAL = sys.stdout
 
 
 def say(started: float, message: str) -> None:
-    print(f"[{time.monotonic() - started:6.1f}s] {message}", file=TERMINAL, flush=True)
+    """Each line of ``message``, stamped with the seconds since ``started``."""
+    stamp = f"[{time.monotonic() - started:6.1f}s]"
+    print("\n".join(f"{stamp} {line}" for line in message.splitlines()), file=TERMINAL, flush=True)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ consumer measures commit -> consumer latency per change.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import random
+import signal
 import statistics
 import threading
 import time
@@ -84,6 +86,8 @@ class Workload:
     seed: int = 1
     committed: int = 0
     late_table_created: bool = False
+    #: Shared counters of a workload running in a process of its own (WorkloadProcess).
+    _shared: tuple[Any, Any] | None = field(default=None, repr=False)
     _rng: random.Random = field(init=False)
     _ids: dict[str, list[Any]] = field(default_factory=dict)
     _next: dict[str, int] = field(default_factory=dict)
@@ -102,6 +106,9 @@ class Workload:
                     self.late_table_created = True
                 self.change(connection)
                 self.committed += 1
+                if self._shared is not None:
+                    self._shared[0].value = self.committed
+                    self._shared[1].value = self.late_table_created
                 delay = start + (index + 1) / self.rate - time.monotonic()
                 if delay > 0:
                     stop.wait(delay)
@@ -219,6 +226,71 @@ class Workload:
             connection.execute("DELETE FROM order_lines WHERE order_id = %s AND line_no = %s", key)
         else:
             connection.execute(f"DELETE FROM {table} WHERE id = %s", key)  # table is one of ours
+
+
+class WorkloadProcess:
+    """A workload run in a process of its own, as the legacy application it stands for is:
+    its statements then do not compete with the data path for this interpreter, and a
+    full-speed run commits as fast as PostgreSQL takes it. It carries on from the
+    workload's state (the rows it knows, its numbering, its random sequence)."""
+
+    def __init__(self, workload: Workload) -> None:
+        context = multiprocessing.get_context("spawn")  # no fork of a threaded process
+        self._committed = context.Value("q", workload.committed, lock=False)
+        self._late = context.Value("b", workload.late_table_created, lock=False)
+        self._stop = context.Event()
+        self._workload = workload
+        self._context = context
+        self._process: Any = None
+
+    def start(self, *, changes: int, late_table_at: int | None = None) -> None:
+        self._process = self._context.Process(
+            target=_run_workload,
+            args=(self._workload, (self._committed, self._late), self._stop, changes, late_table_at),
+            name="dmsbus-workload",
+            daemon=True,
+        )
+        self._process.start()
+
+    @property
+    def committed(self) -> int:
+        return int(self._committed.value)
+
+    @property
+    def late_table_created(self) -> bool:
+        return bool(self._late.value)
+
+    def is_alive(self) -> bool:
+        return self._process is not None and bool(self._process.is_alive())
+
+    @property
+    def failed(self) -> bool:
+        """It ended with an error (its traceback went to stderr)."""
+        return self._process is not None and self._process.exitcode not in (0, None)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the workload to end; RuntimeError when it failed."""
+        if self._process is not None:
+            self._process.join(timeout)
+        if self.failed:
+            raise RuntimeError(
+                f"the workload failed (exit code {self._process.exitcode}); its traceback is above"
+            )
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._process is not None:
+            self._process.join(10)
+            if self._process.is_alive():
+                self._process.kill()
+
+
+def _run_workload(
+    workload: Workload, shared: tuple[Any, Any], stop: Any, changes: int, late_table_at: int | None
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us
+    workload._shared = shared
+    workload.run(changes=changes, stop=stop, late_table_at=late_table_at)
 
 
 def key_text(key: Any) -> str:

@@ -231,38 +231,40 @@ class DmsStandIn:
 
     # --- CDC ------------------------------------------------------------------------
 
-    def poll(self, *, limit: int = 10_000) -> int:
-        """Apply the committed transactions waiting in the slot; returns changes applied."""
+    def poll(self, *, limit: int = 10_000, connection: psycopg.Connection[Any] | None = None) -> int:
+        """Apply the committed transactions waiting in the slot; returns changes applied.
+        ``connection`` (autocommit) is used when given, else one is opened for the call: a
+        task polling every few milliseconds should keep one."""
+        if connection is None:
+            with psycopg.connect(self.url, autocommit=True) as own:
+                return self.poll(limit=limit, connection=own)
         applied = 0
-        with psycopg.connect(self.url, autocommit=True) as connection:
-            rows = connection.execute(
-                "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes("
-                "%s, NULL, %s, 'proto_version', '1', 'publication_names', %s)",
-                (self.slot, limit, self.publication),
-            ).fetchall()
-            pending: list[Change] = []
-            writer = BatchWriter(self.dynamodb)
-            committed = None
-            for lsn, data in rows:
-                message = self._decoder.decode(bytes(data))
-                if isinstance(message, Change):
-                    pending.append(message)
-                elif isinstance(message, Truncate):
-                    logger.warning(
-                        "TRUNCATE of %s ignored (DMS's HandleSourceTableTruncated is false)",
-                        [f"{r.schema}.{r.table}" for r in message.relations],
-                    )
-                elif isinstance(message, Commit):
-                    for change in pending:
-                        applied += self.apply(connection, change, writer)
-                    pending = []
-                    committed = lsn
-            # Written, then the slot moves past them: a restart repeats at most this poll.
-            writer.flush()
-            if committed is not None:
-                connection.execute(
-                    "SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, committed)
+        rows = connection.execute(
+            "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes("
+            "%s, NULL, %s, 'proto_version', '1', 'publication_names', %s)",
+            (self.slot, limit, self.publication),
+        ).fetchall()
+        pending: list[Change] = []
+        writer = BatchWriter(self.dynamodb)
+        committed = None
+        for lsn, data in rows:
+            message = self._decoder.decode(bytes(data))
+            if isinstance(message, Change):
+                pending.append(message)
+            elif isinstance(message, Truncate):
+                logger.warning(
+                    "TRUNCATE of %s ignored (DMS's HandleSourceTableTruncated is false)",
+                    [f"{r.schema}.{r.table}" for r in message.relations],
                 )
+            elif isinstance(message, Commit):
+                for change in pending:
+                    applied += self.apply(connection, change, writer)
+                pending = []
+                committed = lsn
+        # Written, then the slot moves past them: a restart repeats at most this poll.
+        writer.flush()
+        if committed is not None:
+            connection.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, committed))
         self.changes_applied += applied
         return applied
 

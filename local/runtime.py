@@ -57,15 +57,22 @@ class StandInRunner:
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                applied = self.dms.poll()
-            except Exception as exc:  # the task stops, as DMS's would; shown in progress
-                logger.exception("DMS stand-in stopped")
-                self.errors.append(f"{type(exc).__name__}: {exc}")
-                return
-            if not applied:
-                self._stop.wait(self.poll_seconds)
+        connection: psycopg.Connection[Any] | None = None
+        try:
+            while not self._stop.is_set():
+                try:
+                    if connection is None or connection.closed or connection.broken:
+                        connection = psycopg.connect(self.dms.url, autocommit=True)
+                    applied = self.dms.poll(connection=connection)
+                except Exception as exc:  # the task stops, as DMS's would; shown in progress
+                    logger.exception("DMS stand-in stopped")
+                    self.errors.append(f"{type(exc).__name__}: {exc}")
+                    return
+                if not applied:
+                    self._stop.wait(self.poll_seconds)
+        finally:
+            if connection is not None:
+                connection.close()
 
     def stop(self) -> None:
         self._stop.set()
