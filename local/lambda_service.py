@@ -41,7 +41,14 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from local.functions import ACCOUNT, REGION, FunctionError, LocalFunction, function_arn
-from local.streams import Shard, StreamSource, arrival_of, sequence_of, source_for
+from local.streams import (
+    Shard,
+    SharedKinesisSource,
+    StreamSource,
+    arrival_of,
+    sequence_of,
+    source_for,
+)
 
 logger = logging.getLogger("dmsbus.local.lambda")
 
@@ -147,6 +154,7 @@ class LocalLambdaService:
         table_rules: Sequence[TableRule] = (),
         poll_seconds: float = 0.02,
         max_poll_seconds: float = 0.25,
+        shared_poll_seconds: float = 0.05,
         refresh_seconds: float = 1.0,
         retry_backoff_seconds: float = 0.05,
     ) -> None:
@@ -163,6 +171,9 @@ class LocalLambdaService:
             raise ValueError("table_rules need a dynamodb client to list the tables")
         self.poll_seconds = poll_seconds
         self.max_poll_seconds = max_poll_seconds
+        #: The longest pause of a shared Kinesis shard reader between empty reads: it serves
+        #: every mapping of the shard, whose reads wait on it rather than poll.
+        self.shared_poll_seconds = shared_poll_seconds
         self.refresh_seconds = refresh_seconds
         self.retry_backoff_seconds = retry_backoff_seconds
         self.stats: dict[str, MappingStats] = {}
@@ -170,6 +181,7 @@ class LocalLambdaService:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._pollers: dict[tuple[str, str], ShardPoller] = {}
+        self._shared: dict[str, SharedKinesisSource] = {}
         self._warned: set[str] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -272,9 +284,7 @@ class LocalLambdaService:
                 continue
             live.add(mapping["UUID"])
             self.stats.setdefault(mapping["UUID"], MappingStats(function=name))
-            source = source_for(
-                mapping["EventSourceArn"], dynamodbstreams=self.dynamodbstreams, kinesis=self.kinesis
-            )
+            source = self._source(mapping["EventSourceArn"])
             try:
                 shards = source.shards()
             except ClientError as exc:
@@ -287,6 +297,22 @@ class LocalLambdaService:
                 poller.stop()
             if not poller.is_alive():
                 del self._pollers[key]
+
+    def _source(self, arn: str) -> StreamSource:
+        """A Kinesis stream is read once per shard for all its mappings (SharedKinesisSource);
+        a DynamoDB stream has one mapping, the glue's, which reads it itself."""
+        if arn.split(":")[2] != "kinesis":
+            return source_for(arn, dynamodbstreams=self.dynamodbstreams, kinesis=self.kinesis)
+        shared = self._shared.get(arn)
+        if shared is None:
+            shared = self._shared[arn] = SharedKinesisSource(
+                arn,
+                self.kinesis,
+                self._stop,
+                poll_seconds=self.poll_seconds,
+                max_poll_seconds=self.shared_poll_seconds,
+            )
+        return shared
 
     def _start_ready(
         self, mapping: Mapping[str, Any], function: LocalFunction, source: StreamSource, shards: list[Shard]
@@ -419,8 +445,12 @@ class ShardPoller(threading.Thread):
         while not self._stopping():
             fetched = 0
             if iterator is not None and len(buffer) < self.batch_size:
+                # A source that waits for records is read until the batching window closes.
+                wait = self.service.max_poll_seconds
+                if buffer:
+                    wait = max(0.0, first_at + self.window - time.monotonic())
                 records, iterator = self.source.read(
-                    self.shard.shard_id, iterator, self.batch_size - len(buffer)
+                    self.shard.shard_id, iterator, self.batch_size - len(buffer), wait=wait
                 )
                 fetched = len(records)
                 if records and not buffer:
@@ -436,7 +466,7 @@ class ShardPoller(threading.Thread):
             if iterator is None and not buffer:
                 checkpoints.finish(self.uuid, self.shard.shard_id)
                 return
-            if fetched:
+            if fetched or self.source.waits:
                 idle = 0
             else:
                 # An empty shard is polled less often, down to max_poll_seconds.
