@@ -24,7 +24,8 @@ sys.path[:0] = [str(REPOSITORY), str(REPOSITORY / "functions")]
 
 from config.loader import load_config  # noqa: E402
 from config.model import ConsumerConfig  # noqa: E402
-from local.demo import Rebuilt, Workload, WorkloadProcess, create_schema, verify  # noqa: E402
+from local.demo import Rebuilt, Verification, Workload, WorkloadProcess, create_schema, verify  # noqa: E402
+from local.dms import DmsStandIn  # noqa: E402
 from local.runtime import LocalRuntime, local_bus  # noqa: E402
 
 
@@ -53,17 +54,33 @@ def run(changes: int, rate: float, *, seed: int) -> tuple[float, Rebuilt, int]:
                 raise RuntimeError("the data path did not settle in 60 s")
             time.sleep(0.2)
         rebuilt.latencies_ms.clear()
+        rebuilt_events = rebuilt.events
         # The measured workload runs in a process of its own, as the application writing the
         # source database would: at full speed it commits as fast as PostgreSQL takes it.
         writer = WorkloadProcess(workload)
         started = time.monotonic()
         writer.start(changes=changes)
         writer.join()
-        while (result := verify(stand_in.dms, rebuilt)).lost and time.monotonic() < started + 300:
-            time.sleep(0.05)
+        result = converge(stand_in.dms, rebuilt, events=rebuilt_events + changes, until=started + 300)
         return time.monotonic() - started, rebuilt, result.lost
     finally:
         runtime.stop()
+
+
+def converge(dms: DmsStandIn, rebuilt: Rebuilt, *, events: int, until: float) -> Verification:
+    """Wait until the rebuilt state equals the source. The comparison reads every source row,
+    so it runs once the consumer has received ``events`` (one per change; more with
+    redeliveries) and at most every 0.1 s, or every second before: checking at full speed
+    would take the interpreter from the data path being measured."""
+    last = 0.0
+    while True:
+        now = time.monotonic()
+        if now - last >= (0.1 if rebuilt.events >= events else 1.0):
+            last = now
+            result = verify(dms, rebuilt)
+            if not result.lost or now > until:
+                return result
+        time.sleep(0.01)
 
 
 def main() -> int:

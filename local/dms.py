@@ -7,7 +7,9 @@ way DMS's DynamoDB target writes it.
 - Types as DMS maps them: numbers -> N, booleans -> BOOL, everything else (dates,
   timestamps, text, uuid, json ...) -> S in PostgreSQL's text form; NULL columns dropped;
   excluded columns removed.
-- Writes: BatchWriteItem for the full load, PutItem / UpdateItem / DeleteItem for changes.
+- Writes: BatchWriteItem for the full load and for changes' puts and deletes (UpdateItem
+  for an update that leaves TOASTed values out), a large poll's changes on several lanes at
+  once, each row always on the same lane so its writes apply in commit order.
 - CDC: ``pgoutput`` through ``pg_logical_slot_peek_binary_changes``; after a transaction
   is applied the slot is advanced past it, so a restart resumes from the slot, repeating
   at most the transaction in flight (its writes are idempotent).
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -34,6 +37,8 @@ from local.pgoutput import UNCHANGED, Change, Commit, Decoder, Truncate
 logger = logging.getLogger("dmsbus.local.dms")
 
 DMS_CAPACITY = {"ReadCapacityUnits": 200, "WriteCapacityUnits": 200}
+#: Polls with fewer changes are applied on one lane: threads would cost more than they save.
+PARALLEL_APPLY_FROM = 50
 #: PostgreSQL type OIDs DMS writes as DynamoDB numbers, and booleans.
 NUMERIC_TYPES = {20, 21, 23, 26, 700, 701, 1700}
 BOOLEAN_TYPE = 16
@@ -62,6 +67,8 @@ class DmsStandIn:
     publication: str = ""
     changes_applied: int = 0
     rows_loaded: int = 0
+    #: Writers applying a poll's changes at once (DMS's apply is not one request at a time).
+    apply_threads: int = 4
     _mappings: dict[str, Any] = field(default_factory=dict)
     _schemas: dict[tuple[str, str], TargetSchema | None] = field(default_factory=dict)
     _created: set[str] = field(default_factory=set)
@@ -238,14 +245,13 @@ class DmsStandIn:
         if connection is None:
             with psycopg.connect(self.url, autocommit=True) as own:
                 return self.poll(limit=limit, connection=own)
-        applied = 0
         rows = connection.execute(
             "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes("
             "%s, NULL, %s, 'proto_version', '1', 'publication_names', %s)",
             (self.slot, limit, self.publication),
         ).fetchall()
         pending: list[Change] = []
-        writer = BatchWriter(self.dynamodb)
+        changes: list[Change] = []
         committed = None
         for lsn, data in rows:
             message = self._decoder.decode(bytes(data))
@@ -257,16 +263,65 @@ class DmsStandIn:
                     [f"{r.schema}.{r.table}" for r in message.relations],
                 )
             elif isinstance(message, Commit):
-                for change in pending:
-                    applied += self.apply(connection, change, writer)
+                changes += pending
                 pending = []
                 committed = lsn
         # Written, then the slot moves past them: a restart repeats at most this poll.
-        writer.flush()
+        applied = self._apply_all(connection, changes)
         if committed is not None:
             connection.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, committed))
         self.changes_applied += applied
         return applied
+
+    def _apply_all(self, connection: psycopg.Connection[Any], changes: list[Change]) -> int:
+        """Write committed changes, on ``apply_threads`` lanes at once: a row's changes all go
+        to one lane, in commit order, so each row's writes apply in order (as DMS's own apply
+        keeps them); a change that moves a row to another key waits for every lane."""
+        lanes = self.apply_threads if len(changes) >= PARALLEL_APPLY_FROM else 1
+        if lanes == 1:
+            return self._apply_lane(connection, changes)
+        applied = 0
+        queued: list[list[Change]] = [[] for _ in range(lanes)]
+        with ThreadPoolExecutor(lanes, thread_name_prefix="dms-apply") as pool:
+
+            def run() -> int:
+                done = sum(pool.map(lambda lane: self._apply_lane(None, lane), queued))
+                for lane in queued:
+                    lane.clear()
+                return done
+
+            for change in changes:
+                lane = self._lane(connection, change, lanes)
+                if lane is None:
+                    continue
+                if lane < 0:
+                    applied += run() + self.apply(connection, change)
+                else:
+                    queued[lane].append(change)
+            applied += run()
+        return applied
+
+    def _apply_lane(self, connection: psycopg.Connection[Any] | None, changes: list[Change]) -> int:
+        writer = BatchWriter(self.dynamodb)
+        applied = sum(self._apply(connection, change, writer) for change in changes)
+        writer.flush()
+        return applied
+
+    def _lane(self, connection: psycopg.Connection[Any], change: Change, lanes: int) -> int | None:
+        """The lane of the row a change writes; None: not replicated; -1: it moves the row to
+        another key (two rows). Resolves and creates the target table here, in the task's thread."""
+        relation = change.relation
+        schema = self.target_schema(connection, relation.schema, relation.table)
+        if schema is None:
+            return None
+        self.ensure_table(schema)
+        types = {column.name: column.type_oid for column in relation.columns}
+        row = change.new if change.kind != "delete" else change.old
+        assert row is not None
+        key = self._key(schema, row, types)
+        if change.kind == "update" and change.old is not None and self._key(schema, change.old, types) != key:
+            return -1
+        return hash((schema.target.name, repr(sorted(key.items())))) % lanes
 
     def apply(
         self, connection: psycopg.Connection[Any], change: Change, writer: BatchWriter | None = None
@@ -279,7 +334,7 @@ class DmsStandIn:
             writer.flush()
         return applied
 
-    def _apply(self, connection: psycopg.Connection[Any], change: Change, writer: BatchWriter) -> int:
+    def _apply(self, connection: psycopg.Connection[Any] | None, change: Change, writer: BatchWriter) -> int:
         relation = change.relation
         schema = self.target_schema(connection, relation.schema, relation.table)
         if schema is None:
