@@ -110,7 +110,14 @@ class ThreadStdout(io.TextIOBase):
 
     @property
     def target(self) -> TextIO:
-        return getattr(self._local, "target", None) or self.base
+        """The running function's log; outside an invocation, where the process's stdout goes
+        now (a handler made during an invocation keeps this object, and whoever replaced
+        ``sys.stdout`` since, a test's capture say, must still get its writes)."""
+        target: TextIO | None = getattr(self._local, "target", None)
+        if target is not None:
+            return target
+        current = sys.stdout
+        return self.base if current is self else current
 
     @contextmanager
     def scoped(self, target: TextIO | None) -> Iterator[None]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import threading
 from typing import Any
+
+import pytest
 
 from local.functions import LocalFunction
 
@@ -77,3 +80,18 @@ def test_one_function_runs_one_invocation_at_a_time() -> None:
         thread.join(30)
     # Then its invocations never overlapped: it is one container
     assert most == 1
+
+
+def test_a_stream_kept_from_an_invocation_writes_where_stdout_goes_afterwards(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a function that keeps the stdout it saw (as a logging handler made at import does)
+    kept: list[Any] = []
+    function = _function("keeper", lambda event, context: kept.append(sys.stdout), io.StringIO())
+    function.invoke({})
+    # When, outside any invocation, stdout is replaced (a test's capture) and the kept stream written
+    replaced = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", replaced)
+    kept[0].write("after\n")
+    # Then the write lands where stdout goes now
+    assert replaced.getvalue() == "after\n"
