@@ -86,8 +86,8 @@ class Workload:
     seed: int = 1
     committed: int = 0
     late_table_created: bool = False
-    #: Shared counters of a workload running in a process of its own (WorkloadProcess).
-    _shared: tuple[Any, Any] | None = field(default=None, repr=False)
+    #: The shared commit counter of a workload running in a process of its own (WorkloadProcess).
+    _shared: Any = field(default=None, repr=False)
     _rng: random.Random = field(init=False)
     _ids: dict[str, list[Any]] = field(default_factory=dict)
     _next: dict[str, int] = field(default_factory=dict)
@@ -107,8 +107,7 @@ class Workload:
                 self.change(connection)
                 self.committed += 1
                 if self._shared is not None:
-                    self._shared[0].value = self.committed
-                    self._shared[1].value = self.late_table_created
+                    self._shared.value = self.committed
                 delay = start + (index + 1) / self.rate - time.monotonic()
                 if delay > 0:
                     stop.wait(delay)
@@ -237,7 +236,6 @@ class WorkloadProcess:
     def __init__(self, workload: Workload) -> None:
         context = multiprocessing.get_context("spawn")  # no fork of a threaded process
         self._committed = context.Value("q", workload.committed, lock=False)
-        self._late = context.Value("b", workload.late_table_created, lock=False)
         self._stop = context.Event()
         self._workload = workload
         self._context = context
@@ -246,7 +244,7 @@ class WorkloadProcess:
     def start(self, *, changes: int, late_table_at: int | None = None) -> None:
         self._process = self._context.Process(
             target=_run_workload,
-            args=(self._workload, (self._committed, self._late), self._stop, changes, late_table_at),
+            args=(self._workload, self._committed, self._stop, changes, late_table_at),
             name="dmsbus-workload",
             daemon=True,
         )
@@ -255,10 +253,6 @@ class WorkloadProcess:
     @property
     def committed(self) -> int:
         return int(self._committed.value)
-
-    @property
-    def late_table_created(self) -> bool:
-        return bool(self._late.value)
 
     def is_alive(self) -> bool:
         return self._process is not None and bool(self._process.is_alive())
@@ -286,10 +280,10 @@ class WorkloadProcess:
 
 
 def _run_workload(
-    workload: Workload, shared: tuple[Any, Any], stop: Any, changes: int, late_table_at: int | None
+    workload: Workload, committed: Any, stop: Any, changes: int, late_table_at: int | None
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us
-    workload._shared = shared
+    workload._shared = committed
     workload.run(changes=changes, stop=stop, late_table_at=late_table_at)
 
 

@@ -292,7 +292,7 @@ class ShardLog:
                 if records or self.ended or remaining <= 0 or self._stop.is_set():
                     break
                 self._changed.wait(remaining)
-            last = int(sequence_of(records[-1])) if records else sequence
+            last = self._sequences[start + len(records) - 1] if records else sequence
             self._readers[reader] = (last, time.monotonic())
             ended = self.ended and start + len(records) >= len(self._records)
             if len(self._records) > 2 * self._keep:
