@@ -1,18 +1,28 @@
-"""The local moto server's own encoding of DynamoDB Streams GetRecords."""
+"""The local moto server: its own encoding of DynamoDB Streams GetRecords, its indexed
+Kinesis shards, and its HTTP front (connections kept open, routing cached)."""
 
 from __future__ import annotations
 
+import http.client
 import json
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
+import pytest
 from moto import mock_aws
 from moto.core.serialize import XFormedAttributePicker, get_serializer_class
 from moto.core.utils import get_service_model
 from moto.dynamodbstreams.models import dynamodbstreams_backends
 from moto.kinesis.models import Shard
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-from local.moto_server import _get_records, _put_record, encode_stream_records
+from local.moto_server import _get_records, _put_record, cache_request_routing, encode_stream_records, serve
+from local.net import free_port
+
+#: moto's own backend lookup, before any test caches it.
+_MOTO_GET_BACKEND = DomainDispatcherApplication.get_backend_for_host
 
 ACCOUNT = "123456789012"
 
@@ -85,3 +95,91 @@ def test_indexed_kinesis_shard_reads_what_moto_reads() -> None:
             # Then they return the same records, next position and lag
             assert [r.sequence_number for r in records] == [r.sequence_number for r in moto_records]
             assert (new_last, behind) == (moto_last, moto_behind)
+
+
+@pytest.fixture
+def served() -> Iterator[str]:
+    """The local server's HTTP front (keep-alive, cached routing) in this process."""
+    cache_request_routing()
+    server = serve(free_port())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join()
+
+
+def _signed_headers(service: str, target: str) -> dict[str, str]:
+    """What moto routes a JSON request by (it does not check the signature)."""
+    return {
+        "Authorization": f"AWS4-HMAC-SHA256 Credential=local/20260101/us-east-1/{service}/aws4_request, "
+        "SignedHeaders=host, Signature=0",
+        "X-Amz-Target": target,
+        "Content-Type": "application/x-amz-json-1.0",
+    }
+
+
+def test_the_server_answers_request_after_request_on_one_connection(served: str) -> None:
+    # Given one HTTP/1.1 connection to the server
+    connection = http.client.HTTPConnection(served.removeprefix("http://"), timeout=10)
+    connection.connect()
+    socket_before = connection.sock
+    answers = []
+    # When three DynamoDB calls are made on it, one of them failing
+    for target in ["ListTables", "DescribeTable", "ListTables"]:
+        body = b'{"TableName": "missing"}' if target == "DescribeTable" else b"{}"
+        connection.request(
+            "POST", "/", body=body, headers=_signed_headers("dynamodb", f"DynamoDB_20120810.{target}")
+        )
+        response = connection.getresponse()
+        answers.append((response.status, response.getheader("Connection"), json.loads(response.read())))
+    # Then each is answered in full, the error too, and the connection stays open
+    assert [status for status, _, _ in answers] == [200, 400, 200]
+    assert answers[0][2] == {"TableNames": []}
+    assert answers[1][2]["__type"].endswith("ResourceNotFoundException")
+    assert [header for _, header, _ in answers] == [None, None, None]
+    assert connection.sock is socket_before
+    connection.close()
+
+
+def test_sdk_calls_to_several_services_reach_their_backends_through_the_server(served: str) -> None:
+    # Given boto3 clients of three services on the server
+    def client(service: str) -> Any:
+        return boto3.client(
+            service,
+            region_name="us-east-1",
+            endpoint_url=served,
+            aws_access_key_id="a",
+            aws_secret_access_key="b",
+        )
+
+    s3, kinesis, sqs = client("s3"), client("kinesis"), client("sqs")
+    # When each creates and reads something, including a HEAD request (a length, no body)
+    s3.create_bucket(Bucket="archive")
+    s3.put_object(Bucket="archive", Key="k", Body=b"12345")
+    kinesis.create_stream(StreamName="served", ShardCount=1)
+    url = sqs.create_queue(QueueName="served")["QueueUrl"]
+    # Then every answer comes from the right backend, complete
+    assert s3.head_object(Bucket="archive", Key="k")["ContentLength"] == 5
+    assert s3.get_object(Bucket="archive", Key="k")["Body"].read() == b"12345"
+    assert "served" in kinesis.list_streams()["StreamNames"]
+    assert sqs.get_queue_url(QueueName="served")["QueueUrl"] == url
+
+
+def test_cached_routing_finds_the_backend_moto_finds() -> None:
+    # Given moto's own lookup of a request's backend, and the cached one
+    cache_request_routing()
+    application = DomainDispatcherApplication(create_backend_app)
+    hosts = [
+        None,
+        "moto_api",
+        "dynamodb.us-east-1.amazonaws.com",
+        "kinesis.eu-west-1.amazonaws.com",
+        "s3.amazonaws.com",
+    ]
+    # When both look up the same hosts (twice for the cached one)
+    cached = [application.get_backend_for_host(host) for host in hosts + hosts]
+    theirs = [_MOTO_GET_BACKEND(application, host) for host in hosts]
+    # Then they agree
+    assert cached == theirs + theirs
+    assert theirs[2:] == ["dynamodb", "kinesis", "s3"]
