@@ -3,6 +3,7 @@ Lambda's event-source-mapping API, and boto3 clients that talk to it."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -13,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.session
 from botocore.config import Config
+from botocore.parsers import ResponseParserFactory
 
 from local.net import free_port
 
@@ -67,13 +70,23 @@ class LocalAws:
                 self._process.wait()
             self._process = None
 
-    def client(self, service: str) -> Any:
-        return boto3.client(
-            service,  # type: ignore[call-overload]
+    def client(self, service: str, *, wire_records: bool = False, validate: bool = True) -> Any:
+        """A client of the local server; with ``wire_records``, its ``GetRecords`` results are
+        the JSON the server sent (see :class:`WireRecords`). ``validate=False`` skips botocore's
+        check of every request parameter against the API model, for local mode's own clients
+        (the DMS stand-in, the local Lambda service), whose requests are built by code, not
+        passed in by a user; moto still rejects what AWS would."""
+        session: Any = wire_records_session() if wire_records else boto3
+        return session.client(
+            service,
             region_name=REGION,
             endpoint_url=self.endpoint_url,
             # One client serves every poller thread (a shard per consumer and table).
-            config=Config(retries={"mode": "standard", "max_attempts": 3}, max_pool_connections=64),
+            config=Config(
+                retries={"mode": "standard", "max_attempts": 3},
+                max_pool_connections=64,
+                parameter_validation=validate,
+            ),
             **LOCAL_CREDENTIALS,
         )
 
@@ -85,6 +98,44 @@ class LocalAws:
             "AWS_ACCESS_KEY_ID": LOCAL_CREDENTIALS["aws_access_key_id"],
             "AWS_SECRET_ACCESS_KEY": LOCAL_CREDENTIALS["aws_secret_access_key"],
         }
+
+
+class WireRecords(ResponseParserFactory):
+    """Response parsers that hand a stream's successful ``GetRecords`` result over as the JSON
+    it arrived in, and parse everything else as botocore does.
+
+    Lambda's events carry what the wire carries: DynamoDB JSON images, base64 data and epoch
+    seconds. botocore's parser walks every attribute of every record against the API model
+    to make datetimes and bytes of them, and the local Lambda service then turned them back;
+    that walk was a large part of the local data path's time per change. Errors (an expired
+    iterator, throttling) still go through botocore's parser, so retries and exceptions are
+    unchanged.
+    """
+
+    def create_parser(self, protocol_name: str) -> Any:
+        return _WireRecordsParser(super().create_parser(protocol_name))
+
+
+def wire_records_session() -> boto3.Session:
+    """A boto3 session whose clients parse responses with :class:`WireRecords`."""
+    core = botocore.session.get_session()
+    core.register_component("response_parser_factory", WireRecords())
+    return boto3.Session(botocore_session=core)
+
+
+class _WireRecordsParser:
+    def __init__(self, parser: Any) -> None:
+        self._parser = parser
+
+    def parse(self, response: dict[str, Any], shape: Any) -> Any:
+        if shape is None or shape.name != "GetRecordsOutput" or response["status_code"] >= 300:
+            return self._parser.parse(response, shape)
+        parsed: dict[str, Any] = json.loads(response["body"])
+        parsed["ResponseMetadata"] = {
+            "HTTPStatusCode": response["status_code"],
+            "HTTPHeaders": response["headers"],
+        }
+        return parsed
 
 
 def detach_moto_invocations() -> None:

@@ -171,7 +171,9 @@ class LocalRuntime:
 
     def start_dms(self, source: SourceConfig | None = None) -> StandInRunner:
         self.source = source or self.source
-        dms = DmsStandIn(self.database_url, self.bus.name, self.source, self.aws.client("dynamodb"))
+        dms = DmsStandIn(
+            self.database_url, self.bus.name, self.source, self.aws.client("dynamodb", validate=False)
+        )
         self.stand_in = StandInRunner(dms)
         self.stand_in.start()
         return self.stand_in
@@ -181,8 +183,8 @@ class LocalRuntime:
         self.service = LocalLambdaService(
             functions=self.local_bus.functions,
             lambda_client=self.aws.client("lambda"),
-            dynamodbstreams=self.aws.client("dynamodbstreams"),
-            kinesis=self.aws.client("kinesis"),
+            dynamodbstreams=self.aws.client("dynamodbstreams", wire_records=True, validate=False),
+            kinesis=self.aws.client("kinesis", wire_records=True, validate=False),
             sqs=self.aws.client("sqs"),
             state_dir=self.state_dir,
             schedules=[Schedule(discovery_name(self.bus), self.sweep_seconds)],

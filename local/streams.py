@@ -108,13 +108,14 @@ class DynamoDBStreamSource:
         return records, response.get("NextShardIterator")
 
     def _lambda_record(self, record: dict[str, Any]) -> dict[str, Any]:
-        ddb = dict(record["dynamodb"])
+        ddb = record["dynamodb"]
         created = ddb.get("ApproximateCreationDateTime")
         if isinstance(created, datetime):
-            ddb["ApproximateCreationDateTime"] = created.timestamp()
-        for image in ("Keys", "NewImage", "OldImage"):
-            if image in ddb:
-                ddb[image] = {name: _json_attribute(value) for name, value in ddb[image].items()}
+            # Parsed by botocore (a client without WireRecords): back to the wire's form.
+            ddb = dict(ddb, ApproximateCreationDateTime=created.timestamp())
+            for image in ("Keys", "NewImage", "OldImage"):
+                if image in ddb:
+                    ddb[image] = {name: _json_attribute(value) for name, value in ddb[image].items()}
         shaped: dict[str, Any] = {
             "eventID": record["eventID"],
             "eventName": record["eventName"],
@@ -194,15 +195,22 @@ class KinesisSource:
 
 
 def lambda_kinesis_record(
-    *, stream_arn: str, shard_id: str, partition_key: str, sequence_number: str, data: bytes, arrival: float
+    *,
+    stream_arn: str,
+    shard_id: str,
+    partition_key: str,
+    sequence_number: str,
+    data: bytes | str,
+    arrival: float,
 ) -> dict[str, Any]:
-    """One record of a Lambda Kinesis event, as Lambda shapes it."""
+    """One record of a Lambda Kinesis event, as Lambda shapes it (``data`` as bytes, or as the
+    base64 text the wire carries)."""
     return {
         "kinesis": {
             "kinesisSchemaVersion": "1.0",
             "partitionKey": partition_key,
             "sequenceNumber": sequence_number,
-            "data": base64.b64encode(data).decode("ascii"),
+            "data": data if isinstance(data, str) else base64.b64encode(data).decode("ascii"),
             "approximateArrivalTimestamp": arrival,
         },
         "eventSource": "aws:kinesis",
