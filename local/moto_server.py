@@ -72,6 +72,46 @@ def encode_stream_records_directly() -> None:
     setattr(DynamoDBStreamsHandler, "get_records", get_records)  # noqa: B010
 
 
+#: What moto's serializer sends for DynamoDB (JSON protocol 1.0).
+DYNAMODB_CONTENT_TYPE = "application/x-amz-json-1.0"
+
+
+def encode_batch_writes_directly() -> None:
+    """Answer DynamoDB ``BatchWriteItem`` with ``json.dumps`` of moto's result.
+
+    The result is a few plain values (consumed capacity, nothing unprocessed), but moto's
+    generic serializer walked it against the API model at ~0.7 ms a request, a tenth of the
+    server's time under the DMS stand-in's writes (tests/local/test_moto_server.py checks both
+    encodings agree)."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    write = DynamoHandler.batch_write_item
+
+    def batch_write_item(self: DynamoHandler) -> tuple[int, dict[str, str], str]:
+        result = write(self)
+        return 200, {"Content-Type": DYNAMODB_CONTENT_TYPE}, json.dumps(result.result, separators=(",", ":"))
+
+    setattr(DynamoHandler, "batch_write_item", batch_write_item)  # noqa: B010
+
+
+def enrich_only_xml_bodies() -> None:
+    """Let moto look for an XML ``<RequestId>`` to fill in only where there can be one.
+
+    moto runs a regular expression over every response body for it, JSON bodies of stream
+    records included (5% of the server's time). A body without ``<RequestId>`` gets the same
+    headers and stays as it is."""
+    from moto.core.responses import BaseResponse
+
+    enrich = BaseResponse._enrich_response
+
+    def enrich_response(headers: dict[str, str], body: Any) -> tuple[dict[str, str], Any]:
+        if isinstance(body, str) and "<RequestId>" not in body:
+            return enrich(headers, "")[0], body
+        return enrich(headers, body)
+
+    setattr(BaseResponse, "_enrich_response", staticmethod(enrich_response))  # noqa: B010
+
+
 def _sequence_numbers(shard: Any) -> list[int]:
     """The shard's sequence numbers in order, kept beside its records (rebuilt if anything
     else changed the records)."""
@@ -223,6 +263,8 @@ def main() -> None:
     detach_moto_invocations()
     encode_stream_records_directly()
     index_kinesis_shards()
+    encode_batch_writes_directly()
+    enrich_only_xml_bodies()
     cache_request_routing()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = serve(arguments.port)

@@ -12,29 +12,42 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from moto.core.responses import BaseResponse
 from moto.core.serialize import XFormedAttributePicker, get_serializer_class
 from moto.core.utils import get_service_model
 from moto.dynamodbstreams.models import dynamodbstreams_backends
 from moto.kinesis.models import Shard
+from moto.moto_api._internal import mock_random
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-from local.moto_server import _get_records, _put_record, cache_request_routing, encode_stream_records, serve
+from local.moto_server import (
+    _get_records,
+    _put_record,
+    cache_request_routing,
+    encode_batch_writes_directly,
+    encode_stream_records,
+    enrich_only_xml_bodies,
+    serve,
+)
 from local.net import free_port
 
-#: moto's own backend lookup, before any test caches it.
+#: moto's own backend lookup and response enrichment, before any test replaces them.
 _MOTO_GET_BACKEND = DomainDispatcherApplication.get_backend_for_host
+_MOTO_ENRICH = BaseResponse._enrich_response
 
 ACCOUNT = "123456789012"
 
 
-def _moto_serialized(result: dict[str, Any]) -> dict[str, Any]:
-    model = get_service_model("dynamodbstreams")
-    serializer = get_serializer_class("dynamodbstreams", "json")(
-        operation_model=model.operation_model("GetRecords"),
+def _moto_serialized(
+    result: dict[str, Any], service: str = "dynamodbstreams", operation: str = "GetRecords"
+) -> Any:
+    model = get_service_model(service)
+    serializer = get_serializer_class(service, "json")(
+        operation_model=model.operation_model(operation),
         pretty_print=False,
         value_picker=XFormedAttributePicker(response_transformers=None),
     )
-    return json.loads(serializer.serialize(result)["body"])  # type: ignore[no-any-return]
+    return json.loads(serializer.serialize(result)["body"])
 
 
 @mock_aws
@@ -183,3 +196,57 @@ def test_cached_routing_finds_the_backend_moto_finds() -> None:
     # Then they agree
     assert cached == theirs + theirs
     assert theirs[2:] == ["dynamodb", "kinesis", "s3"]
+
+
+def test_batch_writes_are_answered_as_moto_serializer_answers(served: str) -> None:
+    # Given the server answering BatchWriteItem itself, and a table
+    encode_batch_writes_directly()
+    dynamodb = boto3.client(
+        "dynamodb",
+        region_name="us-east-1",
+        endpoint_url=served,
+        aws_access_key_id="a",
+        aws_secret_access_key="b",
+    )
+    dynamodb.create_table(
+        TableName="writes",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "N"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    requests = {"writes": [{"PutRequest": {"Item": {"id": {"N": str(n)}}}} for n in range(3)]}
+    # When a batch is written through it
+    connection = http.client.HTTPConnection(served.removeprefix("http://"), timeout=10)
+    connection.request(
+        "POST",
+        "/",
+        body=json.dumps({"RequestItems": requests}),
+        headers=_signed_headers("dynamodb", "DynamoDB_20120810.BatchWriteItem"),
+    )
+    answer = json.loads(connection.getresponse().read())
+    connection.close()
+    # Then the body is what moto's serializer makes of the same result, and the items are there
+    expected = {
+        "ConsumedCapacity": [{"TableName": "writes", "CapacityUnits": 1.0, "Table": {"CapacityUnits": 1.0}}],
+        "ItemCollectionMetrics": {},
+        "UnprocessedItems": {},
+    }
+    assert answer == _moto_serialized(expected, "dynamodb", "BatchWriteItem") == expected
+    assert dynamodb.scan(TableName="writes")["Count"] == 3
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['{"Records":[{"x":"<RequestId"}]}', "<R><RequestId>old</RequestId></R>", b"\x00binary", ""],
+)
+def test_responses_are_enriched_as_moto_enriches_them(body: str | bytes) -> None:
+    # Given moto's enrichment of a response and the one that skips bodies without a RequestId
+    enrich_only_xml_bodies()
+    # When both enrich the same body, drawing the same random request id
+    mock_random.seed(7)
+    theirs = _MOTO_ENRICH({"status": 200}, body)  # type: ignore[dict-item]
+    mock_random.seed(7)
+    ours = BaseResponse._enrich_response({"status": 200}, body)  # type: ignore[dict-item]
+    # Then headers and body are the same
+    assert ours == theirs
+    assert ours[0]["status"] == "200"
