@@ -422,14 +422,15 @@ class DmsStandIn:
 
 
 class BatchWriter:
-    """Puts and deletes in BatchWriteItem requests (25 writes, any tables), in order: a key
-    written twice, or ``flush()``, sends what is waiting first, so each row's writes apply in
-    commit order."""
+    """Puts and deletes in BatchWriteItem requests (25 writes, any tables), in order: a row
+    (table and key) written twice, or ``flush()``, sends what is waiting first, so each row's
+    writes apply in commit order."""
 
     def __init__(self, dynamodb: Any) -> None:
         self.dynamodb = dynamodb
         self._requests: dict[str, list[dict[str, Any]]] = {}
-        self._keys: set[str] = set()
+        self._rows: set[tuple[str, str]] = set()
+        self._by_key: dict[str, list[dict[str, Any]]] = {}
 
     def put(self, table: str, key: Mapping[str, Any], item: dict[str, Any]) -> None:
         self._add(table, key, {"PutRequest": {"Item": item}})
@@ -438,19 +439,20 @@ class BatchWriter:
         self._add(table, key, {"DeleteRequest": {"Key": key}})
 
     def _add(self, table: str, key: Mapping[str, Any], request: dict[str, Any]) -> None:
-        # By key alone, whatever the table: moto checks a request's keys for duplicates
-        # across its tables (DynamoDB per table); flushing a little more often is harmless.
         identity = repr(sorted(key.items()))
-        if identity in self._keys:
+        # DynamoDB refuses a request that writes one row twice. moto also refuses one with two
+        # equal deletes (keys) or two equal puts (items) in different tables.
+        if (table, identity) in self._rows or request in self._by_key.get(identity, ()):
             self.flush()
-        self._keys.add(identity)
+        self._rows.add((table, identity))
+        self._by_key.setdefault(identity, []).append(request)
         self._requests.setdefault(table, []).append(request)
-        if len(self._keys) == 25:
+        if len(self._rows) == 25:
             self.flush()
 
     def flush(self) -> None:
         pending = self._requests
-        self._requests, self._keys = {}, set()
+        self._requests, self._rows, self._by_key = {}, set(), {}
         while pending:
             pending = self.dynamodb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
 
