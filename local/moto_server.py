@@ -188,6 +188,29 @@ def cache_request_routing() -> None:
     setattr(moto.core.responses, "method_names_from_class", names)  # noqa: B010
 
 
+def find_account_backends_once() -> None:
+    """Let moto look up an account's backends without its global lock once they exist.
+
+    Every backend access (each request, and each DynamoDB stream record) went through
+    ``BackendDict._create_account_specific_backend``, which takes a lock shared by all of
+    moto and looks for the dict in a list of every service's dicts by equality, comparing
+    their contents. With the server's threads all doing it, writes queued on that lock.
+    Once an account's backends exist the answer cannot change, so it is remembered; an
+    account removed since (moto's reset) takes moto's own path again."""
+    from moto.core.base_backend import BackendDict
+
+    create = BackendDict._create_account_specific_backend
+    created: set[tuple[int, str]] = set()
+
+    def create_once(self: BackendDict[Any], account_id: str) -> None:
+        if (id(self), account_id) in created and dict.__contains__(self, account_id):
+            return
+        create(self, account_id)
+        created.add((id(self), account_id))
+
+    setattr(BackendDict, "_create_account_specific_backend", create_once)  # noqa: B010
+
+
 class KeepAliveHandler(MotoRequestHandler):
     """Werkzeug's request handler, keeping the connection open between requests.
 
@@ -266,6 +289,7 @@ def main() -> None:
     encode_batch_writes_directly()
     enrich_only_xml_bodies()
     cache_request_routing()
+    find_account_backends_once()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = serve(arguments.port)
     threading.Thread(target=server.serve_forever, name="moto-server", daemon=True).start()
