@@ -111,7 +111,7 @@ def run_demo(bus: BusConfig, source: SourceConfig, arguments: argparse.Namespace
             glue = glue_name(bus)
             say(
                 started,
-                f"committed {workload.committed:>6} | dms {stand_in.dms.changes_applied:>6} "
+                f"committed {workload.committed:>6} | dms {stand_in.changes_applied:>6} "
                 f"| glue {service.handled(glue):>6} | consumer {consumed:>6} "
                 f"({(consumed - last) / (now - last_at):6.0f}/s) | lag {service.lag_seconds(glue) * 1000:5.0f} ms "
                 f"| tables {len(rebuilt.tables)}",

@@ -3,6 +3,7 @@ trimmed by the config's TableMappings, DMS's type mapping, CDC from the slot, re
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,9 @@ from moto import mock_aws
 
 from config.model import SourceConfig
 from dmsbus.ddbjson import STRING_NUMBERS
+from local.aws import LocalAws
 from local.dms import DmsStandIn
+from local.runtime import StandInRunner
 
 SCHEMA = """
 CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, email text, vip boolean, since date);
@@ -225,3 +228,66 @@ def test_a_large_poll_applies_on_several_lanes_and_keeps_each_rows_order(source:
     assert items(dynamodb, "demo.legacy.public.customers") == sorted(
         [{"id": number, "name": "v20"} for number in (1, 2, 4, 103)], key=str
     )
+
+
+@pytest.fixture
+def served_aws() -> Iterator[LocalAws]:
+    aws = LocalAws()
+    aws.start()
+    yield aws
+    aws.stop()
+
+
+def _wait(condition: Any, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_the_task_applies_changes_from_a_process_of_its_own(source: str, served_aws: LocalAws) -> None:
+    # Given the stand-in's task started (full load here, CDC in its process)
+    run(source, "INSERT INTO products VALUES ('SKU-1', 'one')")
+    dynamodb = served_aws.client("dynamodb")
+    runner = StandInRunner(stand_in(source, dynamodb), served_aws.port, poll_seconds=0.01)
+    runner.start()
+    try:
+        # When rows change in the source
+        run(
+            source,
+            "INSERT INTO products VALUES ('SKU-2', 'two'); UPDATE products SET title = 'uno' WHERE sku = 'SKU-1'",
+        )
+        # Then the process writes them and counts them, and reports no error
+        _wait(lambda: runner.changes_applied == 2, "the task did not apply the two changes")
+        assert items(dynamodb, "demo.legacy.public.products.v2") == [
+            {"sku": "SKU-1", "title": "uno"},
+            {"sku": "SKU-2", "title": "two"},
+        ]
+        assert runner.dms.rows_loaded == 1
+        assert runner.errors == []
+    finally:
+        runner.stop()
+
+
+def test_a_task_that_fails_reports_why_and_stops(source: str, served_aws: LocalAws) -> None:
+    # Given the task running
+    runner = StandInRunner(
+        stand_in(source, served_aws.client("dynamodb")), served_aws.port, poll_seconds=0.01
+    )
+    runner.start()
+    try:
+        # When its replication slot is dropped under it
+        with psycopg.connect(source, autocommit=True) as connection:
+            _wait(
+                lambda: connection.execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                    "WHERE slot_name = %s AND NOT active",
+                    (runner.dms.slot,),
+                ).fetchall(),
+                "the slot was never free to drop",
+            )
+        # Then the task stops and says the slot is gone
+        _wait(lambda: runner.errors != [], "the task did not report its failure")
+        assert "dmsbus_demo_legacy" in runner.errors[0] and "does not exist" in runner.errors[0]
+    finally:
+        runner.stop()

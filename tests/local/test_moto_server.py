@@ -27,6 +27,7 @@ from local.moto_server import (
     encode_batch_writes_directly,
     encode_stream_records,
     enrich_only_xml_bodies,
+    find_account_backends_once,
     serve,
 )
 from local.net import free_port
@@ -250,3 +251,36 @@ def test_responses_are_enriched_as_moto_enriches_them(body: str | bytes) -> None
     # Then headers and body are the same
     assert ours == theirs
     assert ours[0]["status"] == "200"
+
+
+def test_existing_account_backends_are_found_without_moto_lock_and_made_again_after_a_reset() -> None:
+    # Given the patched lookup, and an account whose SQS backends exist
+    find_account_backends_once()
+    from moto.core.base_backend import backend_lock
+    from moto.sqs.models import sqs_backends
+
+    assert sqs_backends["111122223333"]["us-east-1"].queues == {}
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with backend_lock:
+            holding.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    holding.wait(5)
+    try:
+        # When another thread looks the account up while moto's lock is held
+        found: list[Any] = []
+        looker = threading.Thread(target=lambda: found.append(sqs_backends["111122223333"]["us-east-1"]))
+        looker.start()
+        looker.join(2)
+        # Then it finds the backend at once
+        assert len(found) == 1
+    finally:
+        release.set()
+        holder.join()
+    # And an account removed since is made again through moto's own path
+    del sqs_backends["111122223333"]
+    assert sqs_backends["111122223333"]["us-east-1"].queues == {}
