@@ -9,9 +9,7 @@ consumer measures commit -> consumer latency per change.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import random
-import signal
 import statistics
 import threading
 import time
@@ -28,6 +26,7 @@ from consumers.pg_mirror.schema import JSONB, as_text
 from dmsbus.consumer import ChangeEvent, ConsumerHandler, consumer
 from dmsbus.ddbjson import Decoder, NumberMode
 from dmsbus.names import parse_table_name
+from local.children import SPAWN, start_child, stop_child
 from local.dms import DmsStandIn
 
 SCHEMA = """
@@ -234,21 +233,17 @@ class WorkloadProcess:
     workload's state (the rows it knows, its numbering, its random sequence)."""
 
     def __init__(self, workload: Workload) -> None:
-        context = multiprocessing.get_context("spawn")  # no fork of a threaded process
-        self._committed = context.Value("q", workload.committed, lock=False)
-        self._stop = context.Event()
+        self._committed = SPAWN.Value("q", workload.committed, lock=False)
+        self._stop = SPAWN.Event()
         self._workload = workload
-        self._context = context
         self._process: Any = None
 
     def start(self, *, changes: int, late_table_at: int | None = None) -> None:
-        self._process = self._context.Process(
-            target=_run_workload,
-            args=(self._workload, self._committed, self._stop, changes, late_table_at),
+        self._process = start_child(
+            _run_workload,
+            (self._workload, self._committed, self._stop, changes, late_table_at),
             name="dmsbus-workload",
-            daemon=True,
         )
-        self._process.start()
 
     @property
     def committed(self) -> int:
@@ -272,17 +267,12 @@ class WorkloadProcess:
             )
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._process is not None:
-            self._process.join(10)
-            if self._process.is_alive():
-                self._process.kill()
+        stop_child(self._process, self._stop, timeout=10)
 
 
 def _run_workload(
     workload: Workload, committed: Any, stop: Any, changes: int, late_table_at: int | None
 ) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us
     workload._shared = committed
     workload.run(changes=changes, stop=stop, late_table_at=late_table_at)
 

@@ -7,11 +7,9 @@ short sweep), the glue and the consumers.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import queue
 import shutil
-import signal
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,6 +26,7 @@ from config.model import BusConfig, SourceConfig
 from consumers.pg_mirror.connection import MIRROR_URL_VARIABLE
 from local.aws import LocalAws
 from local.bus import LocalBus
+from local.children import SPAWN, start_child, stop_child
 from local.dms import DmsStandIn
 from local.lambda_service import LocalLambdaService, Schedule, TableRule
 from local.postgres import SOURCE_URL_VARIABLE, EmbeddedPostgres, check_logical
@@ -56,10 +55,9 @@ class StandInRunner:
     poll_seconds: float = 0.02
 
     def __post_init__(self) -> None:
-        self._context = multiprocessing.get_context("spawn")  # no fork of a threaded process
-        self._applied = self._context.Value("q", 0, lock=False)  # written by the process only
-        self._stop = self._context.Event()
-        self._reported: Any = self._context.Queue()
+        self._applied = SPAWN.Value("q", 0, lock=False)  # written by the process only
+        self._stop = SPAWN.Event()
+        self._reported: Any = SPAWN.Queue()
         self._errors: list[str] = []
         self._process: Any = None
 
@@ -77,13 +75,9 @@ class StandInRunner:
             self.aws_port,
             self.poll_seconds,
         )
-        self._process = self._context.Process(
-            target=_run_task,
-            args=(task, self._applied, self._stop, self._reported),
-            name="dmsbus-dms-stand-in",
-            daemon=True,
+        self._process = start_child(
+            _run_task, (task, self._applied, self._stop, self._reported), name="dmsbus-dms-stand-in"
         )
-        self._process.start()
 
     @property
     def changes_applied(self) -> int:
@@ -104,13 +98,8 @@ class StandInRunner:
         return list(self._errors)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._process is not None:
-            self._process.join(30)
-            if self._process.is_alive():
-                self._process.kill()
-                self._process.join()
-            self._process = None
+        stop_child(self._process, self._stop, timeout=30)
+        self._process = None
 
 
 @dataclass(frozen=True)
@@ -129,7 +118,6 @@ class _Task:
 
 
 def _run_task(task: _Task, applied: Any, stop: Any, reported: Any) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us
     dynamodb = LocalAws(port=task.aws_port).client("dynamodb", validate=False)
     dms = DmsStandIn(
         task.url,
