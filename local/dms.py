@@ -65,7 +65,6 @@ class DmsStandIn:
     dynamodb: Any
     slot: str = ""
     publication: str = ""
-    changes_applied: int = 0
     rows_loaded: int = 0
     #: Writers applying a poll's changes at once (DMS's apply is not one request at a time).
     apply_threads: int = 4
@@ -270,7 +269,6 @@ class DmsStandIn:
         applied = self._apply_all(connection, changes)
         if committed is not None:
             connection.execute("SELECT pg_replication_slot_advance(%s, %s::pg_lsn)", (self.slot, committed))
-        self.changes_applied += applied
         return applied
 
     def _apply_all(self, connection: psycopg.Connection[Any], changes: list[Change]) -> int:

@@ -14,10 +14,11 @@ slowed down the longer it ran. :func:`index_kinesis_shards` keeps each shard's s
 numbers in a list, so a read is a binary search plus its own records and a put is an append,
 with the same results (tests/local/test_moto_server.py compares them).
 
-The server itself is werkzeug's, as in moto's ``ThreadedMotoServer``, with two changes that
-halved its time per request: connections are kept open between requests
-(:class:`KeepAliveHandler`), and what moto works out again on every request from the host
-name and the responses class is remembered (:func:`cache_request_routing`).
+The server itself is werkzeug's, as in moto's ``ThreadedMotoServer``, but connections are
+kept open between requests (:class:`KeepAliveHandler`). What moto works out again on every
+request is remembered (:func:`cache_request_routing`, :func:`find_account_backends_once`),
+``BatchWriteItem`` is answered directly too, and moto's XML RequestId regex skips JSON bodies.
+Each has a test against moto's own behaviour.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from local.aws import detach_moto_invocations
 
-#: What moto's serializer sends for DynamoDB Streams (JSON protocol 1.0).
-STREAMS_CONTENT_TYPE = "application/x-amz-json-1.0"
+#: What moto's serializer sends for DynamoDB and DynamoDB Streams (JSON protocol 1.0).
+JSON_1_0 = "application/x-amz-json-1.0"
 
 
 def encode_stream_records(result: Mapping[str, Any]) -> str:
@@ -67,13 +68,9 @@ def encode_stream_records_directly() -> None:
     def get_records(self: DynamoDBStreamsHandler) -> tuple[int, dict[str, str], str]:
         limit = self._get_param("Limit")
         result = self.backend.get_records(self._get_param("ShardIterator"), 1000 if limit is None else limit)
-        return 200, {"Content-Type": STREAMS_CONTENT_TYPE}, encode_stream_records(result)
+        return 200, {"Content-Type": JSON_1_0}, encode_stream_records(result)
 
     setattr(DynamoDBStreamsHandler, "get_records", get_records)  # noqa: B010
-
-
-#: What moto's serializer sends for DynamoDB (JSON protocol 1.0).
-DYNAMODB_CONTENT_TYPE = "application/x-amz-json-1.0"
 
 
 def encode_batch_writes_directly() -> None:
@@ -89,7 +86,7 @@ def encode_batch_writes_directly() -> None:
 
     def batch_write_item(self: DynamoHandler) -> tuple[int, dict[str, str], str]:
         result = write(self)
-        return 200, {"Content-Type": DYNAMODB_CONTENT_TYPE}, json.dumps(result.result, separators=(",", ":"))
+        return 200, {"Content-Type": JSON_1_0}, json.dumps(result.result, separators=(",", ":"))
 
     setattr(DynamoHandler, "batch_write_item", batch_write_item)  # noqa: B010
 
@@ -172,8 +169,6 @@ def cache_request_routing() -> None:
     import moto.core.responses
     import moto.core.utils
 
-    if getattr(DomainDispatcherApplication.get_backend_for_host, "dmsbus_cached", False):
-        return
     find_backend = DomainDispatcherApplication.get_backend_for_host
     backends: dict[str | None, Any] = {}
 
@@ -182,7 +177,6 @@ def cache_request_routing() -> None:
             backends[host] = find_backend(self, host)
         return backends[host]
 
-    get_backend_for_host.dmsbus_cached = True  # type: ignore[attr-defined]
     setattr(DomainDispatcherApplication, "get_backend_for_host", get_backend_for_host)  # noqa: B010
     names = functools.cache(moto.core.utils.method_names_from_class)
     setattr(moto.core.responses, "method_names_from_class", names)  # noqa: B010
