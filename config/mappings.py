@@ -1,35 +1,56 @@
-"""DMS TableMappings rendered from a source's config, and read back the way DMS applies them.
+"""DMS TableMappings rendered from a source's config (DMS's own rules: docs/dms.md).
 
-The rules, in order:
-- ``selection``/``include`` for every listed table and every wildcard selection;
-- ``transformation``/``add-prefix`` on tables, one per schema: ``{bus}.{source}.{schema}.``;
-- ``transformation``/``add-suffix`` per versioned table: ``.v{version}``;
-- ``object-mapping``/``map-record-to-record`` for tables with a ``key`` (composite or not the
-  primary key) or excluded columns; its ``target-table-name`` is the full table name.
+Every selected table gets its DynamoDB name, ``{bus}.{source}.{schema}.{table}[.v{n}]``
+(ARCHITECTURE.md), from exactly one rule, because DMS applies at most one transformation
+rule action to an object (CHAP_Tasks.CustomizingTasks.TableMapping.SelectionTransformation.
+Transformations):
+- a listed table with a ``key`` or ``exclude``: an ``object-mapping``
+  (``map-record-to-record``) whose ``target-table-name`` is the full name, and no
+  transformation matches it;
+- a versioned listed table without one: a ``rename`` to the full name;
+- a plain listed table: an ``add-prefix`` on that table alone;
+- a wildcard selection: an ``add-prefix`` on its pattern, which also names a plain listed
+  table it matches (that table then gets no rule of its own).
+Config validation (``config.model.SourceConfig``) refuses what would still put two rules
+on one object: overlapping selections, or a versioned/keyed table a selection matches.
 
-Together they give every DynamoDB table DMS creates the name of ARCHITECTURE.md:
-``{bus}.{source}.{schema}.{table}[.v{version}]``. ``resolve`` applies rendered rules to a
-source table the way DMS does; the local DMS stand-in uses it, so the CDK task and local
-mode name, key and trim tables from the same JSON.
+Names are written as object locators: ``_`` is one character there, so a literal
+underscore is ``[_]``; ``%`` in a config pattern stays the wildcard. ``resolve``
+(``dmsbus.table_mappings``) applies rendered rules the way DMS does; the task lifecycle
+function and local mode's DMS stand-in use it, so the CDK task, the reloads and local mode
+read the same JSON.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from config.model import SourceConfig, TableConfig
+from config.model import SelectionConfig, SourceConfig, TableConfig
 from dmsbus.names import TableName
+from dmsbus.table_mappings import TargetTable, escape, like, pattern, resolve
 
 TASK_SETTINGS_FILE = Path(__file__).with_name("dms-task-settings.json")
+
+__all__ = ["TargetTable", "render_table_mappings", "resolve", "table_name", "task_settings"]
 
 
 def table_name(bus: str, source: str, table: TableConfig) -> TableName:
     return TableName(bus, source, table.schema_, table.table, table.version_suffix)
+
+
+def prefix(bus: str, source: str, schema: str) -> str:
+    return f"{bus}.{source}.{schema}."
+
+
+def covered_by(table: TableConfig, selections: list[SelectionConfig]) -> SelectionConfig | None:
+    """The wildcard selection whose add-prefix also matches this listed table, if any."""
+    for selection in selections:
+        if selection.schema_ == table.schema_ and like(pattern(selection.table), table.table):
+            return selection
+    return None
 
 
 def render_table_mappings(bus: str, source: SourceConfig) -> dict[str, Any]:
@@ -39,65 +60,76 @@ def render_table_mappings(bus: str, source: SourceConfig) -> dict[str, Any]:
         number = len(rules) + 1
         rules.append({"rule-type": rule_type, "rule-id": str(number), "rule-name": name, **fields})
 
+    def table_locator(table: TableConfig) -> dict[str, str]:
+        return {"schema-name": escape(table.schema_), "table-name": escape(table.table)}
+
+    def selection_locator(selection: SelectionConfig) -> dict[str, str]:
+        return {"schema-name": escape(selection.schema_), "table-name": pattern(selection.table)}
+
     for table in source.tables:
         add(
             "selection",
             f"include-{table.schema_}-{table.table}",
-            **{"object-locator": _locator(table.schema_, table.table), "rule-action": "include"},
+            **{"object-locator": table_locator(table), "rule-action": "include"},
         )
     for selection in source.selections:
         add(
             "selection",
             f"include-{selection.schema_}-{selection.table.replace('%', 'any')}",
-            **{"object-locator": _locator(selection.schema_, selection.table), "rule-action": "include"},
+            **{"object-locator": selection_locator(selection), "rule-action": "include"},
         )
-    schemas = dict.fromkeys([t.schema_ for t in source.tables] + [s.schema_ for s in source.selections])
-    for schema in schemas:
+    for selection in source.selections:
         add(
             "transformation",
-            f"prefix-{schema}",
+            f"prefix-{selection.schema_}-{selection.table.replace('%', 'any')}",
             **{
                 "rule-target": "table",
-                "object-locator": _locator(schema, "%"),
+                "object-locator": selection_locator(selection),
                 "rule-action": "add-prefix",
-                "value": f"{bus}.{source.name}.{schema}.",
+                "value": prefix(bus, source.name, selection.schema_),
             },
         )
     for table in source.tables:
-        if table.version is not None:
+        full_name = table_name(bus, source.name, table).dynamodb_table
+        if table.key is not None:
+            parameters: dict[str, Any] = {"partition-key-name": table.key[0]}
+            if len(table.key) == 2:
+                parameters["sort-key-name"] = table.key[1]
+            if table.exclude:
+                parameters["exclude-columns"] = list(table.exclude)
             add(
-                "transformation",
-                f"suffix-{table.schema_}-{table.table}",
+                "object-mapping",
+                f"map-{table.schema_}-{table.table}",
                 **{
-                    "rule-target": "table",
-                    "object-locator": _locator(table.schema_, table.table),
-                    "rule-action": "add-suffix",
-                    "value": f".{table.version_suffix}",
+                    "rule-action": "map-record-to-record",
+                    "object-locator": table_locator(table),
+                    "target-table-name": full_name,
+                    "mapping-parameters": parameters,
                 },
             )
-    for table in source.tables:
-        if table.key is None:
-            continue
-        parameters: dict[str, Any] = {"partition-key-name": table.key[0]}
-        if len(table.key) == 2:
-            parameters["sort-key-name"] = table.key[1]
-        if table.exclude:
-            parameters["exclude-columns"] = list(table.exclude)
-        add(
-            "object-mapping",
-            f"map-{table.schema_}-{table.table}",
-            **{
-                "rule-action": "map-record-to-record",
-                "object-locator": _locator(table.schema_, table.table),
-                "target-table-name": table_name(bus, source.name, table).dynamodb_table,
-                "mapping-parameters": parameters,
-            },
-        )
+        elif table.version is not None:
+            add(
+                "transformation",
+                f"rename-{table.schema_}-{table.table}",
+                **{
+                    "rule-target": "table",
+                    "object-locator": table_locator(table),
+                    "rule-action": "rename",
+                    "value": full_name,
+                },
+            )
+        elif covered_by(table, source.selections) is None:
+            add(
+                "transformation",
+                f"prefix-{table.schema_}-{table.table}",
+                **{
+                    "rule-target": "table",
+                    "object-locator": table_locator(table),
+                    "rule-action": "add-prefix",
+                    "value": prefix(bus, source.name, table.schema_),
+                },
+            )
     return {"rules": rules}
-
-
-def _locator(schema: str, table: str) -> dict[str, str]:
-    return {"schema-name": schema, "table-name": table}
 
 
 @cache
@@ -105,56 +137,3 @@ def task_settings() -> dict[str, Any]:
     """The replication task settings every source uses: one reviewed file."""
     settings: dict[str, Any] = json.loads(TASK_SETTINGS_FILE.read_text(encoding="utf-8"))
     return settings
-
-
-@dataclass(frozen=True, slots=True)
-class TargetTable:
-    """Where DMS puts one source table: the DynamoDB table, its key and dropped columns."""
-
-    name: str
-    #: ``[partition]`` or ``[partition, sort]`` from an object mapping; None: the source
-    #: table's primary key.
-    key: tuple[str, ...] | None
-    exclude: frozenset[str]
-
-
-def resolve(mappings: dict[str, Any], schema: str, table: str) -> TargetTable | None:
-    """Apply rendered TableMappings to a source table as DMS does; None when not selected."""
-    rules = mappings["rules"]
-    selected = False
-    for rule in rules:
-        if rule["rule-type"] == "selection" and _matches(rule["object-locator"], schema, table):
-            selected = rule["rule-action"] == "include"
-    if not selected:
-        return None
-    for rule in rules:
-        if rule["rule-type"] == "object-mapping" and _matches(rule["object-locator"], schema, table):
-            parameters = rule["mapping-parameters"]
-            key = [parameters["partition-key-name"]]
-            if "sort-key-name" in parameters:
-                key.append(parameters["sort-key-name"])
-            return TargetTable(
-                rule["target-table-name"], tuple(key), frozenset(parameters.get("exclude-columns", ()))
-            )
-    name = table
-    for rule in rules:
-        if rule["rule-type"] == "transformation" and _matches(rule["object-locator"], schema, table):
-            if rule["rule-action"] == "add-prefix":
-                name = rule["value"] + name
-            elif rule["rule-action"] == "add-suffix":
-                name = name + rule["value"]
-    return TargetTable(name, None, frozenset())
-
-
-def _matches(locator: dict[str, str], schema: str, table: str) -> bool:
-    return _like(locator["schema-name"], schema) and _like(locator["table-name"], table)
-
-
-@cache
-def _wildcard(pattern: str) -> re.Pattern[str]:
-    return re.compile(".*".join(re.escape(part) for part in pattern.split("%")))
-
-
-def _like(pattern: str, name: str) -> bool:
-    """DMS object-locator matching: ``%`` is any run of characters."""
-    return _wildcard(pattern).fullmatch(name) is not None

@@ -12,8 +12,9 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from dmsbus.names import IDENTIFIER
+from dmsbus.table_mappings import like, pattern
 
-# A DMS wildcard pattern: identifiers with `%` for any run of characters.
+# A table pattern: identifier characters, literal (an `_` too), and `%` for any run.
 _PATTERN = re.compile(r"[A-Za-z0-9_%-]+")
 _SECRET_ARN = re.compile(r"arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+")
 _SECRET_NAME = re.compile(r"[A-Za-z0-9/_+=.@-]{1,512}")
@@ -24,6 +25,7 @@ _SUBNET = re.compile(r"subnet-[0-9a-f]{8,17}")
 _VPC = re.compile(r"vpc-[0-9a-f]{8,17}")
 _TABLE_FILTER = re.compile(r"[A-Za-z0-9_*?-]+\.[A-Za-z0-9_*?-]+")
 _SECURITY_GROUP = re.compile(r"sg-[0-9a-f]{8,17}")
+_VPCE_DNS = re.compile(r"vpce-[0-9a-z-]+\.secretsmanager\.[a-z0-9-]+\.vpce\.amazonaws\.com(\.cn)?")
 
 
 def _identifier(value: str) -> str:
@@ -190,6 +192,9 @@ class BusConfig(Model):
     #: ``create``: the bus stack creates the account's ``dms-vpc-role``; ``existing``: the
     #: account has it already (it is one per account, named by DMS).
     dms_vpc_role: Literal["create", "existing"] = "create"
+    #: Likewise ``dms-cloudwatch-logs-role``, which DMS needs to write task logs (dmsbus's
+    #: task settings turn logging on).
+    dms_cloudwatch_logs_role: Literal["create", "existing"] = "create"
     kinesis: KinesisConfig = Field(default_factory=KinesisConfig)
     glue: GlueConfig = Field(default_factory=GlueConfig)
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
@@ -225,6 +230,9 @@ class Credentials(Model):
     """A Secrets Manager secret (name or ARN) holding username and password."""
 
     secret: SecretReference
+    #: The customer-managed KMS key the secret is encrypted with, if not ``aws/secretsmanager``:
+    #: DMS's secret access role then gets ``kms:Decrypt`` on it (through Secrets Manager only).
+    kms_key_arn: Annotated[str, _matching(_KMS_KEY_ARN, "a KMS key ARN")] | None = None
 
     @property
     def is_arn(self) -> bool:
@@ -232,21 +240,43 @@ class Credentials(Model):
 
 
 class Network(Model):
-    #: Create a small VPC (two isolated subnets, endpoints for DynamoDB and Secrets
-    #: Manager) instead of using an existing one.
+    #: Create a VPC for the replication instance instead of using an existing one. It can
+    #: only reach a source with a public address, through NAT gateways: ``egress: nat``.
     create_vpc: bool = False
+    #: With ``create_vpc``: ``nat`` gives the private subnets NAT gateways (one per AZ) so
+    #: the instance reaches the source at its public address.
+    egress: Literal["nat"] | None = None
     vpc_id: Annotated[str, _matching(_VPC, "a VPC id")] | None = None
     subnet_ids: list[Annotated[str, _matching(_SUBNET, "a subnet id")]] = Field(default_factory=list)
+    #: In an existing VPC whose subnets have no route to the internet: the DNS name of its
+    #: Secrets Manager interface endpoint (``vpce-....secretsmanager.<region>.vpce.amazonaws.com``),
+    #: passed to DMS as ``secretsManagerEndpointOverride``.
+    secrets_manager_endpoint: Annotated[str, _matching(_VPCE_DNS, "a VPC endpoint DNS name")] | None = None
 
     @model_validator(mode="after")
     def _one_network(self) -> Network:
         if self.create_vpc:
             if self.vpc_id or self.subnet_ids:
                 raise ValueError("create_vpc: true takes no vpc_id or subnet_ids")
-        elif not self.vpc_id or len(self.subnet_ids) < 2:
-            raise ValueError(
-                "give vpc_id and at least two subnet_ids (DMS needs subnets in two AZs), or create_vpc: true"
-            )
+            if self.egress is None:
+                raise ValueError(
+                    "create_vpc: true builds a VPC with no route to your source database: set "
+                    "egress: nat when the source has a public address (it must admit the NAT "
+                    "gateways' addresses), or give vpc_id and subnet_ids of a VPC that reaches it "
+                    "(the source's own VPC, or one peered or attached to a transit gateway)"
+                )
+            if self.secrets_manager_endpoint is not None:
+                raise ValueError(
+                    "create_vpc: true creates its own Secrets Manager endpoint; "
+                    "secrets_manager_endpoint is for an existing VPC"
+                )
+        else:
+            if not self.vpc_id or len(self.subnet_ids) < 2:
+                raise ValueError(
+                    "give vpc_id and at least two subnet_ids (DMS needs subnets in two AZs), or create_vpc: true"
+                )
+            if self.egress is not None:
+                raise ValueError("egress applies to create_vpc: true; an existing VPC routes as it is")
         return self
 
 
@@ -269,6 +299,11 @@ class TableConfig(Model):
     exclude: list[Identifier] = Field(default_factory=list)
     #: Bump to reload the table into a new DynamoDB table ``....{table}.v{version}``.
     version: Annotated[int, Field(ge=1)] | None = None
+
+    @property
+    def plain(self) -> bool:
+        """Named by its schema's prefix alone: no key, exclusion or version of its own."""
+        return self.key is None and not self.exclude and self.version is None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -316,6 +351,9 @@ class SourceConfig(Model):
     credentials: Credentials
     network: Network
     replication: Replication = Field(default_factory=Replication)
+    #: The task lifecycle starts the task after the first deploy and resumes it after every
+    #: deploy that changes it; false: it is started and stopped by hand (docs/dms.md).
+    start: bool = True
     tables: list[TableConfig] = Field(default_factory=list)
     selections: list[SelectionConfig] = Field(default_factory=list)
 
@@ -331,11 +369,52 @@ class SourceConfig(Model):
                     f"tables[{index}] {table.schema_}.{table.table} is already tables[{seen[where]}]"
                 )
             seen[where] = index
+        self._one_rule_per_table()
         return self
+
+    def _one_rule_per_table(self) -> None:
+        """DMS applies at most one transformation to a table, so no table may be named by
+        two rules (docs/config.md, "TableMappings")."""
+        for index, selection in enumerate(self.selections):
+            for earlier in range(index):
+                other = self.selections[earlier]
+                if other.schema_ == selection.schema_ and _overlap(other.table, selection.table):
+                    raise ValueError(
+                        f"selections[{index}] {selection.schema_}.{selection.table} overlaps "
+                        f"selections[{earlier}] {other.schema_}.{other.table}: a table both match would "
+                        "get two transformation rules, which DMS does not apply; keep one pattern"
+                    )
+        for index, table in enumerate(self.tables):
+            for number, selection in enumerate(self.selections):
+                if selection.schema_ != table.schema_ or not like(pattern(selection.table), table.table):
+                    continue
+                if not table.plain:
+                    raise ValueError(
+                        f"tables[{index}] {table.schema_}.{table.table} has a key, exclude or version and "
+                        f"is also matched by selections[{number}] {selection.schema_}.{selection.table}: "
+                        "DMS would name it by two rules; narrow the selection's pattern so that it "
+                        "does not match the table"
+                    )
 
     @property
     def effective_port(self) -> int:
         return self.port if self.port is not None else DEFAULT_PORTS[self.engine]
+
+
+def _overlap(first: str, second: str) -> bool:
+    """Whether two table patterns (``%`` any run, everything else literal) match a common name."""
+    if "%" not in first:
+        return like(pattern(second), first)
+    if "%" not in second:
+        return like(pattern(first), second)
+    head1, *_, tail1 = first.split("%")
+    head2, *_, tail2 = second.split("%")
+    heads = head1.startswith(head2) or head2.startswith(head1)
+    tails = tail1.endswith(tail2) or tail2.endswith(tail1)
+    # With a `%` on each side, a common name exists exactly when neither the literal
+    # beginnings nor the literal ends contradict: the longer of each with every middle
+    # part in between matches both.
+    return heads and tails
 
 
 class Config(Model):

@@ -58,7 +58,8 @@ class VpcPlacement:
 
 class BusFunction(Construct):
     """A dmsbus Lambda: Python 3.12 on arm64, the dependencies layer, X-Ray tracing, a log
-    group with a retention, and an explicit name (alarms and the dashboard use it)."""
+    group with a retention, and an explicit name (alarms and the dashboard use it).
+    ``entry``: the function in ``functions/<folder>/handler.py`` Lambda calls."""
 
     def __init__(
         self,
@@ -75,6 +76,7 @@ class BusFunction(Construct):
         unscoped_actions: str = "X-Ray's trace actions",
         reserved_concurrency: int | None = None,
         network: VpcPlacement | None = None,
+        entry: str = "handler",
     ) -> None:
         super().__init__(scope, id_)
         self.log_group = logs.LogGroup(
@@ -94,7 +96,7 @@ class BusFunction(Construct):
             function_name=function_name,
             role=self.role,
             code=function_code(folder),
-            handler=handler_name(folder),
+            handler=handler_name(folder, entry),
             runtime=RUNTIME,
             architecture=ARCHITECTURE,
             layers=[layer],

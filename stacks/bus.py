@@ -32,10 +32,13 @@ from stacks.building_blocks import (
 from stacks.nag import acknowledge
 from stacks.packaging import dependencies_layer
 
-#: The role DMS needs in every account to place replication instances in a VPC. Its name
-#: and managed policy are fixed by DMS.
-DMS_VPC_ROLE_NAME = "dms-vpc-role"
-DMS_VPC_POLICY = "service-role/AmazonDMSVPCManagementRole"
+#: The roles DMS needs in every account (security-iam, CHAP_Security.APIRole): to place
+#: replication instances in a VPC, and to write task logs to CloudWatch Logs. Their names
+#: and managed policies are fixed by DMS.
+DMS_ACCOUNT_ROLES = {
+    "DmsVpcRole": ("dms-vpc-role", "service-role/AmazonDMSVPCManagementRole"),
+    "DmsCloudWatchLogsRole": ("dms-cloudwatch-logs-role", "service-role/AmazonDMSCloudWatchLogsRole"),
+}
 
 
 class BusStack(Stack):
@@ -73,21 +76,24 @@ class BusStack(Stack):
         self.alarms = Alarms(self, "Alarms", topic_arn=bus.alarms.topic_arn)
         self._glue(bus)
         self._discovery(bus)
-        if bus.dms_vpc_role == "create":
-            self.dms_vpc_role: iam.Role | None = iam.Role(
+        wanted = {"DmsVpcRole": bus.dms_vpc_role, "DmsCloudWatchLogsRole": bus.dms_cloudwatch_logs_role}
+        self.dms_roles: dict[str, iam.Role] = {}
+        for construct_id, (role_name, policy) in DMS_ACCOUNT_ROLES.items():
+            if wanted[construct_id] != "create":
+                continue
+            role = iam.Role(
                 self,
-                "DmsVpcRole",
-                role_name=DMS_VPC_ROLE_NAME,
+                construct_id,
+                role_name=role_name,
                 assumed_by=iam.ServicePrincipal("dms.amazonaws.com"),
-                managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name(DMS_VPC_POLICY)],
+                managed_policies=[iam.ManagedPolicy.from_aws_managed_policy_name(policy)],
             )
             acknowledge(
-                self.dms_vpc_role,
-                "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonDMSVPCManagementRole]",
-                "DMS requires the account's dms-vpc-role with exactly this AWS managed policy.",
+                role,
+                f"AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/{policy}]",
+                f"DMS requires the account's {role_name} with exactly this AWS managed policy.",
             )
-        else:
-            self.dms_vpc_role = None
+            self.dms_roles[role_name] = role
         self.dashboard = self._dashboard(bus)
 
     def _glue(self, bus: BusConfig) -> None:

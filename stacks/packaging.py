@@ -39,8 +39,8 @@ def function_code(folder: str) -> lambda_.Code:
     )
 
 
-def handler_name(folder: str) -> str:
-    return folder.replace("/", ".") + ".handler.handler"
+def handler_name(folder: str, entry: str = "handler") -> str:
+    return folder.replace("/", ".") + f".handler.{entry}"
 
 
 def dependencies_layer(scope: Construct, id_: str) -> lambda_.LayerVersion:

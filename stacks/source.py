@@ -3,7 +3,10 @@
 Replication subnet group and security group, a replication instance that is never public,
 a source endpoint reading its credentials from Secrets Manager, a DynamoDB target
 endpoint whose role reaches only this source's tables (and DMS's ``awsdms_*`` control
-tables), and a full-load-and-cdc task whose TableMappings are rendered from the config.
+tables), a full-load-and-cdc task, and the task's lifecycle: the custom resource that
+applies the TableMappings rendered from the config and the task settings, and owns the
+task's running state. The task resource itself keeps fixed properties, so CloudFormation
+never modifies a running task (DMS refuses it: docs/dms.md).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_cdk import Duration, Stack, Tags
+from aws_cdk import Duration, Fn, Stack, Tags
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dms as dms
 from aws_cdk import aws_ec2 as ec2
@@ -24,6 +27,8 @@ from config.mappings import render_table_mappings, task_settings
 from config.model import BusConfig, SourceConfig
 from stacks.building_blocks import Alarms
 from stacks.nag import acknowledge
+from stacks.packaging import dependencies_layer
+from stacks.task_lifecycle import TaskLifecycle
 
 #: DMS engine name -> the family whose endpoint settings hold the Secrets Manager secret.
 _SECRET_SETTINGS = {
@@ -35,6 +40,24 @@ _SECRET_SETTINGS = {
     "oracle": "oracle",
     "sqlserver": "sqlserver",
 }
+#: The TableMappings the template's task is created with. The lifecycle replaces them with
+#: the config's before the task first starts; being fixed, they never change in place.
+PLACEHOLDER_MAPPINGS = {
+    "rules": [
+        {
+            "rule-type": "selection",
+            "rule-id": "1",
+            "rule-name": "dmsbus-task-lifecycle-applies-the-mappings",
+            "object-locator": {"schema-name": "dmsbus", "table-name": "placeholder"},
+            "rule-action": "include",
+        }
+    ]
+}
+#: PostgreSQL sources: a heartbeat keeps an idle database's slot from holding WAL
+#: ("prevents idle logical replication slots from holding onto old WAL logs"), and a LOB
+#: over the task's LobMaxSize fails the task instead of being truncated (PostgreSQL
+#: endpoint settings, CHAP_Source.PostgreSQL).
+HEARTBEAT_MINUTES = 5
 #: What DMS's DynamoDB target does to the tables it owns.
 _DYNAMODB_TARGET_ACTIONS = [
     "dynamodb:CreateTable",
@@ -108,8 +131,17 @@ class SourceStack(Stack):
             replication_instance_arn=self.instance.ref,
             source_endpoint_arn=self.source_endpoint.ref,
             target_endpoint_arn=self.target_endpoint.ref,
-            table_mappings=json.dumps(self.table_mappings, sort_keys=False),
-            replication_task_settings=json.dumps(task_settings()),
+            table_mappings=json.dumps(PLACEHOLDER_MAPPINGS),
+        )
+        self.lifecycle = TaskLifecycle(
+            self,
+            "TaskLifecycle",
+            function_prefix=name,
+            task=self.task,
+            layer=dependencies_layer(self, "Dependencies"),
+            table_mappings=json.dumps(self.table_mappings),
+            task_settings=json.dumps(task_settings()),
+            start=source.start,
         )
         self.alarms = Alarms(self, "Alarms", topic_arn=bus.alarms.topic_arn)
         for metric_name in ("CDCLatencySource", "CDCLatencyTarget"):
@@ -134,25 +166,39 @@ class SourceStack(Stack):
                 self, "Vpc", vpc_id=network.vpc_id, availability_zones=self.availability_zones
             )
             return vpc, list(network.subnet_ids)
+        # The config model admits create_vpc only with egress: nat, the one route a new VPC
+        # has to a source outside it (its public address).
+        assert network.egress == "nat"
         vpc = ec2.Vpc(
             self,
             "Vpc",
             max_azs=2,
-            nat_gateways=0,
+            nat_gateways=1,
             subnet_configuration=[
+                ec2.SubnetConfiguration(name="nat", subnet_type=ec2.SubnetType.PUBLIC, cidr_mask=28),
                 ec2.SubnetConfiguration(
-                    name="replication", subnet_type=ec2.SubnetType.PRIVATE_ISOLATED, cidr_mask=24
-                )
+                    name="replication", subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS, cidr_mask=24
+                ),
             ],
         )
         vpc.add_flow_log("FlowLog")
-        # No internet: DMS reaches DynamoDB and Secrets Manager through endpoints.
+        # DMS reaches DynamoDB and Secrets Manager through endpoints, not the NAT gateway.
         vpc.add_gateway_endpoint("DynamoDb", service=ec2.GatewayVpcEndpointAwsService.DYNAMODB)
         # Closed by default: only the replication instance's security group may reach it.
         self.secrets_endpoint = vpc.add_interface_endpoint(
             "SecretsManager", service=ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER, open=False
         )
-        return vpc, [subnet.subnet_id for subnet in vpc.isolated_subnets]
+        return vpc, [subnet.subnet_id for subnet in vpc.private_subnets]
+
+    def _secrets_manager_endpoint(self, source: SourceConfig) -> str | None:
+        """The Secrets Manager endpoint DNS name DMS must use in a VPC without internet:
+        "Set the endpoint extra connection attribute, secretsManagerEndpointOverride"
+        (security_iam_secretsmanager)."""
+        if self.secrets_endpoint is not None:
+            # Each DNS entry is "<hosted zone id>:<dns name>"; the first is the regional name.
+            first = Fn.select(0, self.secrets_endpoint.vpc_endpoint_dns_entries)
+            return Fn.select(1, Fn.split(":", first))
+        return source.network.secrets_manager_endpoint
 
     def _source_endpoint(self, name: str, source: SourceConfig) -> dms.CfnEndpoint:
         credentials = source.credentials
@@ -168,10 +214,32 @@ class SourceStack(Stack):
             description=f"DMS {name} reads the source database's credentials",
         )
         secret.grant_read(role)
+        if credentials.kms_key_arn is not None:
+            # A secret under a customer-managed key: "kms:Decrypt", "kms:DescribeKey" on it
+            # (security_iam_secretsmanager), and only through Secrets Manager.
+            role.add_to_policy(
+                iam.PolicyStatement(
+                    actions=["kms:Decrypt", "kms:DescribeKey"],
+                    resources=[credentials.kms_key_arn],
+                    conditions={
+                        "StringEquals": {"kms:ViaService": f"secretsmanager.{self.region}.amazonaws.com"}
+                    },
+                )
+            )
         # DMS takes host, port, user and password from the secret (it refuses both a secret
         # and clear-text connection values); the config's server and port document it.
-        settings = {"secretsManagerSecretId": secret.secret_arn, "secretsManagerAccessRoleArn": role.role_arn}
+        settings: dict[str, Any] = {
+            "secretsManagerSecretId": secret.secret_arn,
+            "secretsManagerAccessRoleArn": role.role_arn,
+        }
         family = _SECRET_SETTINGS[source.engine]
+        postgres = {
+            **settings,
+            "heartbeatEnable": True,
+            "heartbeatFrequency": HEARTBEAT_MINUTES,
+            "failTasksOnLobTruncation": True,
+        }
+        override = self._secrets_manager_endpoint(source)
         endpoint = dms.CfnEndpoint(
             self,
             "SourceEndpoint",
@@ -180,7 +248,10 @@ class SourceStack(Stack):
             engine_name=source.engine,
             database_name=source.database,
             ssl_mode="require",
-            postgre_sql_settings=settings if family == "postgres" else None,
+            extra_connection_attributes=(
+                Fn.join("", ["secretsManagerEndpointOverride=", override]) if override else None
+            ),
+            postgre_sql_settings=postgres if family == "postgres" else None,
             my_sql_settings=settings if family == "mysql" else None,
             oracle_settings=settings if family == "oracle" else None,
             microsoft_sql_server_settings=settings if family == "sqlserver" else None,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from config import ConfigError, load_config
+from config import ConfigError, load_config, render_table_mappings, resolve
 from config.model import DEFAULT_PORTS, GlueConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ SOURCE: dict[str, Any] = {
     "server": "db.internal",
     "database": "shop",
     "credentials": {"secret": "dmsbus/legacy"},
-    "network": {"create_vpc": True},
+    "network": {"create_vpc": True, "egress": "nat"},
     "tables": [
         {"schema": "public", "table": "orders"},
         {"schema": "public", "table": "order_lines", "key": ["order_id", "line_no"]},
@@ -152,6 +152,40 @@ BAD: list[tuple[str, Mutation, str, str]] = [
         _set("network", {"create_vpc": True, "vpc_id": "vpc-0123456789abcdef0"}),
         "legacy.yaml",
         "network: create_vpc: true takes no vpc_id",
+    ),
+    (
+        "created vpc without a route to the source",
+        _set("network", {"create_vpc": True}),
+        "legacy.yaml",
+        "network: create_vpc: true builds a VPC with no route to your source database: set egress: nat",
+    ),
+    (
+        "egress in an existing vpc",
+        _set(
+            "network",
+            {
+                "vpc_id": "vpc-0123456789abcdef0",
+                "subnet_ids": ["subnet-01234567", "subnet-89abcdef"],
+                "egress": "nat",
+            },
+        ),
+        "legacy.yaml",
+        "network: egress applies to create_vpc: true",
+    ),
+    (
+        "overlapping selections",
+        _set(
+            "selections",
+            [{"schema": "audit", "table": "event_%"}, {"schema": "audit", "table": "event_log%"}],
+        ),
+        "legacy.yaml",
+        "selections[1] audit.event_log% overlaps selections[0] audit.event_%",
+    ),
+    (
+        "a versioned table a selection also matches",
+        _set("selections", [{"schema": "public", "table": "order%"}]),
+        "legacy.yaml",
+        "tables[1] public.order_lines has a key, exclude or version and is also matched by selections[0]",
     ),
     (
         "one subnet",
@@ -419,3 +453,30 @@ def test_a_version_bump_with_a_new_key_is_accepted(tmp_path: Path) -> None:
     root = write(tmp_path / "config", BUS, {"legacy": _versioned(2, key=["order_no"])})
     config = load_config(root, previous=previous, repo=REPO)
     assert config.sources[0].tables[0].version_suffix == "v2"
+
+
+def test_a_plain_table_a_selection_also_matches_is_named_by_the_selection_alone(tmp_path: Path) -> None:
+    # Given a listed plain table that a wildcard selection of its schema also matches
+    source = {**copy.deepcopy(SOURCE), "selections": [{"schema": "public", "table": "ord%"}]}
+    source["tables"] = [{"schema": "public", "table": "orders"}]
+    root = write(tmp_path / "config", BUS, {"legacy": source})
+    # When it is loaded and its mappings rendered
+    (legacy,) = load_config(root, repo=REPO).sources
+    rules = render_table_mappings("demo", legacy)["rules"]
+    # Then only the selection's add-prefix names it, and DMS's name for it is defined
+    transformations = [r["rule-name"] for r in rules if r["rule-type"] == "transformation"]
+    assert transformations == ["prefix-public-ordany"]
+    target = resolve(render_table_mappings("demo", legacy), "public", "orders")
+    assert target is not None and target.name == "demo.legacy.public.orders"
+
+
+def test_selections_with_disjoint_patterns_in_one_schema_are_accepted(tmp_path: Path) -> None:
+    # Given two patterns no table name can match both of
+    source = {
+        **copy.deepcopy(SOURCE),
+        "selections": [{"schema": "audit", "table": "login_%"}, {"schema": "audit", "table": "payment_%"}],
+    }
+    root = write(tmp_path / "config", BUS, {"legacy": source})
+    # When it is loaded, Then it is accepted
+    (legacy,) = load_config(root, repo=REPO).sources
+    assert [s.table for s in legacy.selections] == ["login_%", "payment_%"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aws_cdk.assertions import Capture, Match, Template
 
 
@@ -184,14 +185,30 @@ def test_alarms_watch_errors_lag_and_dead_letters(bus: Template) -> None:
     bus.resource_count_is("AWS::CloudWatch::Dashboard", 1)
 
 
-def test_the_account_dms_vpc_role_is_created_when_asked(bus: Template) -> None:
+@pytest.mark.parametrize(
+    ("role_name", "policy"),
+    [
+        ("dms-vpc-role", "AmazonDMSVPCManagementRole"),
+        # The task settings turn CloudWatch logging on, which needs this role.
+        ("dms-cloudwatch-logs-role", "AmazonDMSCloudWatchLogsRole"),
+    ],
+)
+def test_the_account_dms_roles_are_created_when_asked(bus: Template, role_name: str, policy: str) -> None:
     bus.has_resource_properties(
         "AWS::IAM::Role",
         {
-            "RoleName": "dms-vpc-role",
+            "RoleName": role_name,
             "AssumeRolePolicyDocument": {
                 "Statement": [Match.object_like({"Principal": {"Service": "dms.amazonaws.com"}})]
             },
+            "ManagedPolicyArns": [
+                {
+                    "Fn::Join": [
+                        "",
+                        ["arn:", {"Ref": "AWS::Partition"}, f":iam::aws:policy/service-role/{policy}"],
+                    ]
+                }
+            ],
         },
     )
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
+from typing import Any
 
-from aws_cdk.assertions import Match, Template
+from aws_cdk.assertions import Capture, Match, Template
 
+from config import Config, TableConfig
 from config.mappings import render_table_mappings, task_settings
-from tests.infrastructure.conftest import Synthesized
+from stacks.source import PLACEHOLDER_MAPPINGS
+from tests.infrastructure.conftest import Synthesized, synthesize
 
 
 def test_replication_instance_is_never_public_and_its_storage_encrypted(source: Template) -> None:
@@ -61,45 +65,132 @@ def test_target_role_reaches_only_this_source_tables_and_dms_control_tables(sour
     assert suffixes == [":table/awsdms_*", ":table/demo.legacy.*"]
 
 
-def test_task_is_full_load_and_cdc_with_mappings_rendered_from_the_config(
-    source: Template, sample: Synthesized
-) -> None:
-    (task,) = source.find_resources("AWS::DMS::ReplicationTask").values()
-    properties = task["Properties"]
-    assert properties["MigrationType"] == "full-load-and-cdc"
-    mappings = json.loads(properties["TableMappings"])
-    (legacy,) = sample.config.sources
-    assert mappings == render_table_mappings("demo", legacy)
-    assert json.loads(properties["ReplicationTaskSettings"]) == task_settings()
-
-
 def test_table_mappings_for_the_sample_config_are_the_reviewed_rules(sample: Synthesized) -> None:
     # Given the sample source (PII exclusions, a composite key, a version, a wildcard)
     (legacy,) = sample.config.sources
     rules = render_table_mappings("demo", legacy)["rules"]
-    # Then the rules are, in order: selections, prefixes per schema, suffix, object mappings
+    # Then the rules are selections, then exactly one naming rule per table or pattern
     assert [(r["rule-type"], r["rule-name"]) for r in rules] == [
         ("selection", "include-public-customers"),
         ("selection", "include-public-orders"),
         ("selection", "include-public-order_lines"),
         ("selection", "include-public-products"),
         ("selection", "include-audit-event_any"),
-        ("transformation", "prefix-public"),
-        ("transformation", "prefix-audit"),
-        ("transformation", "suffix-public-products"),
+        ("transformation", "prefix-audit-event_any"),
         ("object-mapping", "map-public-customers"),
+        ("transformation", "prefix-public-orders"),
         ("object-mapping", "map-public-order_lines"),
+        ("transformation", "rename-public-products"),
     ]
     assert [r["rule-id"] for r in rules] == [str(n) for n in range(1, 11)]
-    assert rules[4]["object-locator"] == {"schema-name": "audit", "table-name": "event_%"}
-    assert rules[5]["value"] == "demo.legacy.public."
-    assert rules[7]["value"] == ".v2"
-    assert rules[8]["target-table-name"] == "demo.legacy.public.customers"
-    assert rules[8]["mapping-parameters"] == {
+    # A literal `_` is `[_]` in a locator (a bare `_` is any one character)
+    assert rules[2]["object-locator"] == {"schema-name": "public", "table-name": "order[_]lines"}
+    assert rules[4]["object-locator"] == {"schema-name": "audit", "table-name": "event[_]%"}
+    assert rules[5]["value"] == "demo.legacy.audit."
+    assert rules[6]["target-table-name"] == "demo.legacy.public.customers"
+    assert rules[6]["mapping-parameters"] == {
         "partition-key-name": "id",
         "exclude-columns": ["email", "phone"],
     }
-    assert rules[9]["mapping-parameters"] == {"partition-key-name": "order_id", "sort-key-name": "line_no"}
+    assert rules[7]["value"] == "demo.legacy.public."
+    assert rules[8]["mapping-parameters"] == {"partition-key-name": "order_id", "sort-key-name": "line_no"}
+    assert rules[9]["value"] == "demo.legacy.public.products.v2"
+
+
+def test_the_lifecycle_applies_the_rendered_mappings_and_settings_to_the_task(
+    source: Template, sample: Synthesized
+) -> None:
+    # Given the sample source stack
+    ((task_id, task),) = source.find_resources("AWS::DMS::ReplicationTask").items()
+    (lifecycle,) = source.find_resources("Custom::DmsTaskLifecycle").values()
+    # Then the task is full-load-and-cdc with fixed placeholder mappings
+    assert task["Properties"]["MigrationType"] == "full-load-and-cdc"
+    assert json.loads(task["Properties"]["TableMappings"]) == PLACEHOLDER_MAPPINGS
+    assert "ReplicationTaskSettings" not in task["Properties"]
+    # And the lifecycle resource, on that task, carries the config's mappings and settings
+    (legacy,) = sample.config.sources
+    properties = lifecycle["Properties"]
+    assert json.loads(properties["TableMappings"]) == render_table_mappings("demo", legacy)
+    assert json.loads(properties["TaskSettings"]) == task_settings()
+    assert properties["Start"] == "true"
+    assert properties["TaskArn"] == {"Ref": task_id}
+
+
+def _task_and_lifecycle(config: Config, outdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    synthesized = synthesize(config, outdir)
+    template = synthesized.template(synthesized.stacks.sources["legacy"])
+    (task,) = template.find_resources("AWS::DMS::ReplicationTask").values()
+    (lifecycle,) = template.find_resources("Custom::DmsTaskLifecycle").values()
+    return task, lifecycle
+
+
+def test_adding_a_table_or_bumping_a_version_changes_only_the_lifecycle_resource(
+    sample: Synthesized, tmp_path: Path
+) -> None:
+    # Given the sample config, and one with a table added and products bumped to v3
+    (legacy,) = sample.config.sources
+    tables = [t.model_copy(update={"version": 3}) if t.table == "products" else t for t in legacy.tables]
+    tables.append(TableConfig(schema="public", table="invoices"))
+    changed = sample.config.model_copy(update={"sources": [legacy.model_copy(update={"tables": tables})]})
+    # When both are synthesized
+    task_before, lifecycle_before = _task_and_lifecycle(sample.config, tmp_path / "before")
+    task_after, lifecycle_after = _task_and_lifecycle(changed, tmp_path / "after")
+    # Then CloudFormation has nothing to change on the task (it would modify it in place,
+    # which DMS refuses on a running task); only the lifecycle's mappings change
+    assert task_after == task_before
+    before, after = lifecycle_before["Properties"], lifecycle_after["Properties"]
+    assert after["TableMappings"] != before["TableMappings"]
+    assert {k: v for k, v in after.items() if k != "TableMappings"} == {
+        k: v for k, v in before.items() if k != "TableMappings"
+    }
+
+
+def test_the_lifecycle_functions_change_this_task_only(source: Template) -> None:
+    task_id = next(iter(source.find_resources("AWS::DMS::ReplicationTask")))
+    changes = Capture()
+    source.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [Match.object_like({"Action": changes, "Resource": {"Ref": task_id}})]
+                )
+            }
+        },
+    )
+    assert sorted(changes.as_array()) == [
+        "dms:AddTagsToResource",
+        "dms:ListTagsForResource",
+        "dms:ModifyReplicationTask",
+        "dms:ReloadTables",
+        "dms:StartReplicationTask",
+        "dms:StopReplicationTask",
+    ]
+
+
+def test_the_lifecycle_waits_for_the_task_in_the_provider_framework(source: Template) -> None:
+    # isComplete is polled by the framework's state machine, not waited on in one invocation
+    source.resource_count_is("AWS::StepFunctions::StateMachine", 1)
+    handlers = sorted(
+        f["Properties"]["Handler"]
+        for f in source.find_resources("AWS::Lambda::Function").values()
+        if f["Properties"].get("Handler", "").startswith("task_lifecycle.")
+    )
+    assert handlers == ["task_lifecycle.handler.is_complete", "task_lifecycle.handler.on_event"]
+
+
+def test_postgres_source_sends_heartbeats_and_never_truncates_a_lob(source: Template) -> None:
+    source.has_resource_properties(
+        "AWS::DMS::Endpoint",
+        {
+            "EndpointType": "source",
+            "PostgreSqlSettings": Match.object_like(
+                {"HeartbeatEnable": True, "HeartbeatFrequency": 5, "FailTasksOnLobTruncation": True}
+            ),
+        },
+    )
+    # LOBs up to DynamoDB's 400 KB item are copied whole; a larger one fails the task
+    assert task_settings()["TargetMetadata"]["LobMaxSize"] == 400
 
 
 def test_cdc_latency_alarms_watch_the_task(source: Template) -> None:
@@ -117,12 +208,30 @@ def test_cdc_latency_alarms_watch_the_task(source: Template) -> None:
         )
 
 
-def test_created_vpc_has_no_internet_and_reaches_aws_through_endpoints(source: Template) -> None:
-    source.resource_count_is("AWS::EC2::InternetGateway", 0)
-    source.resource_count_is("AWS::EC2::NatGateway", 0)
+def test_created_vpc_routes_to_the_source_through_nat_and_to_aws_through_endpoints(source: Template) -> None:
+    # egress: nat: the replication instance's private subnets reach the source's public address
+    source.resource_count_is("AWS::EC2::NatGateway", 1)
     source.resource_count_is("AWS::EC2::VPCEndpoint", 2)
     source.resource_count_is("AWS::EC2::FlowLog", 1)
-    # The Secrets Manager endpoint admits the replication instance's group only
+    source.has_resource_properties(
+        "AWS::EC2::Route", {"DestinationCidrBlock": "0.0.0.0/0", "NatGatewayId": Match.any_value()}
+    )
+    # The instance sits in the private subnets, never in the public ones
+    (group,) = source.find_resources("AWS::DMS::ReplicationSubnetGroup").values()
+    private = [
+        name
+        for name, subnet in source.find_resources("AWS::EC2::Subnet").items()
+        if not subnet["Properties"]["MapPublicIpOnLaunch"]
+    ]
+    assert len(private) == 2
+    assert sorted(ref["Ref"] for ref in group["Properties"]["SubnetIds"]) == sorted(private)
+    # The Secrets Manager endpoint admits the replication instance's group only, and DMS
+    # is told to use it
     source.has_resource_properties(
         "AWS::EC2::SecurityGroupIngress", {"FromPort": 443, "SourceSecurityGroupId": Match.any_value()}
     )
+    (endpoint,) = source.find_resources(
+        "AWS::DMS::Endpoint", {"Properties": {"EndpointType": "source"}}
+    ).values()
+    attributes = json.dumps(endpoint["Properties"]["ExtraConnectionAttributes"])
+    assert "secretsManagerEndpointOverride=" in attributes and "DnsEntries" in attributes

@@ -17,6 +17,8 @@ from tests.infrastructure.conftest import REPO, Synthesized, synthesize
 
 KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:team/orders-db-AbCdEf"
+SECRET_KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/99998888-12ab-34cd-56ef-1234567890ab"
+SECRETS_ENDPOINT = "vpce-0a1b2c3d4e5f60718-abcdefgh.secretsmanager.eu-west-1.vpce.amazonaws.com"
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +26,20 @@ def variant(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     bus = {
         **BUS,
         "dms_vpc_role": "existing",
+        "dms_cloudwatch_logs_role": "existing",
         "kinesis": {"mode": "provisioned", "shards": 4, "kms_key_arn": KEY_ARN},
     }
     source = {
         **SOURCE,
         "name": "orders",
         "engine": "mysql",
-        "credentials": {"secret": SECRET_ARN},
-        "network": {"vpc_id": "vpc-0123456789abcdef0", "subnet_ids": ["subnet-0aaa1111", "subnet-0bbb2222"]},
+        "credentials": {"secret": SECRET_ARN, "kms_key_arn": SECRET_KEY_ARN},
+        "network": {
+            "vpc_id": "vpc-0123456789abcdef0",
+            "subnet_ids": ["subnet-0aaa1111", "subnet-0bbb2222"],
+            "secrets_manager_endpoint": SECRETS_ENDPOINT,
+        },
+        "start": False,
         "replication": {"multi_az": True, "instance_class": "dms.r5.large"},
     }
     root = write(tmp_path_factory.mktemp("variant") / "config", bus, {"orders": source})
@@ -48,9 +56,60 @@ def test_provisioned_stream_with_the_given_key(variant: Synthesized) -> None:
     bus.resource_count_is("AWS::KMS::Key", 0)
 
 
-def test_existing_dms_vpc_role_is_not_created(variant: Synthesized) -> None:
+def test_existing_dms_account_roles_are_not_created(variant: Synthesized) -> None:
     bus = variant.template(variant.stacks.bus)
-    assert bus.find_resources("AWS::IAM::Role", {"Properties": {"RoleName": "dms-vpc-role"}}) == {}
+    for name in ("dms-vpc-role", "dms-cloudwatch-logs-role"):
+        assert bus.find_resources("AWS::IAM::Role", {"Properties": {"RoleName": name}}) == {}
+
+
+def test_a_secret_under_a_customer_key_can_be_decrypted_through_secrets_manager_only(
+    variant: Synthesized,
+) -> None:
+    source = variant.template(variant.stacks.sources["orders"])
+    source.has_resource_properties(
+        "AWS::IAM::Policy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        {
+                            "Action": ["kms:Decrypt", "kms:DescribeKey"],
+                            "Effect": "Allow",
+                            "Resource": SECRET_KEY_ARN,
+                            "Condition": {
+                                "StringEquals": {
+                                    "kms:ViaService": {
+                                        "Fn::Join": [
+                                            "",
+                                            ["secretsmanager.", {"Ref": "AWS::Region"}, ".amazonaws.com"],
+                                        ]
+                                    }
+                                }
+                            },
+                        }
+                    ]
+                )
+            }
+        },
+    )
+
+
+def test_an_existing_private_vpc_reaches_secrets_manager_through_the_named_endpoint(
+    variant: Synthesized,
+) -> None:
+    source = variant.template(variant.stacks.sources["orders"])
+    source.has_resource_properties(
+        "AWS::DMS::Endpoint",
+        {
+            "EndpointType": "source",
+            "ExtraConnectionAttributes": f"secretsManagerEndpointOverride={SECRETS_ENDPOINT}",
+        },
+    )
+
+
+def test_start_false_reaches_the_lifecycle(variant: Synthesized) -> None:
+    source = variant.template(variant.stacks.sources["orders"])
+    source.has_resource_properties("Custom::DmsTaskLifecycle", {"Start": "false"})
 
 
 def test_existing_vpc_subnets_and_multi_az_mysql(variant: Synthesized) -> None:

@@ -36,7 +36,7 @@ SOURCE = SourceConfig.model_validate(
         "server": "127.0.0.1",
         "database": "shop",
         "credentials": {"secret": "dmsbus/legacy"},
-        "network": {"create_vpc": True},
+        "network": {"create_vpc": True, "egress": "nat"},
         "tables": [
             {"schema": "public", "table": "customers", "key": ["id"], "exclude": ["email"]},
             {"schema": "public", "table": "orders"},
