@@ -3,7 +3,9 @@ way DMS's DynamoDB target writes it.
 
 - Tables: selected, named, keyed and trimmed by the source's TableMappings, rendered by the
   same ``config`` code the CDK task uses (``config.mappings.resolve``). DMS creates each
-  target table itself: provisioned 200/200, no stream.
+  target table itself: provisioned 200/200, no stream. A table DMS cannot key (a composite
+  or missing primary key without an object mapping) is suspended, as DMS does, and listed
+  in ``suspended`` with the config change that fixes it.
 - Types as DMS maps them: numbers -> N, booleans -> BOOL, everything else (dates,
   timestamps, text, uuid, json ...) -> S in PostgreSQL's text form; NULL columns dropped;
   excluded columns removed.
@@ -21,7 +23,7 @@ after it, which converges because every write carries the row's full new state.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -71,6 +73,8 @@ class DmsStandIn:
     _mappings: dict[str, Any] = field(default_factory=dict)
     _schemas: dict[tuple[str, str], TargetSchema | None] = field(default_factory=dict)
     _created: set[str] = field(default_factory=set)
+    #: Tables DMS would suspend (a key it cannot map), with why: they are not replicated.
+    suspended: dict[tuple[str, str], str] = field(default_factory=dict)
     _decoder: Decoder = field(default_factory=Decoder)
 
     def __post_init__(self) -> None:
@@ -188,16 +192,47 @@ class DmsStandIn:
             finally:
                 if connection is None:
                     own.close()
-            if not 1 <= len(key) <= 2:
-                raise DmsError(
-                    f"{schema}.{table} has a {len(key)}-column primary key; DynamoDB keys have one or two "
-                    f"attributes: give the table a `key` in config/sources/{self.source.name}.yaml"
-                )
+            why = None if target.key is not None else self._unsupported_key(schema, table, key)
+            if why is not None:
+                # DMS suspends the table (TableErrorPolicy SUSPEND_TABLE) and goes on with
+                # the others; it never invents a key.
+                logger.warning("table suspended: %s", why)
+                self.suspended[(schema, table)] = why
+                self._schemas[(schema, table)] = None
+                return None
             result = TargetSchema(
                 target, tuple(key), tuple("N" if columns.get(name) in NUMERIC_TYPES else "S" for name in key)
             )
         self._schemas[(schema, table)] = result
         return result
+
+    def _unsupported_key(self, schema: str, table: str, key: Sequence[str]) -> str | None:
+        """Why DMS cannot key a table that has no object mapping, or None. "AWS DMS only
+        supports replication of tables with non-composite primary keys, unless you specify an
+        object mapping for the target table with a custom partition key or sort key, or both"
+        (CHAP_Target.DynamoDB)."""
+        if len(key) == 1:
+            return None
+        listed = next(
+            (index for index, t in enumerate(self.source.tables) if (t.schema_, t.table) == (schema, table)),
+            None,
+        )
+        where = f"config/sources/{self.source.name}.yaml " + (
+            f"tables[{listed}]"
+            if listed is not None
+            else f"(list it under tables: schema {schema}, table {table})"
+        )
+        if not key:
+            return f"{schema}.{table} has no primary key: give it a `key` naming the columns that identify a row, in {where}"
+        if len(key) > 2:
+            return (
+                f"{schema}.{table} has a {len(key)}-column primary key ({', '.join(key)}); DynamoDB keys have one "
+                f"or two attributes: give it a `key` of at most two columns that identify a row, in {where}"
+            )
+        return (
+            f"{schema}.{table} has a composite primary key ({', '.join(key)}), which DMS's DynamoDB target "
+            f"replicates only through an object mapping: give it `key: [{', '.join(key)}]` in {where}"
+        )
 
     @staticmethod
     def _primary_key(connection: psycopg.Connection[Any], schema: str, table: str) -> list[str]:

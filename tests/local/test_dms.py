@@ -24,6 +24,7 @@ CREATE TABLE orders (id bigint PRIMARY KEY, customer_id int, total numeric(12,2)
                      created_at timestamptz DEFAULT '2026-11-01 10:00:00+00');
 CREATE TABLE order_lines (order_id bigint, line_no int, sku text, qty int, PRIMARY KEY (order_id, line_no));
 CREATE TABLE products (sku text PRIMARY KEY, title text);
+CREATE TABLE shipments (order_id bigint, box int, PRIMARY KEY (order_id, box));
 CREATE SCHEMA audit;
 CREATE TABLE audit.event_login (id int PRIMARY KEY, who text);
 CREATE TABLE audit.other (id int PRIMARY KEY);
@@ -40,8 +41,9 @@ SOURCE = SourceConfig.model_validate(
         "tables": [
             {"schema": "public", "table": "customers", "key": ["id"], "exclude": ["email"]},
             {"schema": "public", "table": "orders"},
-            {"schema": "public", "table": "order_lines"},
+            {"schema": "public", "table": "order_lines", "key": ["order_id", "line_no"]},
             {"schema": "public", "table": "products", "version": 2},
+            {"schema": "public", "table": "shipments"},
         ],
         "selections": [{"schema": "audit", "table": "event_%"}],
     }
@@ -173,14 +175,52 @@ def test_a_table_created_later_that_a_wildcard_selects_is_replicated(source: str
     assert "demo.legacy.audit.unselected" not in dynamodb.list_tables()["TableNames"]
 
 
-def test_a_long_primary_key_without_a_configured_key_is_a_clear_error(source: str, dynamodb: Any) -> None:
-    run(source, "CREATE TABLE audit.event_wide (a int, b int, c int, PRIMARY KEY (a, b, c));")
+def test_a_listed_table_with_a_composite_key_and_no_key_in_config_is_suspended(
+    source: str, dynamodb: Any
+) -> None:
+    # Given public.shipments, listed without `key`, whose primary key has two columns
     dms = stand_in(source, dynamodb)
     dms.start()
-    with pytest.raises(
-        Exception, match=r"audit.event_wide has a 3-column primary key.*give the table a `key`"
-    ):
-        dms.full_load()
+    run(source, "INSERT INTO shipments VALUES (1, 1); INSERT INTO orders (id) VALUES (1);")
+    # When DMS loads and then captures changes
+    dms.full_load()
+    run(source, "INSERT INTO shipments VALUES (1, 2); INSERT INTO orders (id) VALUES (2);")
+    dms.poll()
+    # Then it is suspended, saying which config field fixes it, and never mis-keyed; the
+    # other tables go on
+    assert dms.suspended == {
+        ("public", "shipments"): "public.shipments has a composite primary key (order_id, box), which DMS's "
+        "DynamoDB target replicates only through an object mapping: give it `key: [order_id, box]` in "
+        "config/sources/legacy.yaml tables[4]"
+    }
+    assert not any("shipments" in name for name in dynamodb.list_tables()["TableNames"])
+    assert [i["id"] for i in items(dynamodb, "demo.legacy.public.orders")] == [1, 2]
+
+
+def test_wildcard_selected_tables_dms_cannot_key_are_suspended(source: str, dynamodb: Any) -> None:
+    # Given tables the audit.event_% selection picks up: a composite, a 3-column and no key
+    run(
+        source,
+        "CREATE TABLE audit.event_pair (a int, b int, PRIMARY KEY (a, b));"
+        "CREATE TABLE audit.event_wide (a int, b int, c int, PRIMARY KEY (a, b, c));"
+        "CREATE TABLE audit.event_heap (a int); INSERT INTO audit.event_login VALUES (1, 'x');",
+    )
+    dms = stand_in(source, dynamodb)
+    dms.start()
+    # When DMS loads them
+    dms.full_load()
+    # Then each is suspended with how to list it, and event_login is replicated
+    assert sorted(key for key in dms.suspended if key[0] == "audit") == [
+        ("audit", "event_heap"),
+        ("audit", "event_pair"),
+        ("audit", "event_wide"),
+    ]
+    assert dms.suspended[("audit", "event_pair")].endswith(
+        "give it `key: [a, b]` in config/sources/legacy.yaml (list it under tables: schema audit, table event_pair)"
+    )
+    assert "3-column primary key (a, b, c)" in dms.suspended[("audit", "event_wide")]
+    assert "has no primary key" in dms.suspended[("audit", "event_heap")]
+    assert items(dynamodb, "demo.legacy.audit.event_login") == [{"id": 1, "who": "x"}]
 
 
 def test_changes_polled_together_are_batched_and_each_row_ends_in_its_last_state(
