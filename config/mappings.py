@@ -57,8 +57,11 @@ def render_table_mappings(bus: str, source: SourceConfig) -> dict[str, Any]:
     rules: list[dict[str, Any]] = []
 
     def add(rule_type: str, name: str, **fields: Any) -> None:
+        # Rule names must be unique; identifiers may hold `-`, so the number makes them so.
         number = len(rules) + 1
-        rules.append({"rule-type": rule_type, "rule-id": str(number), "rule-name": name, **fields})
+        rules.append(
+            {"rule-type": rule_type, "rule-id": str(number), "rule-name": f"{number}-{name}", **fields}
+        )
 
     def table_locator(table: TableConfig) -> dict[str, str]:
         return {"schema-name": escape(table.schema_), "table-name": escape(table.table)}
@@ -69,19 +72,19 @@ def render_table_mappings(bus: str, source: SourceConfig) -> dict[str, Any]:
     for table in source.tables:
         add(
             "selection",
-            f"include-{table.schema_}-{table.table}",
+            f"include-{table.schema_}.{table.table}",
             **{"object-locator": table_locator(table), "rule-action": "include"},
         )
     for selection in source.selections:
         add(
             "selection",
-            f"include-{selection.schema_}-{selection.table.replace('%', 'any')}",
+            f"include-{selection.schema_}.{selection.table.replace('%', 'any')}",
             **{"object-locator": selection_locator(selection), "rule-action": "include"},
         )
     for selection in source.selections:
         add(
             "transformation",
-            f"prefix-{selection.schema_}-{selection.table.replace('%', 'any')}",
+            f"prefix-{selection.schema_}.{selection.table.replace('%', 'any')}",
             **{
                 "rule-target": "table",
                 "object-locator": selection_locator(selection),
@@ -99,7 +102,7 @@ def render_table_mappings(bus: str, source: SourceConfig) -> dict[str, Any]:
                 parameters["exclude-columns"] = list(table.exclude)
             add(
                 "object-mapping",
-                f"map-{table.schema_}-{table.table}",
+                f"map-{table.schema_}.{table.table}",
                 **{
                     "rule-action": "map-record-to-record",
                     "object-locator": table_locator(table),
@@ -110,7 +113,7 @@ def render_table_mappings(bus: str, source: SourceConfig) -> dict[str, Any]:
         elif table.version is not None:
             add(
                 "transformation",
-                f"rename-{table.schema_}-{table.table}",
+                f"rename-{table.schema_}.{table.table}",
                 **{
                     "rule-target": "table",
                     "object-locator": table_locator(table),
@@ -121,7 +124,7 @@ def render_table_mappings(bus: str, source: SourceConfig) -> dict[str, Any]:
         elif covered_by(table, source.selections) is None:
             add(
                 "transformation",
-                f"prefix-{table.schema_}-{table.table}",
+                f"prefix-{table.schema_}.{table.table}",
                 **{
                     "rule-target": "table",
                     "object-locator": table_locator(table),

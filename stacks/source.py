@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aws_cdk import Duration, Fn, Stack, Tags
+from aws_cdk import CfnOutput, Duration, Fn, Stack, Tags
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dms as dms
 from aws_cdk import aws_ec2 as ec2
@@ -142,6 +142,12 @@ class SourceStack(Stack):
             table_mappings=json.dumps(self.table_mappings),
             task_settings=json.dumps(task_settings()),
             start=source.start,
+        )
+        CfnOutput(
+            self,
+            "TaskState",
+            value=self.lifecycle.summary,
+            description=f"DMS task {name} after this deploy (docs/dms.md: the task's lifecycle)",
         )
         self.alarms = Alarms(self, "Alarms", topic_arn=bus.alarms.topic_arn)
         for metric_name in ("CDCLatencySource", "CDCLatencyTarget"):

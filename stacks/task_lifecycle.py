@@ -19,18 +19,24 @@ from stacks.building_blocks import BusFunction
 from stacks.nag import acknowledge
 
 FOLDER = "task_lifecycle"
-#: How often the task is looked at, and how long a deploy may wait for it.
+#: How often the task is looked at, and how long a deploy may wait for it: less than the
+#: hour CloudFormation waits for a custom resource, so the waiter has always ended (and
+#: reported) before CloudFormation gives up and rolls back.
 QUERY_INTERVAL = Duration.seconds(30)
-TOTAL_TIMEOUT = Duration.hours(2)
-#: What the lifecycle does to the task, and only to it.
-TASK_ACTIONS = [
-    "dms:StartReplicationTask",
-    "dms:StopReplicationTask",
-    "dms:ModifyReplicationTask",
-    "dms:ReloadTables",
-    "dms:AddTagsToResource",
-    "dms:ListTagsForResource",
-]
+TOTAL_TIMEOUT = Duration.minutes(55)
+#: What each lifecycle function does to the task, and only to it: on_event reads it and
+#: marks it as its request's; is_complete changes it.
+READ_AND_MARK = ["dms:ListTagsForResource", "dms:AddTagsToResource"]
+TASK_ACTIONS = {
+    "on_event": READ_AND_MARK,
+    "is_complete": [
+        *READ_AND_MARK,
+        "dms:StartReplicationTask",
+        "dms:StopReplicationTask",
+        "dms:ModifyReplicationTask",
+        "dms:ReloadTables",
+    ],
+}
 
 
 class TaskLifecycle(Construct):
@@ -68,9 +74,9 @@ class TaskLifecycle(Construct):
                 ("IsComplete", "lifecycle-wait", "is_complete"),
             )
         ]
-        for function in self.functions:
+        for function, entry in zip(self.functions, ("on_event", "is_complete"), strict=True):
             function.function.add_to_role_policy(
-                iam.PolicyStatement(actions=TASK_ACTIONS, resources=[task_arn])
+                iam.PolicyStatement(actions=TASK_ACTIONS[entry], resources=[task_arn])
             )
             # DescribeReplicationTasks takes no resource (it filters by ARN).
             function.function.add_to_role_policy(
@@ -103,6 +109,8 @@ class TaskLifecycle(Construct):
                 "Start": str(start).lower(),
             },
         )
+        #: What the last deploy left the task as (and tables to reload by hand with start: false).
+        self.summary = self.resource.get_att_string("Summary")
 
 
 def _acknowledge_framework(provider: cr.Provider, functions: list[lambda_.IFunction]) -> None:

@@ -17,8 +17,9 @@ fixed properties, and this lifecycle applies the config's mappings and settings:
 
 The lifecycle is a reconciler: each ``isComplete`` call looks at the task and takes the
 one next step (``next_action``), so a retried or interrupted call repeats nothing harmful.
-Which mappings and settings the task holds is recorded in its ``dmsbus:applied`` tag, the
-fingerprint of what was last applied. Pure: no AWS calls here (``handler`` makes them).
+The task's tags hold its state: which mappings and settings it holds (``dmsbus:applied``,
+a fingerprint), which request owns it and which request last started it. Pure: no AWS
+calls here (``handler`` makes them).
 """
 
 from __future__ import annotations
@@ -27,19 +28,28 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Literal
 
 from dmsbus.table_mappings import MappingError, tables_to_reload
 
-#: The tag that records the fingerprint of the mappings and settings the task holds.
+#: The tag that records the fingerprint of the mappings and settings the task holds
+#: (``MODIFYING`` while a modify is under way, so a failed tag write never claims a config).
 APPLIED_TAG = "dmsbus:applied"
+MODIFYING = "modifying"
+#: The CloudFormation request that owns the task now: a waiter of an older request (one
+#: CloudFormation cancelled) stops acting when it sees another.
+REQUEST_TAG = "dmsbus:request"
+#: The request that last started the task: a task that stops or fails after that start
+#: fails the deploy instead of being started again.
+STARTED_TAG = "dmsbus:started"
 #: Statuses a task passes through; the lifecycle waits them out (API_ReplicationTask).
 TRANSITIONAL = frozenset({"creating", "modifying", "starting", "stopping", "deleting", "moving", "testing"})
 #: Statuses in which a task may be modified or started.
 AT_REST = frozenset({"ready", "stopped", "failed"})
 #: ReloadTables takes at most this many tables a call (CHAP_Tasks.ReloadTables).
 RELOAD_BATCH = 10
+#: Tables named in a summary (CloudFormation's response has a 4 KB limit).
+MAX_NAMED = 20
 
 RequestType = Literal["Create", "Update", "Delete"]
 
@@ -93,18 +103,28 @@ class Task:
     arn: str
     status: str
     applied: str | None = None
-    #: When it was last started (ReplicationTaskStartDate); None: it has never run.
-    started: datetime | None = None
+    #: Whether it has ever run (a start date is known): a first start is start-replication.
+    has_run: bool = False
+    request: str | None = None
+    started_by: str | None = None
     stop_reason: str | None = None
     last_failure: str | None = None
 
     @classmethod
     def from_description(cls, description: Mapping[str, Any], tags: Mapping[str, str]) -> Task:
+        stats = description.get("ReplicationTaskStats") or {}
+        dates = (
+            description.get("ReplicationTaskStartDate"),
+            stats.get("StartDate"),
+            stats.get("FreshStartDate"),
+        )
         return cls(
             arn=description["ReplicationTaskArn"],
             status=description["Status"],
             applied=tags.get(APPLIED_TAG),
-            started=description.get("ReplicationTaskStartDate"),
+            has_run=any(date is not None for date in dates),
+            request=tags.get(REQUEST_TAG),
+            started_by=tags.get(STARTED_TAG),
             stop_reason=description.get("StopReason"),
             last_failure=description.get("LastFailureMessage"),
         )
@@ -115,18 +135,21 @@ class Plan:
     """Decided once, when CloudFormation sends the request, and handed to every step."""
 
     request: RequestType
-    #: When the request came: a task that fails or stops after a start since then failed
-    #: because of this deploy.
-    since: datetime
+    #: CloudFormation's RequestId: the owner of the task while this request runs.
+    request_id: str
     was_running: bool = False
+    #: The task had failed before this deploy: failing again after the deploy resumed it
+    #: is reported, not a reason to fail the deploy (or its rollback).
+    was_failed: bool = False
     reload: tuple[tuple[str, str], ...] = field(default=())
 
-    def to_data(self) -> dict[str, str]:
+    def to_data(self) -> dict[str, Any]:
         return {
             "Request": self.request,
-            "Since": self.since.isoformat(),
-            "WasRunning": str(self.was_running).lower(),
-            "Reload": json.dumps([list(pair) for pair in self.reload]),
+            "RequestId": self.request_id,
+            "WasRunning": self.was_running,
+            "WasFailed": self.was_failed,
+            "Reload": [list(pair) for pair in self.reload],
         }
 
     @classmethod
@@ -136,28 +159,36 @@ class Plan:
             raise LifecycleError(f"unknown request type {request!r}")
         return cls(
             request=request,
-            since=datetime.fromisoformat(data["Since"]),
-            was_running=data["WasRunning"] == "true",
-            reload=tuple((schema, table) for schema, table in json.loads(data["Reload"])),
+            request_id=str(data["RequestId"]),
+            was_running=bool(data["WasRunning"]),
+            was_failed=bool(data["WasFailed"]),
+            reload=tuple((schema, table) for schema, table in data["Reload"]),
         )
 
 
 def make_plan(
-    request: RequestType, *, task: Task | None, new: Desired, old: Desired | None, now: datetime
+    request: RequestType, request_id: str, *, task: Task | None, new: Desired, old: Desired | None
 ) -> Plan:
-    """What this request must do beyond reaching ``new``: remember whether the task ran,
-    and which tables to reload once it runs again."""
+    """What this request must do beyond reaching ``new``: remember how the task was, and
+    which tables to reload once it runs again."""
     if request == "Delete" or task is None:
-        return Plan(request, now)
+        return Plan(request, request_id)
     reload: tuple[tuple[str, str], ...] = ()
-    # A task that never ran gets every table from its first full load.
-    if request == "Update" and old is not None and task.started is not None:
+    # A task that never ran gets every table from its first full load; one that already
+    # holds the new config (a rollback to what a refused modify left) reloads nothing.
+    if request == "Update" and old is not None and task.has_run and task.applied != new.fingerprint:
         try:
             changed = tables_to_reload(json.loads(old.table_mappings), json.loads(new.table_mappings))
         except MappingError as exc:
             raise LifecycleError(str(exc)) from exc
         reload = tuple(changed)
-    return Plan(request, now, was_running=task.status in ("running", "starting"), reload=reload)
+    return Plan(
+        request,
+        request_id,
+        was_running=task.status in ("running", "starting"),
+        was_failed=task.status == "failed",
+        reload=reload,
+    )
 
 
 # --- actions ------------------------------------------------------------------------------
@@ -184,6 +215,8 @@ class Modify:
 class Start:
     #: ``start-replication`` the first time, ``resume-processing`` after.
     kind: Literal["start-replication", "resume-processing"]
+    #: Recorded on the task (``STARTED_TAG``) before it is started.
+    request_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,11 +236,17 @@ def next_action(task: Task | None, desired: Desired, plan: Plan) -> Action:
     """The one next step from ``task`` towards what ``desired`` and ``plan`` ask for.
 
     Raises ``LifecycleError`` when the task cannot get there (it failed or stopped after
-    this deploy started it, or it is in a state no step leaves)."""
+    this deploy started it, another request owns it now, or it is in a state no step
+    leaves)."""
     if plan.request == "Delete":
         return _towards_stopped(task)
     if task is None:
         raise LifecycleError(f"the replication task {desired.task_arn} does not exist")
+    if task.request is not None and task.request != plan.request_id:
+        raise LifecycleError(
+            f"CloudFormation request {task.request} owns the replication task now; this one "
+            f"({plan.request_id}) was cancelled or timed out and stops here"
+        )
     status = task.status
     if status in TRANSITIONAL:
         return Wait(f"the task is {status}")
@@ -223,19 +262,25 @@ def next_action(task: Task | None, desired: Desired, plan: Plan) -> Action:
         if plan.reload:
             return Reload(plan.reload)
         return Done("running with the config's mappings and settings")
-    started_here = task.started is not None and task.started >= plan.since
-    if started_here and status in ("failed", "stopped"):
+    if not (desired.start or plan.was_running):
+        left = "ready, never started" if not task.has_run else status
+        return Done(f"left {left} (start: false){_pending(plan)}")
+    if task.started_by == plan.request_id:
+        # This deploy started it and it came to rest again: it failed or stopped itself.
         why = task.last_failure or task.stop_reason or "DMS gave no reason"
-        raise LifecycleError(f"the replication task {status} after this deploy started it: {why}")
-    if desired.start or plan.was_running:
-        return Start("resume-processing" if task.started is not None else "start-replication")
-    left = "ready, never started" if task.started is None else status
-    pending = (
-        f"; tables to reload once it runs: {', '.join(f'{s}.{t}' for s, t in plan.reload)}"
-        if plan.reload
-        else ""
-    )
-    return Done(f"left {left} (start: false){pending}")
+        if plan.was_failed:
+            return Done(f"the task had failed before this deploy and is {status} again after resuming: {why}")
+        raise LifecycleError(f"the replication task is {status} after this deploy started it: {why}")
+    return Start("resume-processing" if task.has_run else "start-replication", plan.request_id)
+
+
+def _pending(plan: Plan) -> str:
+    if not plan.reload:
+        return ""
+    names = [f"{schema}.{table}" for schema, table in plan.reload]
+    shown = ", ".join(names[:MAX_NAMED])
+    more = f" and {len(names) - MAX_NAMED} more" if len(names) > MAX_NAMED else ""
+    return f"; once it runs, reload (ReloadTables): {shown}{more}"
 
 
 def _towards_stopped(task: Task | None) -> Action:

@@ -1,6 +1,12 @@
 """Task lifecycle entry points for the CDK Provider framework: ``on_event`` takes
-CloudFormation's request and decides the plan; ``is_complete`` is called every 30 s until it
-says complete, and takes one step each time (``core.next_action``). Parse -> core -> act.
+CloudFormation's request, decides the plan and marks the task as this request's;
+``is_complete`` is called every 30 s until it says complete, and takes one step each time
+(``core.next_action``). Parse -> core -> act.
+
+The framework hands ``is_complete`` CloudFormation's request merged with what ``on_event``
+returned, and sends CloudFormation only ``PhysicalResourceId`` and ``Data``: the plan
+travels under its own key (``PLAN_KEY``), so it never counts against CloudFormation's 4 KB
+response; ``Data`` holds only the summary.
 
 A DMS error fails the deploy with DMS's own message. When a modify is refused the task is
 resumed first if it was running, so it is left as it was; CloudFormation's rollback then
@@ -9,7 +15,6 @@ asks for the previous mappings, which the task still holds.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -20,6 +25,9 @@ from botocore.exceptions import ClientError
 
 from task_lifecycle.core import (
     APPLIED_TAG,
+    MODIFYING,
+    REQUEST_TAG,
+    STARTED_TAG,
     Action,
     Desired,
     Done,
@@ -37,6 +45,8 @@ from task_lifecycle.core import (
 )
 
 logger = Logger(service="dmsbus-task-lifecycle")
+#: Where ``on_event``'s result carries the plan to every ``is_complete`` call.
+PLAN_KEY = "DmsbusPlan"
 
 
 @cache
@@ -70,6 +80,7 @@ class TaskClient:
         elif isinstance(action, Modify):
             self._modify(arn, action, plan)
         elif isinstance(action, Start):
+            self.tag(arn, STARTED_TAG, action.request_id)
             self._call(
                 "StartReplicationTask", arn, ReplicationTaskArn=arn, StartReplicationTaskType=action.kind
             )
@@ -83,7 +94,13 @@ class TaskClient:
                     ReloadOption="data-reload",
                 )
 
+    def tag(self, arn: str, key: str, value: str) -> None:
+        self._call("AddTagsToResource", arn, ResourceArn=arn, Tags=[{"Key": key, "Value": value}])
+
     def _modify(self, arn: str, action: Modify, plan: Plan) -> None:
+        # Until the modify is through, the task claims no config: a tag write that fails
+        # after it must not leave the old fingerprint on the new mappings.
+        self.tag(arn, APPLIED_TAG, MODIFYING)
         try:
             self._call(
                 "ModifyReplicationTask",
@@ -134,37 +151,41 @@ def _properties(event: dict[str, Any], key: str) -> Desired | None:
     return Desired.from_properties(properties) if properties else None
 
 
-def begin(event: dict[str, Any], client: TaskClient, now: datetime) -> dict[str, Any]:
+def begin(event: dict[str, Any], client: TaskClient) -> dict[str, Any]:
     """The Provider's onEvent: the physical id (the task ARN) and the plan."""
     request = event["RequestType"]
     desired = _properties(event, "ResourceProperties")
     assert desired is not None  # CloudFormation always sends them
+    request_id = str(event["RequestId"])
     if request == "Delete":
         # Stop the task this resource was created for, also when a replaced resource is
         # deleted after the update that replaced it.
         arn = event.get("PhysicalResourceId") or desired.task_arn
-        plan = make_plan("Delete", task=None, new=desired, old=None, now=now)
-        return {"PhysicalResourceId": arn, "Data": plan.to_data()}
+        plan = make_plan("Delete", request_id, task=None, new=desired, old=None)
+        return {"PhysicalResourceId": arn, PLAN_KEY: plan.to_data()}
     task = client.describe(desired.task_arn)
-    plan = make_plan(
-        request, task=task, new=desired, old=_properties(event, "OldResourceProperties"), now=now
-    )
+    old = _properties(event, "OldResourceProperties")
+    plan = make_plan(request, request_id, task=task, new=desired, old=old)
+    if task is not None:
+        client.tag(desired.task_arn, REQUEST_TAG, request_id)
     logger.info("plan", extra={"request": request, "task": desired.task_arn, "plan": plan.to_data()})
-    return {"PhysicalResourceId": desired.task_arn, "Data": plan.to_data()}
+    return {"PhysicalResourceId": desired.task_arn, PLAN_KEY: plan.to_data()}
 
 
 def step(event: dict[str, Any], client: TaskClient) -> dict[str, Any]:
     """The Provider's isComplete: one step towards the desired task."""
     desired = _properties(event, "ResourceProperties")
     assert desired is not None
-    plan = Plan.from_data(event["Data"])
+    plan = Plan.from_data(event[PLAN_KEY])
     arn = event["PhysicalResourceId"] if plan.request == "Delete" else desired.task_arn
     task = client.describe(arn)
     action = next_action(task, desired, plan)
     logger.info("step", extra={"task": arn, "status": task.status if task else None, "action": repr(action)})
     client.act(arn, action, plan)
     if isinstance(action, Done | Reload):
-        summary = action.summary if isinstance(action, Done) else f"reloading {len(action.tables)} tables"
+        summary = (
+            action.summary if isinstance(action, Done) else f"running; reloading {len(action.tables)} tables"
+        )
         return {"IsComplete": True, "Data": {"Summary": summary}}
     if isinstance(action, Wait):
         logger.info(action.reason)
@@ -173,7 +194,7 @@ def step(event: dict[str, Any], client: TaskClient) -> dict[str, Any]:
 
 @logger.inject_lambda_context
 def on_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return begin(event, TaskClient(dms()), datetime.now(UTC))
+    return begin(event, TaskClient(dms()))
 
 
 @logger.inject_lambda_context

@@ -465,7 +465,7 @@ def test_a_plain_table_a_selection_also_matches_is_named_by_the_selection_alone(
     rules = render_table_mappings("demo", legacy)["rules"]
     # Then only the selection's add-prefix names it, and DMS's name for it is defined
     transformations = [r["rule-name"] for r in rules if r["rule-type"] == "transformation"]
-    assert transformations == ["prefix-public-ordany"]
+    assert transformations == ["3-prefix-public.ordany"]
     target = resolve(render_table_mappings("demo", legacy), "public", "orders")
     assert target is not None and target.name == "demo.legacy.public.orders"
 

@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from aws_cdk.assertions import Capture, Match, Template
+from aws_cdk.assertions import Match, Template
 
 from config import Config, TableConfig
 from config.mappings import render_table_mappings, task_settings
@@ -71,16 +71,16 @@ def test_table_mappings_for_the_sample_config_are_the_reviewed_rules(sample: Syn
     rules = render_table_mappings("demo", legacy)["rules"]
     # Then the rules are selections, then exactly one naming rule per table or pattern
     assert [(r["rule-type"], r["rule-name"]) for r in rules] == [
-        ("selection", "include-public-customers"),
-        ("selection", "include-public-orders"),
-        ("selection", "include-public-order_lines"),
-        ("selection", "include-public-products"),
-        ("selection", "include-audit-event_any"),
-        ("transformation", "prefix-audit-event_any"),
-        ("object-mapping", "map-public-customers"),
-        ("transformation", "prefix-public-orders"),
-        ("object-mapping", "map-public-order_lines"),
-        ("transformation", "rename-public-products"),
+        ("selection", "1-include-public.customers"),
+        ("selection", "2-include-public.orders"),
+        ("selection", "3-include-public.order_lines"),
+        ("selection", "4-include-public.products"),
+        ("selection", "5-include-audit.event_any"),
+        ("transformation", "6-prefix-audit.event_any"),
+        ("object-mapping", "7-map-public.customers"),
+        ("transformation", "8-prefix-public.orders"),
+        ("object-mapping", "9-map-public.order_lines"),
+        ("transformation", "10-rename-public.products"),
     ]
     assert [r["rule-id"] for r in rules] == [str(n) for n in range(1, 11)]
     # A literal `_` is `[_]` in a locator (a bare `_` is any one character)
@@ -114,6 +114,9 @@ def test_the_lifecycle_applies_the_rendered_mappings_and_settings_to_the_task(
     assert json.loads(properties["TaskSettings"]) == task_settings()
     assert properties["Start"] == "true"
     assert properties["TaskArn"] == {"Ref": task_id}
+    # And what the deploy left the task as is shown as a stack output
+    (output,) = source.find_outputs("TaskState").values()
+    assert output["Value"]["Fn::GetAtt"][1] == "Summary"
 
 
 def _task_and_lifecycle(config: Config, outdir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -146,31 +149,45 @@ def test_adding_a_table_or_bumping_a_version_changes_only_the_lifecycle_resource
 
 
 def test_the_lifecycle_functions_change_this_task_only(source: Template) -> None:
+    # Given every IAM statement of the stack that names the task
     task_id = next(iter(source.find_resources("AWS::DMS::ReplicationTask")))
-    changes = Capture()
-    source.has_resource_properties(
-        "AWS::IAM::Policy",
-        {
-            "PolicyDocument": {
-                "Statement": Match.array_with(
-                    [Match.object_like({"Action": changes, "Resource": {"Ref": task_id}})]
-                )
-            }
-        },
+    on_task = sorted(
+        sorted(statement["Action"])
+        for policy in source.find_resources("AWS::IAM::Policy").values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if statement["Resource"] == {"Ref": task_id}
     )
-    assert sorted(changes.as_array()) == [
-        "dms:AddTagsToResource",
-        "dms:ListTagsForResource",
-        "dms:ModifyReplicationTask",
-        "dms:ReloadTables",
-        "dms:StartReplicationTask",
-        "dms:StopReplicationTask",
+    # Then onEvent only reads the task and marks it as its request's; isComplete changes it
+    assert on_task == [
+        ["dms:AddTagsToResource", "dms:ListTagsForResource"],
+        [
+            "dms:AddTagsToResource",
+            "dms:ListTagsForResource",
+            "dms:ModifyReplicationTask",
+            "dms:ReloadTables",
+            "dms:StartReplicationTask",
+            "dms:StopReplicationTask",
+        ],
     ]
+    # And no statement grants a DMS change on any other resource
+    for policy in source.find_resources("AWS::IAM::Policy").values():
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            if any(a.startswith("dms:") and a != "dms:DescribeReplicationTasks" for a in actions):
+                assert statement["Resource"] == {"Ref": task_id}
 
 
 def test_the_lifecycle_waits_for_the_task_in_the_provider_framework(source: Template) -> None:
-    # isComplete is polled by the framework's state machine, not waited on in one invocation
-    source.resource_count_is("AWS::StepFunctions::StateMachine", 1)
+    # isComplete is polled by the framework's state machine, not waited on in one invocation,
+    # and gives up before CloudFormation's hour for a custom resource runs out
+    (machine,) = source.find_resources("AWS::StepFunctions::StateMachine").values()
+    definition = "".join(
+        part if isinstance(part, str) else "ARN"
+        for part in machine["Properties"]["DefinitionString"]["Fn::Join"][1]
+    )
+    (retry,) = json.loads(definition)["States"]["framework-isComplete-task"]["Retry"]
+    assert retry["IntervalSeconds"] == 30
+    assert retry["IntervalSeconds"] * retry["MaxAttempts"] < 3600
     handlers = sorted(
         f["Properties"]["Handler"]
         for f in source.find_resources("AWS::Lambda::Function").values()

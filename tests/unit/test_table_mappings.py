@@ -123,3 +123,23 @@ def test_unchanged_or_removed_tables_are_not_reloaded() -> None:
     (legacy,) = load_config(REPO / "config").sources
     fewer = render_table_mappings("demo", legacy.model_copy(update={"tables": legacy.tables[:2]}))
     assert tables_to_reload(old, fewer) == []
+
+
+def test_rule_names_are_unique_even_when_identifiers_look_alike() -> None:
+    # Given tables whose names would collide with `-` or `%` spelled out: a.b-c and a-b.c,
+    # a table event_any and a pattern event_%
+    (legacy,) = load_config(REPO / "config").sources
+    table = type(legacy.tables[0])
+    source = legacy.model_copy(
+        update={
+            "tables": [
+                table(schema="a", table="b-c"),
+                table(schema="a-b", table="c"),
+                table(schema="audit", table="event_any", version=1),
+            ],
+            "selections": [type(legacy.selections[0])(schema="audit", table="event_%")],
+        }
+    )
+    # When the mappings are rendered, Then every rule name is unique (DMS requires it)
+    names = [rule["rule-name"] for rule in render_table_mappings("demo", source)["rules"]]
+    assert len(names) == len(set(names)) == 8
