@@ -35,7 +35,7 @@ from local.demo import (
     verify,
     verify_mirror,
 )
-from local.runtime import LocalRuntime, local_bus
+from local.runtime import LocalRuntime, StandInRunner, local_bus
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -114,7 +114,7 @@ def run_demo(bus: BusConfig, source: SourceConfig, arguments: argparse.Namespace
                 f"committed {workload.committed:>6} | dms {stand_in.changes_applied:>6} "
                 f"| glue {service.handled(glue):>6} | consumer {consumed:>6} "
                 f"({(consumed - last) / (now - last_at):6.0f}/s) | lag {service.lag_seconds(glue) * 1000:5.0f} ms "
-                f"| tables {len(rebuilt.tables)}",
+                f"| tables {len(rebuilt.tables)}{table_errors(stand_in)}",
             )
             last, last_at = consumed, now
             if stand_in.errors:
@@ -131,7 +131,7 @@ def run_demo(bus: BusConfig, source: SourceConfig, arguments: argparse.Namespace
                 break
         if result is None:
             return 1
-        lost = report(started, result, mirror, runtime.mirror_url)
+        lost = report(started, result, mirror, runtime.mirror_url, stand_in)
         print(
             f"demo: {workload.committed} changes, {result.tables} tables, {lost} lost, "
             f"p50={rebuilt.median():.0f} ms, p99={rebuilt.percentile(0.99):.0f} ms",
@@ -148,6 +148,25 @@ def run_demo(bus: BusConfig, source: SourceConfig, arguments: argparse.Namespace
         runtime.stop()
 
 
+def table_errors(stand_in: StandInRunner) -> str:
+    """DMS's table errors, as its task would show them: suspended tables and rows logged to
+    ``awsdms_apply_exceptions`` (neither replicated; never a stall of the other tables)."""
+    suspended, exceptions = stand_in.suspended, stand_in.exceptions
+    if not suspended and not exceptions:
+        return ""
+    return f" | dms: {len(suspended)} suspended, {exceptions} rows to awsdms_apply_exceptions"
+
+
+def report_table_errors(started: float, stand_in: StandInRunner) -> None:
+    for table, why in stand_in.suspended.items():
+        say(started, f"dms suspended {table}: {why}")
+    if stand_in.exceptions:
+        say(
+            started,
+            f"dms could not write {stand_in.exceptions} rows: they are in moto's awsdms_apply_exceptions table",
+        )
+
+
 def check(runtime: LocalRuntime, rebuilt: Rebuilt) -> tuple[Verification, Verification | None]:
     """The rebuilt state and, when the bus has a pg_mirror consumer, its mirror, against the source."""
     assert runtime.stand_in is not None
@@ -161,8 +180,16 @@ def check(runtime: LocalRuntime, rebuilt: Rebuilt) -> tuple[Verification, Verifi
     )
 
 
-def report(started: float, result: Verification, mirror: Verification | None, mirror_url: str) -> int:
-    """Print what differs; returns the rows lost (rebuilt state and mirror together)."""
+def report(
+    started: float,
+    result: Verification,
+    mirror: Verification | None,
+    mirror_url: str,
+    stand_in: StandInRunner,
+) -> int:
+    """Print DMS's table errors and what differs; returns the rows lost (rebuilt state and
+    mirror together)."""
+    report_table_errors(started, stand_in)
     for line in result.describe():
         print(f"demo: {line}", file=sys.stderr)
     if mirror is None:

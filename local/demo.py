@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -32,9 +32,11 @@ from local.dms import DmsStandIn
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS customers (
     id int PRIMARY KEY, name text NOT NULL, email text, phone text, city text, vip boolean,
-    since date, changed_at timestamptz NOT NULL DEFAULT clock_timestamp());
+    since date, country char(3), score numeric, prefs jsonb,
+    changed_at timestamptz NOT NULL DEFAULT clock_timestamp());
 CREATE TABLE IF NOT EXISTS products (
     sku text PRIMARY KEY, title text NOT NULL, price numeric(10,2), weight_kg double precision,
+    thumbnail bytea, description text, spec text,
     changed_at timestamptz NOT NULL DEFAULT clock_timestamp());
 CREATE TABLE IF NOT EXISTS orders (
     id bigint PRIMARY KEY, customer_id int NOT NULL, status text NOT NULL, total numeric(12,2),
@@ -46,7 +48,13 @@ CREATE SCHEMA IF NOT EXISTS audit;
 CREATE TABLE IF NOT EXISTS audit.event_login (
     id bigint PRIMARY KEY, customer_id int, ok boolean, agent text,
     changed_at timestamptz NOT NULL DEFAULT clock_timestamp());
+-- Selected by the audit.event_% wildcard, but its key is composite: DMS suspends it.
+CREATE TABLE IF NOT EXISTS audit.event_session (
+    customer_id int, started_at timestamptz, agent text, PRIMARY KEY (customer_id, started_at));
 """
+#: A product whose item is over DynamoDB's 400 KB (two text columns of 210 KB, each within
+#: the task's LobMaxSize): DMS logs it to awsdms_apply_exceptions and goes on.
+OVERSIZED_SKU = "SKU-HUGE"
 #: Created while the workload runs: the source's ``audit.event_%`` selection picks it up.
 LATE_TABLE = "audit.event_payment"
 LATE_SCHEMA = """
@@ -66,14 +74,25 @@ def create_schema(url: str, *, seed_rows: int = 20) -> None:
         connection.execute(SCHEMA)
         for index in range(1, seed_rows + 1):
             connection.execute(
-                "INSERT INTO products (sku, title, price, weight_kg) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                "INSERT INTO products (sku, title, price, weight_kg, thumbnail, description)"
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                 (
                     f"SKU-{index:04d}",
                     f"Produkt №{index} — “{rng.choice(NAMES)}”",
                     f"{rng.randint(1, 99999) / 100:.2f}",
                     None if index % 5 == 0 else rng.random() * 10,
+                    bytes([index, 0, 255]),
+                    f"Beschreibung {index}: " + "ü" * rng.randint(0, 40),
                 ),
             )
+        connection.execute(
+            "INSERT INTO products (sku, title, description, spec) VALUES (%s, 'Oversized', %s, %s)"
+            " ON CONFLICT DO NOTHING",
+            (OVERSIZED_SKU, "d" * 210 * 1024, "s" * 210 * 1024),
+        )
+        connection.execute(
+            "INSERT INTO audit.event_session VALUES (1, '2026-11-30 08:00:00+00', 'curl/8') ON CONFLICT DO NOTHING"
+        )
 
 
 @dataclass
@@ -132,7 +151,8 @@ class Workload:
         number = self._next[table] = self._next.get(table, 0) + 1
         if table == "customers":
             connection.execute(
-                "INSERT INTO customers (id, name, email, phone, city, vip, since) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                "INSERT INTO customers (id, name, email, phone, city, vip, since, country, score, prefs)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 (
                     number,
                     rng.choice(NAMES),
@@ -141,6 +161,9 @@ class Workload:
                     rng.choice(CITIES),
                     rng.choice([True, False, None]),
                     f"20{rng.randint(10, 26)}-0{rng.randint(1, 9)}-1{rng.randint(0, 9)}",
+                    rng.choice(["PL", "DK", "JP", None]),
+                    f"{rng.randint(0, 10**6)}.{rng.randint(0, 10**9):09d}",
+                    json.dumps({"lang": rng.choice(["pl", "da", "ja"]), "news": rng.random() < 0.5}),
                 ),
             )
             return (number,)
@@ -196,7 +219,8 @@ class Workload:
         rng = self._rng
         if table == "customers":
             connection.execute(
-                "UPDATE customers SET city = %s, vip = %s, changed_at = clock_timestamp() WHERE id = %s",
+                "UPDATE customers SET city = %s, vip = %s, score = score + 1.0000005, changed_at = clock_timestamp()"
+                " WHERE id = %s",
                 (rng.choice(CITIES), rng.choice([True, False]), key[0]),
             )
         elif table == "orders":
@@ -301,7 +325,8 @@ class Rebuilt:
             after = dict(event.after or {})
             rows[key_text(event.key)] = after
             if event.op in ("c", "u") and isinstance(after.get("changed_at"), str):
-                written = datetime.fromisoformat(after["changed_at"]).timestamp()
+                # DMS writes a timestamptz in UTC without an offset (docs/dms.md)
+                written = datetime.fromisoformat(after["changed_at"]).replace(tzinfo=UTC).timestamp()
                 self.latencies_ms.append(max(0.0, (received - written) * 1000))
 
     def handler(self) -> ConsumerHandler:

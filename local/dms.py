@@ -6,9 +6,16 @@ way DMS's DynamoDB target writes it.
   target table itself: provisioned 200/200, no stream. A table DMS cannot key (a composite
   or missing primary key without an object mapping) is suspended, as DMS does, and listed
   in ``suspended`` with the config change that fixes it.
-- Types as DMS maps them: numbers -> N, booleans -> BOOL, everything else (dates,
-  timestamps, text, uuid, json ...) -> S in PostgreSQL's text form; NULL columns dropped;
-  excluded columns removed.
+- Types as DMS maps them (``local.dms_types``, the table in docs/dms.md): numbers -> N,
+  booleans -> "true"/"false", CHAR(n) trimmed, unbounded numerics rounded to 6 decimals,
+  dates and times in DMS's string form (timestamptz in UTC), LOBs (text, json, arrays ...)
+  -> S within LobMaxSize, bytea and oid not migrated; NULL columns dropped; excluded
+  columns removed. The same in full load and CDC.
+- Errors as the task settings say: a row DMS cannot write (a value DynamoDB cannot hold,
+  an item over 400 KB) is logged to the ``awsdms_apply_exceptions`` table and the task goes
+  on (DataErrorPolicy LOG_ERROR); a table it cannot key is suspended (TableErrorPolicy
+  SUSPEND_TABLE); a LOB over LobMaxSize stops the task (FailTasksOnLobTruncation).
+- An UPDATE of a primary key is ignored, as DMS's PostgreSQL source does.
 - Writes: BatchWriteItem for the full load and for changes' puts and deletes (UpdateItem
   for an update that leaves TOASTed values out), a large poll's changes on several lanes at
   once, each row always on the same lane so its writes apply in commit order.
@@ -26,14 +33,26 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from datetime import UTC, datetime
+from threading import Lock
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from config.mappings import TargetTable, render_table_mappings, resolve
+from config.endpoints import POSTGRES_SOURCE_SETTINGS
+from config.mappings import TargetTable, render_table_mappings, resolve, task_settings
 from config.model import SourceConfig
+from local.dms_types import (
+    MAX_ITEM_BYTES,
+    ColumnType,
+    DataError,
+    DmsType,
+    TypeInfo,
+    dms_type,
+    dynamodb_value,
+    item_bytes,
+)
 from local.pgoutput import UNCHANGED, Change, Commit, Decoder, Truncate
 
 logger = logging.getLogger("dmsbus.local.dms")
@@ -41,9 +60,15 @@ logger = logging.getLogger("dmsbus.local.dms")
 DMS_CAPACITY = {"ReadCapacityUnits": 200, "WriteCapacityUnits": 200}
 #: Polls with fewer changes are applied on one lane: threads would cost more than they save.
 PARALLEL_APPLY_FROM = 50
-#: PostgreSQL type OIDs DMS writes as DynamoDB numbers, and booleans.
-NUMERIC_TYPES = {20, 21, 23, 26, 700, 701, 1700}
-BOOLEAN_TYPE = 16
+#: DMS types that land in DynamoDB as numbers (a key attribute's type: N, else S).
+NUMBER_TYPES: frozenset[DmsType] = frozenset(
+    {"INT2", "INT4", "INT8", "REAL4", "REAL8", "NUMERIC", "NUMERIC(28,6)", "NUMERIC(38,4)"}
+)
+#: DMS's control table for rows it could not apply; on a DynamoDB target "only the Apply
+#: Exceptions control table ... is supported" (CHAP_Target.DynamoDB). Its DynamoDB key is
+#: not documented: the stand-in keys it by task and time.
+EXCEPTIONS_TABLE = "awsdms_apply_exceptions"
+Types = Mapping[str, ColumnType]
 
 
 class DmsError(RuntimeError):
@@ -75,12 +100,22 @@ class DmsStandIn:
     _created: set[str] = field(default_factory=set)
     #: Tables DMS would suspend (a key it cannot map), with why: they are not replicated.
     suspended: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: Rows logged to ``awsdms_apply_exceptions`` by this stand-in.
+    exceptions: int = 0
+    _types: dict[int, TypeInfo] = field(default_factory=dict)
+    _not_migrated: set[tuple[str, str]] = field(default_factory=set)
+    _lock: Lock = field(default_factory=Lock)
+    _last_error_time: str = ""
     _decoder: Decoder = field(default_factory=Decoder)
 
     def __post_init__(self) -> None:
         self.slot = self.slot or f"dmsbus_{self.bus}_{self.source.name}".replace("-", "_").lower()
         self.publication = self.publication or self.slot
         self._mappings = render_table_mappings(self.bus, self.source)
+        self.task_name = f"{self.bus}-{self.source.name}"
+        # The task's and the endpoint's settings, as the source stack deploys them.
+        self.lob_max_bytes = int(task_settings()["TargetMetadata"]["LobMaxSize"]) * 1024
+        self.fail_on_lob_truncation = bool(POSTGRES_SOURCE_SETTINGS["failTasksOnLobTruncation"])
 
     # --- setup and full load --------------------------------------------------------
 
@@ -111,6 +146,9 @@ class DmsStandIn:
                 self.ensure_table(target)
                 batch: list[dict[str, Any]] = []
                 for item in rows:
+                    if isinstance(item, DataError):
+                        self.log_exception(target, "full load", item)
+                        continue
                     batch.append({"PutRequest": {"Item": item}})
                     if len(batch) == 25:
                         self._batch_write(target.target.name, batch)
@@ -124,15 +162,17 @@ class DmsStandIn:
     def items(
         self, *, only: set[tuple[str, str]] | None = None
     ) -> Iterator[tuple[TargetSchema, dict[str, Any]]]:
-        """Every selected source row as DMS writes it to its target table, read now."""
+        """Every selected source row as DMS writes it to its target table, read now (rows
+        DMS cannot write are left out: they are apply exceptions)."""
         with psycopg.connect(self.url) as connection:
             for target, rows in self._tables(connection, only):
                 for item in rows:
-                    yield target, item
+                    if not isinstance(item, DataError):
+                        yield target, item
 
     def _tables(
         self, connection: psycopg.Connection[Any], only: set[tuple[str, str]] | None
-    ) -> Iterator[tuple[TargetSchema, Iterator[dict[str, Any]]]]:
+    ) -> Iterator[tuple[TargetSchema, Iterator[dict[str, Any] | DataError]]]:
         for schema, table in self._source_tables(connection):
             if only is not None and (schema, table) not in only:
                 continue
@@ -142,17 +182,29 @@ class DmsStandIn:
 
     def _rows(
         self, connection: psycopg.Connection[Any], schema: str, table: str, target: TargetSchema
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[dict[str, Any] | DataError]:
+        """The table's rows as items, or the DataError that makes a row an exception."""
         columns = self._columns(connection, schema, table)
         names = [name for name, _ in columns]
+        # Each value through its type's output function, as pgoutput sends it in CDC
+        # (format's %s uses it; a cast to text need not: inet's adds the mask, CHAR's cuts
+        # the padding), so the type mapping sees the same text in full load and CDC.
         query = sql.SQL("SELECT {} FROM {}.{}").format(
-            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(name)) for name in names),
+            sql.SQL(", ").join(
+                sql.SQL("CASE WHEN {0} IS NULL THEN NULL ELSE format('%s', {0}) END").format(
+                    sql.Identifier(name)
+                )
+                for name in names
+            ),
             sql.Identifier(schema),
             sql.Identifier(table),
         )
         types = dict(columns)
         for row in connection.execute(query).fetchall():
-            yield self.item(target, dict(zip(names, row, strict=True)), types)
+            try:
+                yield self.item(target, dict(zip(names, row, strict=True)), types, connection)
+            except DataError as error:
+                yield error
 
     def _source_tables(self, connection: psycopg.Connection[Any]) -> list[tuple[str, str]]:
         rows = connection.execute(
@@ -164,11 +216,13 @@ class DmsStandIn:
             (schema, table) for schema, table in rows if resolve(self._mappings, schema, table) is not None
         ]
 
-    def _columns(self, connection: psycopg.Connection[Any], schema: str, table: str) -> list[tuple[str, int]]:
+    def _columns(
+        self, connection: psycopg.Connection[Any], schema: str, table: str
+    ) -> list[tuple[str, ColumnType]]:
         return [
-            (str(name), int(type_oid))
-            for name, type_oid in connection.execute(
-                "SELECT attname, atttypid::int FROM pg_attribute "
+            (str(name), ColumnType(int(type_oid), int(typmod)))
+            for name, type_oid, typmod in connection.execute(
+                "SELECT attname, atttypid::int, atttypmod FROM pg_attribute "
                 "WHERE attrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND attnum > 0 AND NOT attisdropped "
                 "ORDER BY attnum",
                 (schema, table),
@@ -201,7 +255,14 @@ class DmsStandIn:
                 self._schemas[(schema, table)] = None
                 return None
             result = TargetSchema(
-                target, tuple(key), tuple("N" if columns.get(name) in NUMERIC_TYPES else "S" for name in key)
+                target,
+                tuple(key),
+                tuple(
+                    "N"
+                    if name in columns and self._dms_type(connection, columns[name])[0] in NUMBER_TYPES
+                    else "S"
+                    for name in key
+                ),
             )
         self._schemas[(schema, table)] = result
         return result
@@ -249,7 +310,9 @@ class DmsStandIn:
 
     def ensure_table(self, schema: TargetSchema) -> None:
         """Create the target table as DMS does (provisioned 200/200, no stream) if absent."""
-        name = schema.target.name
+        self._create_table(schema.target.name, list(zip(schema.key, schema.key_types, strict=True)))
+
+    def _create_table(self, name: str, key: list[tuple[str, str]]) -> None:
         if name in self._created:
             return
         try:
@@ -257,11 +320,10 @@ class DmsStandIn:
                 TableName=name,
                 KeySchema=[
                     {"AttributeName": attribute, "KeyType": kind}
-                    for attribute, kind in zip(schema.key, ("HASH", "RANGE"), strict=False)
+                    for (attribute, _), kind in zip(key, ("HASH", "RANGE"), strict=False)
                 ],
                 AttributeDefinitions=[
-                    {"AttributeName": attribute, "AttributeType": kind}
-                    for attribute, kind in zip(schema.key, schema.key_types, strict=True)
+                    {"AttributeName": attribute, "AttributeType": kind} for attribute, kind in key
                 ],
                 ProvisionedThroughput=DMS_CAPACITY,
             )
@@ -309,7 +371,7 @@ class DmsStandIn:
     def _apply_all(self, connection: psycopg.Connection[Any], changes: list[Change]) -> int:
         """Write committed changes, on ``apply_threads`` lanes at once: a row's changes all go
         to one lane, in commit order, so each row's writes apply in order (as DMS's own apply
-        keeps them); a change that moves a row to another key waits for every lane."""
+        keeps them). A change never moves a row to another key: DMS ignores key updates."""
         lanes = self.apply_threads if len(changes) >= PARALLEL_APPLY_FROM else 1
         if lanes == 1:
             return self._apply_lane(connection, changes)
@@ -325,11 +387,7 @@ class DmsStandIn:
 
             for change in changes:
                 lane = self._lane(connection, change, lanes)
-                if lane is None:
-                    continue
-                if lane < 0:
-                    applied += run() + self.apply(connection, change)
-                else:
+                if lane is not None:
                     queued[lane].append(change)
             applied += run()
         return applied
@@ -341,19 +399,21 @@ class DmsStandIn:
         return applied
 
     def _lane(self, connection: psycopg.Connection[Any], change: Change, lanes: int) -> int | None:
-        """The lane of the row a change writes; None: not replicated; -1: it moves the row to
-        another key (two rows). Resolves and creates the target table here, in the task's thread."""
+        """The lane of the row a change writes (the new key's: a key update is ignored, so
+        it writes nothing); None: not replicated. Resolves and creates the target table here,
+        in the task's thread."""
         relation = change.relation
         schema = self.target_schema(connection, relation.schema, relation.table)
         if schema is None:
             return None
         self.ensure_table(schema)
-        types = {column.name: column.type_oid for column in relation.columns}
+        types = _types(change)
         row = change.new if change.kind != "delete" else change.old
         assert row is not None
-        key = self._key(schema, row, types)
-        if change.kind == "update" and change.old is not None and self._key(schema, change.old, types) != key:
-            return -1
+        try:
+            key = self._key(schema, row, types, connection)
+        except DataError:
+            return 0  # a lane of its own does not matter: it is logged, not written
         return hash((schema.target.name, repr(sorted(key.items())))) % lanes
 
     def apply(
@@ -373,25 +433,41 @@ class DmsStandIn:
         if schema is None:
             return 0
         self.ensure_table(schema)
-        types = {column.name: column.type_oid for column in relation.columns}
+        try:
+            self._write(connection, change, schema, writer)
+        except DataError as error:
+            self.log_exception(schema, change.kind, error)
+        return 1
+
+    def _write(
+        self,
+        connection: psycopg.Connection[Any] | None,
+        change: Change,
+        schema: TargetSchema,
+        writer: BatchWriter,
+    ) -> None:
+        types = _types(change)
         name = schema.target.name
         if change.kind == "delete":
             assert change.old is not None
-            writer.delete(name, self._key(schema, change.old, types))
-            return 1
+            writer.delete(name, self._key(schema, change.old, types, connection))
+            return
         assert change.new is not None
         new = change.new
+        if change.old is not None and self._key(schema, change.old, types, connection) != self._key(
+            schema, new, types, connection
+        ):
+            # "AWS DMS ignores an attempt to update a primary key segment ... no records are
+            # written to the exceptions table" (CHAP_Source.PostgreSQL, limitations).
+            logger.warning("%s: an UPDATE of the primary key is ignored, as DMS does", name)
+            return
         if change.kind == "insert" or UNCHANGED not in new.values():
-            if change.old is not None and self._key(schema, change.old, types) != self._key(
-                schema, new, types
-            ):
-                writer.delete(name, self._key(schema, change.old, types))
-            item = self.item(schema, new, types)
+            item = self.item(schema, new, types, connection)
             writer.put(name, {attribute: item[attribute] for attribute in schema.key}, item)
-            return 1
+            return
         # An update leaving TOASTed values out: write what changed, keep the rest.
         present = {column: value for column, value in new.items() if value is not UNCHANGED}
-        item = self.item(schema, present, types)
+        item = self.item(schema, present, types, connection)
         key = {attribute: item.pop(attribute) for attribute in schema.key}
         removed = [
             c
@@ -417,29 +493,123 @@ class DmsStandIn:
                 else {}
             ),
         )
-        return 1
 
     def item(
-        self, schema: TargetSchema, row: Mapping[str, object], types: Mapping[str, int]
+        self,
+        schema: TargetSchema,
+        row: Mapping[str, object],
+        types: Types,
+        connection: psycopg.Connection[Any] | None = None,
     ) -> dict[str, Any]:
-        """A row as DMS writes it: NULLs dropped, excluded columns removed, typed values."""
+        """A row as DMS writes it: NULLs dropped, excluded and not-migrated columns removed,
+        values in DMS's types. DataError: DMS cannot write it (an exception row)."""
         item = {}
         for column, value in row.items():
             if value is None or value is UNCHANGED or column in schema.target.exclude:
                 continue
-            item[column] = attribute_value(str(value), types.get(column, 25))
+            attribute = self._value(schema, column, str(value), types, connection)
+            if attribute is not None:
+                item[column] = attribute
         missing = [attribute for attribute in schema.key if attribute not in item]
         if missing:
             raise DmsError(f"{schema.target.name}: a row without its key attributes {missing}")
+        size = item_bytes(item)
+        if size > MAX_ITEM_BYTES:
+            raise DataError(f"the item is {size} bytes, over DynamoDB's {MAX_ITEM_BYTES}-byte item limit")
         return item
 
     def _key(
-        self, schema: TargetSchema, row: Mapping[str, object], types: Mapping[str, int]
+        self,
+        schema: TargetSchema,
+        row: Mapping[str, object],
+        types: Types,
+        connection: psycopg.Connection[Any] | None = None,
     ) -> dict[str, Any]:
-        return {
-            attribute: attribute_value(str(row[attribute]), types.get(attribute, 25))
-            for attribute in schema.key
-        }
+        key = {}
+        for attribute in schema.key:
+            value = self._value(schema, attribute, str(row[attribute]), types, connection)
+            if value is None:
+                raise DataError(f"key attribute {attribute} is of a type DMS does not migrate")
+            key[attribute] = value
+        return key
+
+    def _value(
+        self,
+        schema: TargetSchema,
+        column: str,
+        text: str,
+        types: Types,
+        connection: psycopg.Connection[Any] | None,
+    ) -> dict[str, Any] | None:
+        kind, read_as = self._dms_type(connection, types.get(column, ColumnType(25)))
+        try:
+            value = dynamodb_value(
+                text,
+                kind,
+                read_as,
+                lob_max_bytes=self.lob_max_bytes,
+                fail_on_lob_truncation=self.fail_on_lob_truncation,
+            )
+        except DataError as error:
+            raise DataError(f"column {column}: {error}") from None
+        if value is None and (schema.target.name, column) not in self._not_migrated:
+            self._not_migrated.add((schema.target.name, column))
+            logger.warning(
+                "%s.%s (%s) is not migrated to DynamoDB, as DMS does", schema.target.name, column, kind
+            )
+        return value
+
+    def _dms_type(
+        self, connection: psycopg.Connection[Any] | None, column: ColumnType
+    ) -> tuple[DmsType, ColumnType]:
+        return dms_type(column, lambda oid: self._type_info(connection, oid))
+
+    def _type_info(self, connection: psycopg.Connection[Any] | None, oid: int) -> TypeInfo:
+        """What pg_type says of a type that is not built in (cached)."""
+        with self._lock:
+            known = self._types.get(oid)
+        if known is not None:
+            return known
+        own = connection or psycopg.connect(self.url)
+        try:
+            found = own.execute(
+                "SELECT t.typtype::text, t.typcategory::text, t.typbasetype::int, t.typtypmod "
+                "FROM pg_type t WHERE t.oid = %s",
+                (oid,),
+            ).fetchone()
+        finally:
+            if connection is None:
+                own.close()
+        info = TypeInfo("b", "S") if found is None else TypeInfo(found[0], found[1], found[2], found[3])
+        with self._lock:
+            self._types[oid] = info
+        return info
+
+    def log_exception(self, schema: TargetSchema, statement: str, error: Exception) -> None:
+        """A row DMS could not write goes to ``awsdms_apply_exceptions`` (DataErrorPolicy
+        LOG_ERROR): the task names, the table and the error; the row's values stay out."""
+        schema_name, table = _source_of(schema.target.name)
+        logger.warning(
+            "%s: %s not applied, logged to %s: %s", schema.target.name, statement, EXCEPTIONS_TABLE, error
+        )
+        with self._lock:
+            now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+            # The time keys the item: one error per microsecond and task.
+            self._last_error_time = max(now, self._last_error_time + "0")
+            error_time = self._last_error_time
+            self.exceptions += 1
+        self._create_table(EXCEPTIONS_TABLE, [("TASK_NAME", "S"), ("ERROR_TIME", "S")])
+        self.dynamodb.put_item(
+            TableName=EXCEPTIONS_TABLE,
+            Item={
+                "TASK_NAME": {"S": self.task_name},
+                "ERROR_TIME": {"S": error_time},
+                "TABLE_OWNER": {"S": schema_name},
+                "TABLE_NAME": {"S": table},
+                "STATEMENT": {"S": f"{statement} into {schema.target.name}"},
+                "ERROR": {"S": str(error)},
+            },
+        )
 
     def _batch_write(self, table: str, requests: list[dict[str, Any]]) -> None:
         pending = {table: requests}
@@ -490,18 +660,11 @@ class BatchWriter:
             pending = self.dynamodb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
 
 
-def attribute_value(text: str, type_oid: int) -> dict[str, Any]:
-    """One column in PostgreSQL's text form -> its DynamoDB attribute value, as DMS maps it."""
-    if type_oid == BOOLEAN_TYPE:
-        return {"BOOL": text in ("t", "true")}
-    if type_oid in NUMERIC_TYPES:
-        try:
-            number = Decimal(text)
-        except InvalidOperation:
-            return {"S": text}
-        if number.is_finite():
-            # DynamoDB stores numbers normalized (12.50 reads back as 12.5); moto keeps the
-            # text it is given, so write what DynamoDB would return.
-            return {"N": format(number.normalize(), "f")}
-        return {"S": text}
-    return {"S": text}
+def _types(change: Change) -> dict[str, ColumnType]:
+    return {column.name: ColumnType(column.type_oid, column.typmod) for column in change.relation.columns}
+
+
+def _source_of(target_name: str) -> tuple[str, str]:
+    """The source schema and table a target table name carries (``bus.source.schema.table``)."""
+    parts = target_name.split(".")
+    return (parts[2], parts[3]) if len(parts) >= 4 else ("", target_name)

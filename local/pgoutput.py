@@ -26,6 +26,8 @@ class Column:
     name: str
     type_oid: int
     key: bool
+    #: The type modifier: NUMERIC's precision and scale, CHAR's length; -1 when none.
+    typmod: int = -1
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +95,8 @@ class Decoder:
                 flags = reader.byte()[0]
                 name = reader.string()
                 type_oid = reader.int32()
-                reader.int32()  # type modifier
-                columns.append(Column(name, type_oid, bool(flags & 1)))
+                typmod = reader.int32()
+                columns.append(Column(name, type_oid, bool(flags & 1), typmod))
             relation = Relation(oid, schema, table, tuple(columns))
             self.relations[oid] = relation
             return relation

@@ -56,9 +56,12 @@ class StandInRunner:
 
     def __post_init__(self) -> None:
         self._applied = SPAWN.Value("q", 0, lock=False)  # written by the process only
+        self._exceptions = SPAWN.Value("q", 0, lock=False)  # likewise
         self._stop = SPAWN.Event()
         self._reported: Any = SPAWN.Queue()
+        self._suspensions: Any = SPAWN.Queue()
         self._errors: list[str] = []
+        self._suspended: dict[str, str] = {}
         self._process: Any = None
 
     def start(self) -> None:
@@ -75,14 +78,30 @@ class StandInRunner:
             self.aws_port,
             self.poll_seconds,
         )
-        self._process = start_child(
-            _run_task, (task, self._applied, self._stop, self._reported), name="dmsbus-dms-stand-in"
-        )
+        channels = _Channels(self._applied, self._stop, self._reported, self._exceptions, self._suspensions)
+        self._process = start_child(_run_task, (task, channels), name="dmsbus-dms-stand-in")
 
     @property
     def changes_applied(self) -> int:
         """Changes the task has written since this runner started it."""
         return int(self._applied.value)
+
+    @property
+    def exceptions(self) -> int:
+        """Rows logged to ``awsdms_apply_exceptions`` (full load and CDC): not replicated."""
+        return self.dms.exceptions + int(self._exceptions.value)
+
+    @property
+    def suspended(self) -> dict[str, str]:
+        """Tables DMS suspended (``schema.table``: why): not replicated."""
+        while True:
+            try:
+                table, why = self._suspensions.get_nowait()
+            except queue.Empty:
+                break
+            self._suspended[table] = why
+        found = {f"{schema}.{table}": why for (schema, table), why in self.dms.suspended.items()}
+        return {**found, **self._suspended}
 
     @property
     def errors(self) -> list[str]:
@@ -117,7 +136,20 @@ class _Task:
     poll_seconds: float
 
 
-def _run_task(task: _Task, applied: Any, stop: Any, reported: Any) -> None:
+@dataclass(frozen=True)
+class _Channels:
+    """What the task's process shares with the runner: counters, the stop event, and queues
+    for why it stopped and which tables it suspended."""
+
+    applied: Any
+    stop: Any
+    reported: Any
+    exceptions: Any
+    suspensions: Any
+
+
+def _run_task(task: _Task, channels: _Channels) -> None:
+    applied, stop, reported = channels.applied, channels.stop, channels.reported
     dynamodb = LocalAws(port=task.aws_port).client("dynamodb", validate=False)
     dms = DmsStandIn(
         task.url,
@@ -129,6 +161,7 @@ def _run_task(task: _Task, applied: Any, stop: Any, reported: Any) -> None:
         apply_threads=task.apply_threads,
     )
     connection: psycopg.Connection[Any] | None = None
+    told: set[tuple[str, str]] = set()
     try:
         while not stop.is_set():
             try:
@@ -140,6 +173,11 @@ def _run_task(task: _Task, applied: Any, stop: Any, reported: Any) -> None:
                 reported.put(f"{type(exc).__name__}: {exc}")
                 return
             applied.value += changes
+            channels.exceptions.value = dms.exceptions
+            for (schema, table), why in list(dms.suspended.items()):
+                if (schema, table) not in told:
+                    told.add((schema, table))
+                    channels.suspensions.put((f"{schema}.{table}", why))
             if not changes:
                 stop.wait(task.poll_seconds)
     finally:

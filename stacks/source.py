@@ -23,6 +23,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from config.endpoints import POSTGRES_SOURCE_SETTINGS
 from config.mappings import render_table_mappings, task_settings
 from config.model import BusConfig, SourceConfig
 from stacks.building_blocks import Alarms
@@ -53,11 +54,6 @@ PLACEHOLDER_MAPPINGS = {
         }
     ]
 }
-#: PostgreSQL sources: a heartbeat keeps an idle database's slot from holding WAL
-#: ("prevents idle logical replication slots from holding onto old WAL logs"), and a LOB
-#: over the task's LobMaxSize fails the task instead of being truncated (PostgreSQL
-#: endpoint settings, CHAP_Source.PostgreSQL).
-HEARTBEAT_MINUTES = 5
 #: What DMS's DynamoDB target does to the tables it owns.
 _DYNAMODB_TARGET_ACTIONS = [
     "dynamodb:CreateTable",
@@ -239,12 +235,7 @@ class SourceStack(Stack):
             "secretsManagerAccessRoleArn": role.role_arn,
         }
         family = _SECRET_SETTINGS[source.engine]
-        postgres = {
-            **settings,
-            "heartbeatEnable": True,
-            "heartbeatFrequency": HEARTBEAT_MINUTES,
-            "failTasksOnLobTruncation": True,
-        }
+        postgres = {**settings, **POSTGRES_SOURCE_SETTINGS}
         override = self._secrets_manager_endpoint(source)
         endpoint = dms.CfnEndpoint(
             self,

@@ -3,6 +3,7 @@ per row wins, tables and columns follow the events."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -347,3 +348,64 @@ def test_given_an_attribute_name_longer_than_postgres_allows_then_the_error_name
     # When applied, then the error names the table and the attribute
     with pytest.raises(MirrorSchemaError, match=r"column of public\.wide 'x{70}' is longer"):
         Mirror().apply(mirror_db, [change("c", "public.wide", {"id": 1}, {name: 1}, sequence=1)])
+
+
+def test_given_dms_shaped_values_then_they_mirror_into_usable_columns(
+    mirror_db: psycopg.Connection[Any],
+) -> None:
+    # Given values as DMS writes them to DynamoDB (docs/dms.md): a boolean as "true", a
+    # timestamptz as a UTC string without offset, jsonb as text, NULL absent
+    mirror = Mirror()
+    mirror.apply(
+        mirror_db,
+        [
+            change(
+                "c",
+                "public.customers",
+                {"id": 1},
+                {"vip": "true", "changed_at": "2026-11-01 10:00:00.500000", "prefs": '{"lang": "pl"}'},
+                sequence=1,
+            ),
+            change("c", "public.customers", {"id": 2}, {"vip": "false"}, sequence=2),
+        ],
+    )
+    # Then each is a text column whose values PostgreSQL reads back as the source's types
+    assert column_types(mirror_db, "public", "customers") == {
+        "id": "bigint",
+        "vip": "text",
+        "changed_at": "text",
+        "prefs": "text",
+    }
+    assert mirror_db.execute(
+        "SELECT id, vip::boolean, (changed_at::timestamp AT TIME ZONE 'UTC') = '2026-11-01 10:00:00.5+00',"
+        " prefs::jsonb ->> 'lang' FROM public.customers ORDER BY id"
+    ).fetchall() == [(1, True, True, "pl"), (2, False, None, None)]
+
+
+def test_given_columns_altered_to_the_source_types_then_dms_shaped_values_are_written_through_casts(
+    mirror_db: psycopg.Connection[Any],
+) -> None:
+    # Given an operator who gave the mirror's columns the source's types
+    mirror = Mirror()
+    mirror.apply(
+        mirror_db, [change("c", "public.customers", {"id": 1}, {"vip": "true", "at": "x"}, sequence=1)]
+    )
+    mirror_db.execute("DELETE FROM public.customers")
+    mirror_db.execute("ALTER TABLE public.customers ALTER COLUMN vip TYPE boolean USING vip::boolean")
+    mirror_db.execute("ALTER TABLE public.customers ALTER COLUMN at TYPE timestamp USING NULL")
+    # When DMS-shaped values arrive
+    mirror.apply(
+        mirror_db,
+        [
+            change(
+                "u",
+                "public.customers",
+                {"id": 1},
+                {"vip": "false", "at": "2026-11-01 10:00:00.500000"},
+                sequence=2,
+            )
+        ],
+    )
+    # Then they land in those types, and the columns keep them
+    assert rows(mirror_db, "public.customers") == [(1, False, datetime(2026, 11, 1, 10, 0, 0, 500000))]
+    assert column_types(mirror_db, "public", "customers")["vip"] == "boolean"
