@@ -33,11 +33,12 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from threading import Lock
 from typing import Any
 
 import psycopg
+from botocore.exceptions import ClientError
 from psycopg import sql
 
 from config.endpoints import POSTGRES_SOURCE_SETTINGS
@@ -69,6 +70,11 @@ NUMBER_TYPES: frozenset[DmsType] = frozenset(
 #: not documented: the stand-in keys it by task and time.
 EXCEPTIONS_TABLE = "awsdms_apply_exceptions"
 Types = Mapping[str, ColumnType]
+NO_ERROR_YET = datetime.min.replace(tzinfo=UTC)
+#: Every stand-in session reads values in one text form, whatever the server's defaults:
+#: pgoutput writes a change's values with the decoding session's settings, and the type
+#: mapping parses them (money without a locale's separators, ISO dates).
+SESSION_OPTIONS = "-c lc_monetary=C -c DateStyle=ISO -c IntervalStyle=postgres -c TimeZone=UTC"
 
 
 class DmsError(RuntimeError):
@@ -105,7 +111,7 @@ class DmsStandIn:
     _types: dict[int, TypeInfo] = field(default_factory=dict)
     _not_migrated: set[tuple[str, str]] = field(default_factory=set)
     _lock: Lock = field(default_factory=Lock)
-    _last_error_time: str = ""
+    _last_error_time: datetime = NO_ERROR_YET
     _decoder: Decoder = field(default_factory=Decoder)
 
     def __post_init__(self) -> None:
@@ -117,12 +123,16 @@ class DmsStandIn:
         self.lob_max_bytes = int(task_settings()["TargetMetadata"]["LobMaxSize"]) * 1024
         self.fail_on_lob_truncation = bool(POSTGRES_SOURCE_SETTINGS["failTasksOnLobTruncation"])
 
+    def connect(self, *, autocommit: bool = False) -> psycopg.Connection[Any]:
+        """A session of the stand-in's (its settings pinned: ``SESSION_OPTIONS``)."""
+        return psycopg.connect(self.url, autocommit=autocommit, options=SESSION_OPTIONS)
+
     # --- setup and full load --------------------------------------------------------
 
     def start(self) -> bool:
         """Create the publication and the slot if new; True when this is the first start
         (a full load is due), False when resuming from an existing slot."""
-        with psycopg.connect(self.url, autocommit=True) as connection:
+        with self.connect(autocommit=True) as connection:
             exists = connection.execute(
                 "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)
             ).fetchone()
@@ -141,7 +151,7 @@ class DmsStandIn:
         """Copy every selected table (or the ``(schema, table)`` pairs in ``only``, as a
         reload does) as it is now, with BatchWriteItem. Returns the rows written."""
         loaded = 0
-        with psycopg.connect(self.url) as connection:
+        with self.connect() as connection:
             for target, rows in self._tables(connection, only):
                 self.ensure_table(target)
                 batch: list[dict[str, Any]] = []
@@ -164,7 +174,7 @@ class DmsStandIn:
     ) -> Iterator[tuple[TargetSchema, dict[str, Any]]]:
         """Every selected source row as DMS writes it to its target table, read now (rows
         DMS cannot write are left out: they are apply exceptions)."""
-        with psycopg.connect(self.url) as connection:
+        with self.connect() as connection:
             for target, rows in self._tables(connection, only):
                 for item in rows:
                     if not isinstance(item, DataError):
@@ -188,10 +198,11 @@ class DmsStandIn:
         names = [name for name, _ in columns]
         # Each value through its type's output function, as pgoutput sends it in CDC
         # (format's %s uses it; a cast to text need not: inet's adds the mask, CHAR's cuts
-        # the padding), so the type mapping sees the same text in full load and CDC.
+        # the padding), so the type mapping sees the same text in full load and CDC. NULL
+        # by num_nulls: a composite of NULL fields IS NULL, and pgoutput sends it as (,).
         query = sql.SQL("SELECT {} FROM {}.{}").format(
             sql.SQL(", ").join(
-                sql.SQL("CASE WHEN {0} IS NULL THEN NULL ELSE format('%s', {0}) END").format(
+                sql.SQL("CASE WHEN num_nulls({0}) = 1 THEN NULL ELSE format('%s', {0}) END").format(
                     sql.Identifier(name)
                 )
                 for name in names
@@ -224,6 +235,8 @@ class DmsStandIn:
             for name, type_oid, typmod in connection.execute(
                 "SELECT attname, atttypid::int, atttypmod FROM pg_attribute "
                 "WHERE attrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND attnum > 0 AND NOT attisdropped "
+                # pgoutput leaves generated columns out (publish_generated_columns is off)
+                "AND attgenerated = '' "
                 "ORDER BY attnum",
                 (schema, table),
             )
@@ -239,7 +252,7 @@ class DmsStandIn:
         target = resolve(self._mappings, schema, table)
         result = None
         if target is not None:
-            own = connection or psycopg.connect(self.url)
+            own = connection or self.connect()
             try:
                 columns = dict(self._columns(own, schema, table))
                 key = target.key or self._primary_key(own, schema, table)
@@ -247,6 +260,17 @@ class DmsStandIn:
                 if connection is None:
                     own.close()
             why = None if target.key is not None else self._unsupported_key(schema, table, key)
+            unwritten = [
+                name
+                for name in key
+                if name in columns
+                and self._dms_type(connection, columns[name])[0] in ("BLOB", "NOT MIGRATED")
+            ]
+            if why is None and unwritten:
+                why = (
+                    f"{schema}.{table}: its key {unwritten} is of a type DMS does not write to DynamoDB "
+                    "(bytea, oid): give it another `key` in config"
+                )
             if why is not None:
                 # DMS suspends the table (TableErrorPolicy SUSPEND_TABLE) and goes on with
                 # the others; it never invents a key.
@@ -339,7 +363,7 @@ class DmsStandIn:
         ``connection`` (autocommit) is used when given, else one is opened for the call: a
         task polling every few milliseconds should keep one."""
         if connection is None:
-            with psycopg.connect(self.url, autocommit=True) as own:
+            with self.connect(autocommit=True) as own:
                 return self.poll(limit=limit, connection=own)
         rows = connection.execute(
             "SELECT lsn::text, data FROM pg_logical_slot_peek_binary_changes("
@@ -408,7 +432,7 @@ class DmsStandIn:
             return None
         self.ensure_table(schema)
         types = _types(change)
-        row = change.new if change.kind != "delete" else change.old
+        row = _new_row(change) if change.kind != "delete" else change.old
         assert row is not None
         try:
             key = self._key(schema, row, types, connection)
@@ -452,8 +476,7 @@ class DmsStandIn:
             assert change.old is not None
             writer.delete(name, self._key(schema, change.old, types, connection))
             return
-        assert change.new is not None
-        new = change.new
+        new = _new_row(change)
         if change.old is not None and self._key(schema, change.old, types, connection) != self._key(
             schema, new, types, connection
         ):
@@ -482,6 +505,22 @@ class DmsStandIn:
         if removed:
             expression.append("REMOVE " + ", ".join(by_column[c] for c in removed))
         writer.flush()  # the update applies after every earlier write
+        try:
+            self._update(name, key, expression, names, item)
+        except ClientError as error:
+            # DynamoDB refuses the update (the whole item would pass 400 KB): a data error.
+            if error.response["Error"]["Code"] != "ValidationException":
+                raise
+            raise DataError(error.response["Error"]["Message"]) from None
+
+    def _update(
+        self,
+        name: str,
+        key: dict[str, Any],
+        expression: list[str],
+        names: dict[str, str],
+        item: dict[str, Any],
+    ) -> None:
         self.dynamodb.update_item(
             TableName=name,
             Key=key,
@@ -513,6 +552,7 @@ class DmsStandIn:
         missing = [attribute for attribute in schema.key if attribute not in item]
         if missing:
             raise DmsError(f"{schema.target.name}: a row without its key attributes {missing}")
+        _check_key({attribute: item[attribute] for attribute in schema.key}, schema.key)
         size = item_bytes(item)
         if size > MAX_ITEM_BYTES:
             raise DataError(f"the item is {size} bytes, over DynamoDB's {MAX_ITEM_BYTES}-byte item limit")
@@ -531,6 +571,7 @@ class DmsStandIn:
             if value is None:
                 raise DataError(f"key attribute {attribute} is of a type DMS does not migrate")
             key[attribute] = value
+        _check_key(key, schema.key)
         return key
 
     def _value(
@@ -570,7 +611,7 @@ class DmsStandIn:
             known = self._types.get(oid)
         if known is not None:
             return known
-        own = connection or psycopg.connect(self.url)
+        own = connection or self.connect()
         try:
             found = own.execute(
                 "SELECT t.typtype::text, t.typcategory::text, t.typbasetype::int, t.typtypmod "
@@ -593,10 +634,10 @@ class DmsStandIn:
             "%s: %s not applied, logged to %s: %s", schema.target.name, statement, EXCEPTIONS_TABLE, error
         )
         with self._lock:
-            now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-            # The time keys the item: one error per microsecond and task.
-            self._last_error_time = max(now, self._last_error_time + "0")
-            error_time = self._last_error_time
+            # The time keys the item (with the task): a later error never reuses one.
+            moment = max(datetime.now(UTC), self._last_error_time + timedelta(microseconds=1))
+            self._last_error_time = moment
+            error_time = moment.strftime("%Y-%m-%d %H:%M:%S.%f")
             self.exceptions += 1
         self._create_table(EXCEPTIONS_TABLE, [("TASK_NAME", "S"), ("ERROR_TIME", "S")])
         self.dynamodb.put_item(
@@ -617,7 +658,7 @@ class DmsStandIn:
             pending = self.dynamodb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
 
     def drop_slot(self) -> None:
-        with psycopg.connect(self.url, autocommit=True) as connection:
+        with self.connect(autocommit=True) as connection:
             connection.execute(
                 "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
                 (self.slot,),
@@ -658,6 +699,37 @@ class BatchWriter:
         self._requests, self._rows, self._by_key = {}, set(), {}
         while pending:
             pending = self.dynamodb.batch_write_item(RequestItems=pending).get("UnprocessedItems") or {}
+
+
+#: DynamoDB's limits on key values ("Service, account, and table quotas"): bytes of a
+#: partition and a sort key value; an empty string is refused in a key.
+KEY_LIMITS = (2048, 1024)
+
+
+def _check_key(key: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> None:
+    """DataError for a key DynamoDB refuses: an empty string, or a value over its size."""
+    for name, limit in zip(names, KEY_LIMITS, strict=False):
+        value = key[name]
+        text = value.get("S")
+        if text == "":
+            raise DataError(f"key attribute {name} is empty, which DynamoDB refuses")
+        size = len(str(text if text is not None else value.get("N", "")).encode("utf-8"))
+        if size > limit:
+            raise DataError(f"key attribute {name} is {size} bytes, over DynamoDB's {limit}")
+
+
+def _new_row(change: Change) -> dict[str, object]:
+    """An insert's or update's new row; a column it leaves out as an unchanged TOAST value
+    is taken from the old tuple when PostgreSQL sent one (a key column, so that the key is
+    known)."""
+    assert change.new is not None
+    if change.old is None:
+        return change.new
+    old = change.old
+    return {
+        column: old[column] if value is UNCHANGED and column in old else value
+        for column, value in change.new.items()
+    }
 
 
 def _types(change: Change) -> dict[str, ColumnType]:

@@ -52,6 +52,11 @@ FLOAT4, FLOAT8, MONEY, BPCHAR, VARCHAR, DATE, TIME = 700, 701, 790, 1042, 1043, 
 TIMESTAMP, TIMESTAMPTZ, INTERVAL, TIMETZ, NUMERIC, JSONB, UUID = 1114, 1184, 1186, 1266, 1700, 3802, 2950
 TSVECTOR, TSQUERY, PATH, POLYGON = 3614, 3615, 602, 604
 CHAR1 = 18  # "char", one byte
+#: Built-in types DMS maps to STRING (uuid, network addresses, bits, geometry, interval,
+#: pg_lsn, xid): their text as PostgreSQL writes it.
+STRINGS = frozenset({UUID, 869, 650, 829, 774, 1560, 1562, 600, 628, 601, 603, 718, INTERVAL, 3220, 28})
+#: Types with OIDs from here on are user-defined or come with extensions (FirstNormalObjectId).
+FIRST_USER_OID = 16384
 
 #: Built-in types with a DMS type of their own; every other type is looked up in the
 #: catalog (arrays, enums, domains, composites, extensions' types like hstore).
@@ -125,12 +130,14 @@ def dms_type(column: ColumnType, lookup: Callable[[int], TypeInfo]) -> tuple[Dms
     known = BUILT_IN.get(column.oid)
     if known is not None:
         return known, column
+    if column.oid in STRINGS:
+        return "STRING", column
     info = lookup(column.oid)
     if info.typtype == "d" and info.base:
         return dms_type(ColumnType(info.base, info.base_typmod), lookup)
     if info.category == "A" or info.typtype == "c":
         return "NCLOB", column  # ARRAY and COMPOSITE
-    if info.typtype == "b" and info.category == "U":
+    if info.typtype == "b" and info.category == "U" and column.oid >= FIRST_USER_OID:
         return "NCLOB", column  # extensions' types, hstore among them
     return "STRING", column  # enum, range, uuid, inet, cidr, macaddr, bit, interval, geometry ...
 
@@ -198,6 +205,13 @@ def _number(text: str) -> str:
     number = _decimal(text)
     if len(number.normalize(_EXACT).as_tuple().digits) > 38:
         raise DataError(f"{text!r} has more than the 38 significant digits of a DynamoDB number")
+    return _in_range(number, text)
+
+
+def _in_range(number: Decimal, text: str) -> str:
+    """DynamoDB numbers are 0 or of magnitude 1E-130 to below 1E+126 ("Data types")."""
+    if number and not -130 <= number.adjusted() <= 125:
+        raise DataError(f"{text!r} is outside DynamoDB's number range (1E-130 to 1E+126)")
     return _plain(number)
 
 
@@ -211,9 +225,10 @@ def _unbounded(text: str) -> str:
 
 
 def _money(text: str) -> str:
-    """MONEY is NUMERIC(38,4); PostgreSQL writes it with its currency symbol and separators."""
-    negative = text.strip().startswith(("-", "(")) or text.strip().endswith(")")
-    digits = _NOT_MONEY.sub("", text).lstrip("-")
+    """MONEY is NUMERIC(38,4). PostgreSQL writes it with the session's lc_monetary, which
+    the stand-in pins to C (``$1,234.50``, ``-$12.00``)."""
+    negative = "-" in text or "(" in text
+    digits = _NOT_MONEY.sub("", text).replace("-", "")
     number = _decimal(digits).quantize(_MONEY_SCALE, context=_EXACT)
     return _plain(-number if negative else number)
 
@@ -239,13 +254,14 @@ def _datetime(text: str) -> str:
     (``yyyy-MM-dd HH:mm:ss.SSSSSS``)."""
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(UTC).replace(tzinfo=None)
+    except (ValueError, OverflowError):
         raise DataError(
             f"timestamp {text!r} has no DMS DATETIME (BC, infinity or beyond year 9999)"
         ) from None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")
+    # isoformat, not strftime: a year before 1000 keeps its four digits
+    return moment.isoformat(" ", "microseconds")
 
 
 def item_bytes(item: Mapping[str, Mapping[str, Any]]) -> int:

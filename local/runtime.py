@@ -166,9 +166,10 @@ def _run_task(task: _Task, channels: _Channels) -> None:
         while not stop.is_set():
             try:
                 if connection is None or connection.closed or connection.broken:
-                    connection = psycopg.connect(dms.url, autocommit=True)
+                    connection = dms.connect(autocommit=True)
                 changes = dms.poll(connection=connection)
             except Exception as exc:  # the task stops, as DMS's would; shown in progress
+                channels.exceptions.value = dms.exceptions
                 logger.exception("DMS stand-in stopped")
                 reported.put(f"{type(exc).__name__}: {exc}")
                 return

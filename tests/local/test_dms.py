@@ -472,3 +472,88 @@ def test_a_lob_over_lob_max_size_stops_the_task(source: str, dynamodb: Any) -> N
     run(source, f"INSERT INTO orders (id, note) VALUES (1, '{'y' * (401 * 1024)}');")
     with pytest.raises(TaskError, match="over the task's LobMaxSize"):
         dms.poll()
+
+
+def test_values_read_the_same_whatever_the_server_s_session_defaults(source: str, dynamodb: Any) -> None:
+    # Given a database whose sessions default to another DateStyle and time zone
+    with psycopg.connect(source, autocommit=True) as connection:
+        name = connection.info.dbname
+        connection.execute(f"ALTER DATABASE \"{name}\" SET DateStyle = 'German, DMY'")
+        connection.execute(f"ALTER DATABASE \"{name}\" SET TimeZone = 'Asia/Kolkata'")
+    run(source, "INSERT INTO customers (id, name, since) VALUES (1, 'a', '2020-02-29');")
+    dms = stand_in(source, dynamodb)
+    dms.start()
+    # When DMS loads one row and captures another
+    dms.full_load()
+    run(source, "INSERT INTO customers (id, name, since) VALUES (2, 'b', '2020-02-29');")
+    dms.poll()
+    # Then both dates are DMS's, not the session's 29.02.2020
+    assert [i.get("since") for i in items(dynamodb, "demo.legacy.public.customers")] == ["2020-02-29"] * 2
+
+
+def test_full_load_and_cdc_agree_on_composites_of_nulls_and_generated_columns(
+    source: str, dynamodb: Any
+) -> None:
+    run(
+        source,
+        "CREATE TYPE audit.pair AS (a int, b int);"
+        "CREATE TABLE audit.event_shape (id int PRIMARY KEY, p audit.pair, n int,"
+        " twice int GENERATED ALWAYS AS (n * 2) STORED);"
+        "INSERT INTO audit.event_shape VALUES (1, ROW(NULL, NULL), 3);",
+    )
+    dms = stand_in(source, dynamodb)
+    dms.start()
+    dms.full_load()
+    run(source, "INSERT INTO audit.event_shape VALUES (2, ROW(NULL, NULL), 3);")
+    dms.poll()
+    loaded, captured = sorted(items(dynamodb, "demo.legacy.audit.event_shape"), key=lambda i: i["id"])
+    assert {k: v for k, v in loaded.items() if k != "id"} == {k: v for k, v in captured.items() if k != "id"}
+    assert loaded == {"id": 1, "p": "(,)", "n": 3}
+
+
+def test_a_key_dynamodb_refuses_is_logged_not_a_stop(source: str, dynamodb: Any) -> None:
+    # Given a CHAR key that trims to nothing, which DynamoDB refuses as a key
+    run(source, "CREATE TABLE audit.event_code (code char(4) PRIMARY KEY, n int);")
+    dms = stand_in(source, dynamodb)
+    dms.start()
+    dms.full_load()
+    run(source, "INSERT INTO audit.event_code VALUES ('', 1), ('ab', 2);")
+    dms.poll()
+    assert items(dynamodb, "demo.legacy.audit.event_code") == [{"code": "ab", "n": 2}]
+    (error,) = _exceptions(dynamodb)
+    assert error["ERROR"] == "key attribute code is empty, which DynamoDB refuses"
+
+
+def test_a_table_keyed_by_a_type_dms_does_not_write_is_suspended(source: str, dynamodb: Any) -> None:
+    run(
+        source,
+        "CREATE TABLE audit.event_raw (id bytea PRIMARY KEY, n int); INSERT INTO audit.event_raw VALUES ('\\x01', 1);",
+    )
+    dms = stand_in(source, dynamodb)
+    dms.start()
+    dms.full_load()
+    assert "is of a type DMS does not write to DynamoDB" in dms.suspended[("audit", "event_raw")]
+    assert "demo.legacy.audit.event_raw" not in dynamodb.list_tables()["TableNames"]
+
+
+def test_an_update_that_would_make_the_item_too_large_is_logged(source: str, dynamodb: Any) -> None:
+    # Given a row whose large value is stored out of line (an update leaves it out)
+    run(
+        source,
+        "CREATE TABLE audit.event_note (id int PRIMARY KEY, a text, b text);"
+        "ALTER TABLE audit.event_note ALTER COLUMN a SET STORAGE EXTERNAL;"
+        f"INSERT INTO audit.event_note VALUES (1, '{'a' * 300 * 1024}', 'x'), (2, 'small', 'x');",
+    )
+    dms = stand_in(source, dynamodb)
+    dms.start()
+    dms.full_load()
+    # When an update adds enough to pass 400 KB without touching the large value
+    run(
+        source,
+        f"UPDATE audit.event_note SET b = '{'b' * 150 * 1024}' WHERE id = 1; UPDATE audit.event_note SET b = 'y' WHERE id = 2;",
+    )
+    dms.poll()
+    # Then DynamoDB's refusal is an exception row and the other change is applied
+    assert [e["TABLE_NAME"] for e in _exceptions(dynamodb)] == ["event_note"]
+    rows = {i["id"]: i for i in items(dynamodb, "demo.legacy.audit.event_note")}
+    assert rows[2]["b"] == "y" and rows[1]["b"] == "x"

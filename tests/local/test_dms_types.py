@@ -22,6 +22,7 @@ from local.dms_types import (
     TIMESTAMP,
     TIMESTAMPTZ,
     TIMETZ,
+    UUID,
     ColumnType,
     DataError,
     TaskError,
@@ -68,12 +69,22 @@ def write(text: str, column: ColumnType, lookup: Any = _no_lookup) -> dict[str, 
         # MONEY is NUMERIC(38,4)
         ("$1,234.50", ColumnType(MONEY), {"N": "1234.5"}),
         ("-$12.00", ColumnType(MONEY), {"N": "-12"}),
+        ("$-1.00", ColumnType(MONEY), {"N": "-1"}),
+        ("($3.50)", ColumnType(MONEY), {"N": "-3.5"}),
+        # uuid is a STRING in DMS, not a LOB
+        (
+            "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            ColumnType(UUID),
+            {"S": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"},
+        ),
         ("1.5", ColumnType(FLOAT8), {"N": "1.5"}),
         # CHAR(n) is trimmed (TrimSpaceInChar defaults to true), in full load and CDC alike
         ("ab      ", ColumnType(BPCHAR, 12), {"S": "ab"}),
         # DATETIME: a timestamptz in UTC, with microseconds and no offset
         ("2026-11-01 12:00:00.5+02", ColumnType(TIMESTAMPTZ), {"S": "2026-11-01 10:00:00.500000"}),
         ("2026-11-01 12:00:00", ColumnType(TIMESTAMP), {"S": "2026-11-01 12:00:00.000000"}),
+        # a year before 1000 keeps its four digits, as a DATE's does
+        ("0099-01-01 00:00:00", ColumnType(TIMESTAMP), {"S": "0099-01-01 00:00:00.000000"}),
         ("08:30:00", ColumnType(TIME), {"S": "08:30:00.000000"}),
         ("08:30:00.25+05:30", ColumnType(TIMETZ), {"S": "08:30:00.250000"}),
         # LOBs within LobMaxSize are strings
@@ -95,6 +106,11 @@ def test_each_type_is_written_as_dms_writes_it(text: str, column: ColumnType, ex
         ("12345678901234567890123.5", ColumnType(NUMERIC), r"does not fit DMS.s NUMERIC\(28,6\)"),
         ("infinity", ColumnType(TIMESTAMPTZ), "has no DMS DATETIME"),
         ("0044-03-15 12:00:00 BC", ColumnType(TIMESTAMP), "has no DMS DATETIME"),
+        # in UTC past year 9999
+        ("9999-12-31 23:00:00-05", ColumnType(TIMESTAMPTZ), "has no DMS DATETIME"),
+        # outside DynamoDB's number range (1E-130 to 1E+126)
+        ("1.79e308", ColumnType(FLOAT8), "outside DynamoDB's number range"),
+        ("5e-324", ColumnType(FLOAT8), "outside DynamoDB's number range"),
     ],
 )
 def test_a_value_dms_cannot_write_is_a_data_error(text: str, column: ColumnType, message: str) -> None:
@@ -114,7 +130,7 @@ def test_a_lob_over_lob_max_size_stops_the_task() -> None:
     [
         (TypeInfo("b", "A"), "NCLOB"),  # an array
         (TypeInfo("c", "C"), "NCLOB"),  # a composite
-        (TypeInfo("b", "U"), "NCLOB"),  # an extension's type, hstore among them
+        (TypeInfo("b", "U"), "NCLOB"),  # an extension's type (OID >= 16384), hstore among them
         (TypeInfo("e", "E"), "STRING"),  # an enum
         (TypeInfo("r", "R"), "STRING"),  # a range
         (TypeInfo("d", "N", base=INT4), "INT4"),  # a domain is its base type
@@ -126,7 +142,7 @@ def test_types_outside_the_built_ins_are_looked_up_in_the_catalog(info: TypeInfo
 
 def test_item_size_counts_names_and_values_as_dynamodb_does() -> None:
     item = {"id": {"N": "12345"}, "name": {"S": "Zoë"}, "ok": {"S": "true"}}
-    # 2 + (3 digits -> 2 bytes + 1), 4 + 4 bytes of UTF-8, 2 + 4
+    # "id" 2 + (5 digits -> 3 bytes + 1), "name" 4 + 4 bytes of UTF-8, "ok" 2 + 4
     assert item_bytes(item) == 2 + 4 + 4 + 4 + 2 + 4
 
 
