@@ -15,10 +15,11 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 
 .PHONY: test lint typecheck unit synth bench demo clean lambda-deps cdk-cli
 
-$(BIN)/.installed: requirements.txt functions/requirements.txt
+$(BIN)/.installed: requirements.txt functions/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet -r requirements.txt
+	$(PIP) install --quiet --no-deps -e .
 	touch $@
 
 # The decoder's compiled fast path, into the venv's site-packages (tests, bench, local mode).
@@ -69,7 +70,7 @@ bench: $(BIN)/.installed $(NATIVE)
 # Settings: make demo DEMO_ARGS="--rate 500 --changes 10000".
 DEMO_ARGS ?=
 demo: $(BIN)/.installed $(NATIVE)
-	$(BIN)/python -m local demo $(DEMO_ARGS)
+	$(BIN)/dmsbus demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) node_modules .build cdk.out .pytest_cache .mypy_cache .ruff_cache .hypothesis

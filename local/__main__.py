@@ -20,10 +20,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from config.functions import glue_name
 from config.loader import ConfigError, load_config
-from config.model import BusConfig, ConsumerConfig, SourceConfig
+from config.model import BusConfig, Config, ConsumerConfig, SourceConfig
 from local import replay
 from local.demo import (
     Rebuilt,
@@ -41,11 +42,35 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m local demo|replay``: kept for existing scripts; ``dmsbus`` has them too."""
     parser = argparse.ArgumentParser(prog="python -m local", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="run the whole data path and verify it")
+    add_demo_command(commands, REPOSITORY)
+    replay.add_command(commands, REPOSITORY)
+    arguments = parser.parse_args(argv)
+    return run_command(arguments)
+
+
+def run_command(arguments: argparse.Namespace) -> int:
+    """Run a parsed ``demo`` or ``replay`` command; returns the exit status."""
+    logging.basicConfig(
+        level=logging.INFO if getattr(arguments, "verbose", False) else logging.WARNING,
+        format="%(name)s: %(message)s",
+    )
+    if arguments.command == "replay":
+        return replay.run(arguments)
+    return demo_command(arguments)
+
+
+def add_demo_command(commands: Any, repository: Path) -> None:
+    """The ``demo`` command's arguments."""
+    demo = commands.add_parser(
+        "demo",
+        help="run the whole data path on this machine and verify it",
+        description=__doc__.split("\n\n")[1],
+    )
     demo.add_argument(
-        "--config", type=Path, default=REPOSITORY / "config", help="config folder (default: config/)"
+        "--config", type=Path, default=repository / "config", help="config folder (default: config/)"
     )
     demo.add_argument("--source", help="source name in config/sources (default: the first)")
     demo.add_argument("--rate", type=float, default=200.0, help="workload changes per second (default 200)")
@@ -54,25 +79,29 @@ def main(argv: list[str] | None = None) -> int:
         "--timeout", type=float, default=120.0, help="seconds to wait for the consumers to catch up"
     )
     demo.add_argument("--verbose", action="store_true", help="show the functions' logs")
-    replay.add_command(commands, REPOSITORY)
-    arguments = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if getattr(arguments, "verbose", False) else logging.WARNING,
-        format="%(name)s: %(message)s",
-    )
-    if arguments.command == "replay":
-        return replay.run(arguments)
-    try:
-        config = load_config(arguments.config)
-    except ConfigError as exc:
-        print(f"demo: {exc}", file=sys.stderr)
+
+
+def demo_command(arguments: argparse.Namespace) -> int:
+    chosen = config_and_source(arguments.config, arguments.source, "demo")
+    if chosen is None:
         return 2
-    sources = {source.name: source for source in config.sources}
-    if not sources or (arguments.source and arguments.source not in sources):
-        print(f"demo: no source {arguments.source or ''} in {arguments.config}/sources", file=sys.stderr)
-        return 2
-    source = sources[arguments.source] if arguments.source else config.sources[0]
+    config, source = chosen
     return run_demo(local_bus(config.bus), source, arguments)
+
+
+def config_and_source(folder: Path, name: str | None, command: str) -> tuple[Config, SourceConfig] | None:
+    """The config in ``folder`` and its source ``name`` (default: the first); None once the
+    problem is said on stderr."""
+    try:
+        config = load_config(folder)
+    except ConfigError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return None
+    sources = {source.name: source for source in config.sources}
+    if not sources or (name and name not in sources):
+        print(f"{command}: no source {name or ''} in {folder}/sources", file=sys.stderr)
+        return None
+    return config, sources[name] if name else config.sources[0]
 
 
 def run_demo(bus: BusConfig, source: SourceConfig, arguments: argparse.Namespace) -> int:
@@ -154,7 +183,7 @@ def table_errors(stand_in: StandInRunner) -> str:
     suspended, exceptions = stand_in.suspended, stand_in.exceptions
     if not suspended and not exceptions:
         return ""
-    return f" | dms: {len(suspended)} suspended, {exceptions} rows to awsdms_apply_exceptions"
+    return f" | dms: {len(suspended)} suspended, {exceptions} changes to awsdms_apply_exceptions"
 
 
 def report_table_errors(started: float, stand_in: StandInRunner) -> None:
@@ -163,7 +192,7 @@ def report_table_errors(started: float, stand_in: StandInRunner) -> None:
     if stand_in.exceptions:
         say(
             started,
-            f"dms could not write {stand_in.exceptions} rows: they are in moto's awsdms_apply_exceptions table",
+            f"dms could not write {stand_in.exceptions} changes: they are in moto's awsdms_apply_exceptions table",
         )
 
 

@@ -129,15 +129,34 @@ class DmsStandIn:
 
     # --- setup and full load --------------------------------------------------------
 
+    def has_slot(self) -> bool:
+        """Whether the task has run before: its replication slot exists."""
+        with self.connect(autocommit=True) as connection:
+            return (
+                connection.execute(
+                    "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)
+                ).fetchone()
+                is not None
+            )
+
+    def create_targets(self) -> list[str]:
+        """Create the target table of every selected table now (as they stand after an
+        earlier run of the task); returns their names."""
+        names = []
+        with self.connect() as connection:
+            for schema, table in self.source_tables(connection):
+                target = self.target_schema(connection, schema, table)
+                if target is not None:
+                    self.ensure_table(target)
+                    names.append(target.target.name)
+        return names
+
     def start(self) -> bool:
         """Create the publication and the slot if new; True when this is the first start
         (a full load is due), False when resuming from an existing slot."""
+        if self.has_slot():
+            return False
         with self.connect(autocommit=True) as connection:
-            exists = connection.execute(
-                "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (self.slot,)
-            ).fetchone()
-            if exists:
-                return False
             if not connection.execute(
                 "SELECT 1 FROM pg_publication WHERE pubname = %s", (self.publication,)
             ).fetchone():
@@ -183,7 +202,7 @@ class DmsStandIn:
     def _tables(
         self, connection: psycopg.Connection[Any], only: set[tuple[str, str]] | None
     ) -> Iterator[tuple[TargetSchema, Iterator[dict[str, Any] | DataError]]]:
-        for schema, table in self._source_tables(connection):
+        for schema, table in self.source_tables(connection):
             if only is not None and (schema, table) not in only:
                 continue
             target = self.target_schema(connection, schema, table)
@@ -217,7 +236,8 @@ class DmsStandIn:
             except DataError as error:
                 yield error
 
-    def _source_tables(self, connection: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+    def source_tables(self, connection: psycopg.Connection[Any]) -> list[tuple[str, str]]:
+        """The source's tables this task selects, ``(schema, table)``."""
         rows = connection.execute(
             "SELECT table_schema, table_name FROM information_schema.tables "
             "WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema') "

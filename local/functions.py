@@ -39,6 +39,8 @@ REGION = "us-east-1"
 logger = logging.getLogger("dmsbus.local.functions")
 
 Handler = Callable[[dict[str, Any], Any], Any]
+#: How often a watched function looks at its code's modification times.
+CODE_CHECK_SECONDS = 1.0
 
 
 class ThreadEnviron(MutableMapping[str, str]):
@@ -210,7 +212,12 @@ class LocalFunction:
     #: Where the function's stdout goes (its logs and EMF metrics, CloudWatch's part in
     #: AWS); None: this process's stdout.
     log: TextIO | None = None
+    #: Reload the handler when its folder's code changes (``dmsbus up``): an edit takes
+    #: effect at the next invocation, as a deploy of new code does in AWS.
+    watch_code: bool = False
     _loaded: Handler | None = field(default=None, repr=False)
+    _code: tuple[tuple[str, int], ...] = field(default=(), repr=False)
+    _checked: float = field(default=0.0, repr=False)
     #: One container: one invocation at a time.
     _busy: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -241,12 +248,34 @@ class LocalFunction:
         self._loaded = None
 
     def _handler(self) -> Handler:
+        if self._loaded is not None and self.watch_code and self.folder is not None:
+            now = time.monotonic()
+            if now - self._checked >= CODE_CHECK_SECONDS:
+                self._checked = now
+                if self._code_signature() != self._code:
+                    logger.info("%s: its code changed, loading it again", self.name)
+                    self._loaded = None
         if self._loaded is None:
-            self._loaded = self.handler if self.handler is not None else self._load()
+            if self.handler is not None:
+                self._loaded = self.handler
+            else:
+                self._code = self._code_signature()
+                self._loaded = self._load()
         return self._loaded
+
+    def _code_signature(self) -> tuple[tuple[str, int], ...]:
+        """Every Python file of the function's folder with its modification time."""
+        folder = FUNCTIONS_ROOT / str(self.folder)
+        return tuple(sorted((str(path), path.stat().st_mtime_ns) for path in folder.rglob("*.py")))
 
     def _load(self) -> Handler:
         path = FUNCTIONS_ROOT / str(self.folder) / "handler.py"
+        if self.watch_code:
+            # The folder's other modules are imported by package name (consumers.x.y): drop
+            # them so that the new code's imports load them afresh too.
+            package = str(self.folder).replace("/", ".")
+            for loaded in [name for name in sys.modules if name == package or name.startswith(package + ".")]:
+                del sys.modules[loaded]
         module_name = f"_dmsbus_local_{self.name.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:

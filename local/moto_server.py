@@ -19,6 +19,10 @@ kept open between requests (:class:`KeepAliveHandler`). What moto works out agai
 request is remembered (:func:`cache_request_routing`, :func:`find_account_backends_once`),
 ``BatchWriteItem`` is answered directly too, and moto's XML RequestId regex skips JSON bodies.
 Each has a test against moto's own behaviour.
+
+One change is for fidelity, not speed: DynamoDB stream shards number their records from
+the time they are made (:func:`start_stream_sequences_at_the_time`), as DynamoDB's grow
+over time, where moto starts every shard at one constant.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 from bisect import bisect_right
 from collections.abc import Mapping
 from datetime import datetime
@@ -156,6 +161,33 @@ def index_kinesis_shards() -> None:
     setattr(Shard, "put_record", _put_record)  # noqa: B010
     setattr(Shard, "get_min_sequence_number", lambda shard: (_sequence_numbers(shard) or [0])[0])  # noqa: B010
     setattr(Shard, "get_max_sequence_number", lambda shard: (_sequence_numbers(shard) or [0])[-1])  # noqa: B010
+
+
+#: Where a stream shard's sequence numbers start: above moto's constant, then nanoseconds.
+FIRST_STREAM_SEQUENCE = 2 * 10**21
+
+
+def start_stream_sequences_at_the_time() -> None:
+    """Start each DynamoDB stream shard's sequence numbers at the time it is created.
+
+    DynamoDB's sequence numbers grow over time, also from one stream of a table to the next;
+    consumers that keep the newest sequence per row (pg_mirror) rely on it. moto starts every
+    shard at one constant, so after ``dmsbus up`` restarts (moto's state is gone, the mirror's
+    is not) a table's new changes would number below the old ones and be skipped."""
+    from moto.dynamodb.models.table import StreamShard
+
+    if getattr(StreamShard, "_dmsbus_time_sequences", False):
+        return
+    create = StreamShard.__init__
+
+    def timed(self: Any, *args: Any, **kwargs: Any) -> None:
+        create(self, *args, **kwargs)
+        if not isinstance(getattr(self, "starting_sequence_number", None), int):
+            raise RuntimeError("moto's StreamShard no longer has an integer starting_sequence_number")
+        self.starting_sequence_number = FIRST_STREAM_SEQUENCE + time.time_ns()
+
+    setattr(StreamShard, "__init__", timed)  # noqa: B010
+    setattr(StreamShard, "_dmsbus_time_sequences", True)  # noqa: B010
 
 
 def cache_request_routing() -> None:
@@ -284,6 +316,7 @@ def main() -> None:
     enrich_only_xml_bodies()
     cache_request_routing()
     find_account_backends_once()
+    start_stream_sequences_at_the_time()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = serve(arguments.port)
     threading.Thread(target=server.serve_forever, name="moto-server", daemon=True).start()

@@ -207,6 +207,9 @@ class LocalRuntime:
     #: The reporting mirror's database (pg_mirror consumers): ``DMSBUS_MIRROR_URL``, or
     #: ``<source database>_mirror`` created next to the source.
     mirror_url: str = ""
+    #: The embedded PostgreSQL's data in ``state_dir/postgres``, kept after stop (``dmsbus up``:
+    #: the next start resumes from its replication slot); otherwise a temporary folder.
+    keep_database: bool = False
     _postgres_home: Path | None = None
     _mirror_created: bool = False
 
@@ -231,7 +234,11 @@ class LocalRuntime:
             server_url = self.source_url
         else:
             # Not under a 0700 folder: as root the server runs as its own user.
-            self._postgres_home = Path(tempfile.mkdtemp(prefix="dmsbus-postgres-"))
+            if self.keep_database:
+                self._postgres_home = self.state_dir / "postgres"
+                self._postgres_home.mkdir(parents=True, exist_ok=True)
+            else:
+                self._postgres_home = Path(tempfile.mkdtemp(prefix="dmsbus-postgres-"))
             self._postgres_home.chmod(0o755)
             self.postgres = EmbeddedPostgres(self._postgres_home / "data")
             server_url = self.postgres.start()
@@ -328,7 +335,8 @@ class LocalRuntime:
             self.postgres.stop()
             self.postgres = None
         if self._postgres_home is not None:
-            shutil.rmtree(self._postgres_home, ignore_errors=True)
+            if not self.keep_database:
+                shutil.rmtree(self._postgres_home, ignore_errors=True)
             self._postgres_home = None
 
 

@@ -13,6 +13,9 @@ from psycopg import sql
 
 from local.postgres import SOURCE_URL_VARIABLE, EmbeddedPostgres, check_logical
 
+# The consumer test kit's fixtures (consumer_failures), as a consumer's own tests use them.
+pytest_plugins = ["dmsbus.pytest_plugin"]
+
 # No test may reach AWS: moto answers everything, with fake credentials.
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ["AWS_ACCESS_KEY_ID"] = "testing"

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import sys
 import threading
+import time
+import uuid
 from typing import Any
 
 import pytest
 
-from local.functions import LocalFunction
+from local.functions import CODE_CHECK_SECONDS, FUNCTIONS_ROOT, LocalFunction
 
 
 def _function(name: str, handler: Any, log: io.StringIO | None = None) -> LocalFunction:
@@ -95,3 +98,32 @@ def test_a_stream_kept_from_an_invocation_writes_where_stdout_goes_afterwards(
     kept[0].write("after\n")
     # Then the write lands where stdout goes now
     assert replaced.getvalue() == "after\n"
+
+
+def test_a_watched_function_runs_its_edited_code_at_the_next_invocation() -> None:
+    # Given a consumer whose handler imports a module of its own package, run by `dmsbus up`
+    folder = FUNCTIONS_ROOT / "consumers" / f"watch_{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    try:
+        (folder / "__init__.py").write_text("", encoding="utf-8")
+        (folder / "answer.py").write_text("VALUE = 'v1'\n", encoding="utf-8")
+        package = f"consumers.{folder.name}"
+        (folder / "handler.py").write_text(
+            f"from {package}.answer import VALUE\n\ndef handler(event, context):\n    return VALUE\n",
+            encoding="utf-8",
+        )
+        function = LocalFunction(
+            name="watched", environment={}, folder=f"consumers/{folder.name}", watch_code=True
+        )
+        assert function.invoke({}) == "v1"
+        # When its code is edited (a module it imports, not the handler file)
+        time.sleep(0.01)
+        (folder / "answer.py").write_text("VALUE = 'v2'\n", encoding="utf-8")
+        os.utime(folder / "answer.py", ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
+        time.sleep(CODE_CHECK_SECONDS)
+        # Then the next invocation runs the new code, without a restart
+        assert function.invoke({}) == "v2"
+    finally:
+        shutil.rmtree(folder)
+        for name in [n for n in sys.modules if folder.name in n]:
+            del sys.modules[name]

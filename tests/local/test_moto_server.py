@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +21,9 @@ from moto.kinesis.models import Shard
 from moto.moto_api._internal import mock_random
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
+from local.aws import LocalAws
 from local.moto_server import (
+    FIRST_STREAM_SEQUENCE,
     _get_records,
     _put_record,
     cache_request_routing,
@@ -284,3 +287,31 @@ def test_existing_account_backends_are_found_without_moto_lock_and_made_again_af
     # And an account removed since is made again through moto's own path
     del sqs_backends["111122223333"]
     assert sqs_backends["111122223333"]["us-east-1"].queues == {}
+
+
+def test_stream_sequence_numbers_start_at_the_time_the_shard_is_made() -> None:
+    # Given the local moto server (in its own process, patched as local mode runs it)
+    aws = LocalAws()
+    aws.start()
+    try:
+        before = FIRST_STREAM_SEQUENCE + time.time_ns()
+        # When a table with a stream is created, twice over (as after a restart)
+        starts = []
+        for name in ("first", "again"):
+            dynamodb = aws.client("dynamodb")
+            dynamodb.create_table(
+                TableName=name,
+                KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "N"}],
+                BillingMode="PAY_PER_REQUEST",
+                StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+            )
+            arn = dynamodb.describe_table(TableName=name)["Table"]["LatestStreamArn"]
+            (shard,) = aws.client("dynamodbstreams").describe_stream(StreamArn=arn)["StreamDescription"][
+                "Shards"
+            ]
+            starts.append(int(shard["SequenceNumberRange"]["StartingSequenceNumber"]))
+        # Then each starts at its creation time, later than any before it (moto: one constant)
+        assert before <= starts[0] < starts[1] <= FIRST_STREAM_SEQUENCE + time.time_ns()
+    finally:
+        aws.stop()

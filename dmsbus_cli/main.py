@@ -1,0 +1,47 @@
+"""The ``dmsbus`` command: argparse subcommands, one module each.
+
+argparse because it is in the standard library, gives every subcommand its own ``--help``
+and errors that name the argument, and adds no dependency to an install that already
+carries the CDK; the commands are few and their arguments plain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+# local puts functions/ (the deployed packages: dmsbus, glue, consumers ...) on the import
+# path as Lambda lays them out; it comes first so that config can import dmsbus.
+import local  # noqa: F401  isort: skip
+from dmsbus_cli import new_consumer, up
+from local import replay
+from local.__main__ import add_demo_command, run_command
+
+#: The repository dmsbus runs from: its config/, functions/ and tests/.
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="dmsbus",
+        description="dmsbus: legacy SQL databases as event sources (DMS -> DynamoDB -> Kinesis).",
+    )
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_demo_command(commands, REPOSITORY)
+    commands.choices["demo"].set_defaults(run=run_command)
+    up.add_command(commands, REPOSITORY)
+    new_consumer.add_command(commands, REPOSITORY)
+    replay.add_command(commands, REPOSITORY)
+    commands.choices["replay"].set_defaults(run=run_command)
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parser().parse_args(argv)
+    status: int = arguments.run(arguments)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
