@@ -14,7 +14,7 @@ from pathlib import Path
 # local puts functions/ (the deployed packages: dmsbus, glue, consumers ...) on the import
 # path as Lambda lays them out; it comes first so that config can import dmsbus.
 import local  # noqa: F401  isort: skip
-from dmsbus_cli import new_consumer, up
+from dmsbus_cli import new_consumer, up, verify
 from local import replay
 from local.__main__ import add_demo_command, run_command
 
@@ -31,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
     add_demo_command(commands, REPOSITORY)
     commands.choices["demo"].set_defaults(run=run_command)
     up.add_command(commands, REPOSITORY)
+    verify.add_command(commands, REPOSITORY)
     new_consumer.add_command(commands, REPOSITORY)
     replay.add_command(commands, REPOSITORY)
     commands.choices["replay"].set_defaults(run=run_command)

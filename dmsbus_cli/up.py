@@ -17,6 +17,7 @@ stand-in stops, then the bus runs until every change it took has reached every c
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -32,6 +33,7 @@ from psycopg import sql
 
 from config.functions import consumer_name, glue_name
 from config.model import BusConfig, SourceConfig
+from dmsbus_cli.verify import UP_FILE
 from local.__main__ import config_and_source, table_errors
 from local.demo import create_schema
 from local.dms import DmsStandIn
@@ -117,6 +119,17 @@ def serve(bus: BusConfig, source: SourceConfig, state: Path, *, verbose: bool, s
         assert runtime.local_bus is not None
         for function in runtime.local_bus.functions.values():
             function.watch_code = True
+        noted = state / UP_FILE
+        noted.write_text(
+            json.dumps(
+                {
+                    "source_url": url,
+                    "mirror_url": runtime.mirror_url,
+                    "aws_endpoint": runtime.aws.endpoint_url,
+                }
+            ),
+            encoding="utf-8",
+        )
         resumed = _targets_as_they_were(runtime, source)
         service = runtime.start_lambda()
         _wait_attached(service, resumed)
@@ -140,6 +153,7 @@ def serve(bus: BusConfig, source: SourceConfig, state: Path, *, verbose: bool, s
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+        (state / UP_FILE).unlink(missing_ok=True)
         runtime.stop()
 
 

@@ -189,28 +189,37 @@ class DmsStandIn:
         return loaded
 
     def items(
-        self, *, only: set[tuple[str, str]] | None = None
+        self, *, only: set[tuple[str, str]] | None = None, sample: int | None = None
     ) -> Iterator[tuple[TargetSchema, dict[str, Any]]]:
         """Every selected source row as DMS writes it to its target table, read now (rows
-        DMS cannot write are left out: they are apply exceptions)."""
+        DMS cannot write are left out: they are apply exceptions); with ``sample``, about
+        that many rows of each table, picked at random by PostgreSQL (TABLESAMPLE)."""
         with self.connect() as connection:
-            for target, rows in self._tables(connection, only):
+            for target, rows in self._tables(connection, only, sample):
                 for item in rows:
                     if not isinstance(item, DataError):
                         yield target, item
 
     def _tables(
-        self, connection: psycopg.Connection[Any], only: set[tuple[str, str]] | None
+        self,
+        connection: psycopg.Connection[Any],
+        only: set[tuple[str, str]] | None,
+        sample: int | None = None,
     ) -> Iterator[tuple[TargetSchema, Iterator[dict[str, Any] | DataError]]]:
         for schema, table in self.source_tables(connection):
             if only is not None and (schema, table) not in only:
                 continue
             target = self.target_schema(connection, schema, table)
             if target is not None:
-                yield target, self._rows(connection, schema, table, target)
+                yield target, self._rows(connection, schema, table, target, sample)
 
     def _rows(
-        self, connection: psycopg.Connection[Any], schema: str, table: str, target: TargetSchema
+        self,
+        connection: psycopg.Connection[Any],
+        schema: str,
+        table: str,
+        target: TargetSchema,
+        sample: int | None = None,
     ) -> Iterator[dict[str, Any] | DataError]:
         """The table's rows as items, or the DataError that makes a row an exception."""
         columns = self._columns(connection, schema, table)
@@ -229,12 +238,26 @@ class DmsStandIn:
             sql.Identifier(schema),
             sql.Identifier(table),
         )
+        if sample is not None:
+            query += sql.SQL(" TABLESAMPLE BERNOULLI ({}) LIMIT {}").format(
+                sql.Literal(self._sample_percent(connection, schema, table, sample)), sql.Literal(sample)
+            )
         types = dict(columns)
         for row in connection.execute(query).fetchall():
             try:
                 yield self.item(target, dict(zip(names, row, strict=True)), types, connection)
             except DataError as error:
                 yield error
+
+    @staticmethod
+    def _sample_percent(connection: psycopg.Connection[Any], schema: str, table: str, rows: int) -> float:
+        """The share of the table that makes about ``rows`` rows (by the planner's estimate)."""
+        found = connection.execute(
+            "SELECT reltuples FROM pg_class WHERE oid = format('%%I.%%I', %s::text, %s::text)::regclass",
+            (schema, table),
+        ).fetchone()
+        estimate = float(found[0]) if found else -1.0
+        return 100.0 if estimate <= rows else min(100.0, 100.0 * rows * 1.2 / estimate)
 
     def source_tables(self, connection: psycopg.Connection[Any]) -> list[tuple[str, str]]:
         """The source's tables this task selects, ``(schema, table)``."""

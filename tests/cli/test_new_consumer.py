@@ -106,7 +106,7 @@ def test_the_console_script_is_installed_and_lists_its_commands() -> None:
     result = subprocess.run(
         [str(script), "--help"], capture_output=True, text=True, timeout=60, check=True, cwd="/"
     )
-    for command in ("demo", "new-consumer", "replay"):
+    for command in ("demo", "up", "verify", "new-consumer", "replay"):
         assert command in result.stdout
 
 

@@ -110,6 +110,24 @@ def test_up_runs_until_ctrl_c_and_a_restart_resumes_from_the_slot(
     with psycopg.connect(database, autocommit=True) as connection:
         connection.execute("INSERT INTO customers (id, name) VALUES (9001, 'first')")
     _until(lambda: _mirrored(mirror, 9001) == "first", "the mirror did not get the row")
+    # And `dmsbus verify` finds the database `up` noted and compares it with the mirror
+    verified = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "dmsbus"),
+            "verify",
+            "--config",
+            str(REPO / "config"),
+            "--state",
+            str(state),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={name: value for name, value in os.environ.items() if name != SOURCE_URL_VARIABLE},
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "verify: public.customers: " in verified.stdout and " 0 lost, 0 stale after DDL" in verified.stdout
     # And Ctrl-C stops it after delivering what DMS took
     assert up.interrupt() == 130
     assert any("stopping: DMS stopped" in line for line in up.output)

@@ -1,0 +1,115 @@
+"""``dmsbus verify [--config DIR] [--source NAME] [--state DIR] [--sample N | --all]``: the
+source against the reporting mirror, per table, while ``dmsbus up`` runs or after it.
+
+It reads a sample of each table (``--sample``, 1000 rows by default; ``--all`` for every
+row), maps it as DMS does, and looks the rows up in the mirror by key (local/verify.py).
+Rows the mirror lacks or holds otherwise are lost; rows whose only difference is a column
+the source filled without a change (``ADD COLUMN ... DEFAULT``) are reported apart, as
+stale after DDL. Exit status 1 when a row is lost.
+
+The source is ``DMSBUS_SOURCE_URL``, else the one a running ``dmsbus up`` noted in its state
+folder; the mirror ``DMSBUS_MIRROR_URL``, else ``up``'s, else ``<source database>_mirror``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from psycopg.conninfo import make_conninfo
+
+from consumers.pg_mirror.connection import MIRROR_URL_VARIABLE
+from local.__main__ import config_and_source
+from local.demo import mirror_schema_template
+from local.dms import DmsStandIn
+from local.postgres import SOURCE_URL_VARIABLE
+from local.runtime import database_name
+from local.verify import DEFAULT_SAMPLE, check_mirror
+
+#: What a running ``dmsbus up`` notes in its state folder for ``verify``.
+UP_FILE = "up.json"
+
+
+def add_command(commands: Any, repository: Path) -> None:
+    command = commands.add_parser(
+        "verify",
+        help="compare the source with the reporting mirror, per table",
+        description=__doc__.split("\n\n")[1],
+    )
+    command.add_argument("--config", type=Path, default=repository / "config", help="config folder")
+    command.add_argument("--source", help="source name in config/sources (default: the first)")
+    command.add_argument("--state", type=Path, default=Path(".dmsbus"), help="dmsbus up's state folder")
+    how = command.add_mutually_exclusive_group()
+    how.add_argument(
+        "--sample", type=int, default=DEFAULT_SAMPLE, help=f"rows per table (default {DEFAULT_SAMPLE})"
+    )
+    how.add_argument("--all", action="store_true", help="every row of every table")
+    command.add_argument(
+        "--tables", help="schema.table names, comma-separated (default: every selected table)"
+    )
+    command.set_defaults(run=run)
+
+
+def run(arguments: argparse.Namespace) -> int:
+    chosen = config_and_source(arguments.config, arguments.source, "verify")
+    if chosen is None:
+        return 2
+    config, source = chosen
+    noted = _noted(arguments.state)
+    source_url = os.environ.get(SOURCE_URL_VARIABLE) or noted.get("source_url")
+    if not source_url:
+        print(
+            f"verify: no source: set {SOURCE_URL_VARIABLE}, or run `dmsbus up` (it notes its database "
+            f"in {arguments.state / UP_FILE})",
+            file=sys.stderr,
+        )
+        return 2
+    mirror_url = os.environ.get(MIRROR_URL_VARIABLE) or noted.get("mirror_url") or _next_to(source_url)
+    template = mirror_schema_template(config.bus)
+    if template is None:
+        print("verify: bus.yaml has no pg_mirror consumer: there is no mirror to compare", file=sys.stderr)
+        return 2
+    tables: set[tuple[str, str]] | None = None
+    if arguments.tables:
+        tables = set()
+        for name in (n.strip() for n in arguments.tables.split(",") if n.strip()):
+            schema, dot, table = name.partition(".")
+            if not dot:
+                print(f"verify: --tables: {name!r} is not schema.table", file=sys.stderr)
+                return 2
+            tables.add((schema, table))
+    dms = DmsStandIn(source_url, config.bus.name, source, dynamodb=None)
+    checks = check_mirror(
+        dms,
+        mirror_url,
+        numbers=config.bus.glue.numbers,
+        schema_template=template,
+        sample=None if arguments.all else arguments.sample,
+        tables=tables,
+    )
+    for check in checks:
+        print("\n".join(f"verify: {line}" for line in check.describe()))
+    lost = sum(len(check.lost) for check in checks)
+    stale = sum(len(check.stale) for check in checks)
+    print(
+        f"verify: {sum(c.compared for c in checks)} rows of {len(checks)} tables against the mirror: "
+        f"{lost} lost, {stale} stale after DDL"
+    )
+    return 1 if lost else 0
+
+
+def _noted(state: Path) -> dict[str, str]:
+    path = state / UP_FILE
+    if not path.is_file():
+        return {}
+    noted: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
+    return noted
+
+
+def _next_to(source_url: str) -> str:
+    """``<database>_mirror`` on the source's server, where ``dmsbus up`` makes the mirror."""
+    return make_conninfo(source_url, dbname=f"{database_name(source_url)}_mirror")

@@ -1,0 +1,171 @@
+"""``dmsbus verify``'s core: the source, as DMS writes it, against the reporting mirror, per
+table, on a sample of rows (or all of them).
+
+Each sampled source row is mapped as DMS maps it (the stand-in's own mapping) and decoded
+as the glue decodes it, then looked up in the mirror by its key. A row is:
+- **lost** when the mirror lacks it, or holds another value for a column both have;
+- **stale after DDL** when the only differences are columns the source has a value for and
+  the mirror has not (no such column, or NULL): ``ALTER TABLE ... ADD COLUMN ... DEFAULT``
+  fills existing rows without writing WAL, so no change ever carried those values (DMS and
+  Debezium behave the same). An update of such a row, or a resync, sends them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from consumers.pg_mirror.schema import JSONB, as_text
+from dmsbus.ddbjson import Decoder, NumberMode
+from dmsbus.names import parse_table_name
+from local.dms import DmsStandIn, TargetSchema
+
+#: Rows per table a check reads unless told otherwise.
+DEFAULT_SAMPLE = 1000
+#: Keys looked up in the mirror per query.
+_KEYS_PER_QUERY = 500
+
+
+@dataclass
+class TableCheck:
+    """One table's result: rows compared, and the keys of lost and stale rows."""
+
+    table: str
+    compared: int = 0
+    lost: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    stale_columns: set[str] = field(default_factory=set)
+    #: The mirror has no such table.
+    no_mirror_table: bool = False
+
+    def describe(self, limit: int = 3) -> list[str]:
+        lines = [
+            f"{self.table}: {self.compared} rows compared, {len(self.lost)} lost, "
+            f"{len(self.stale)} stale after DDL" + (" (no mirror table)" if self.no_mirror_table else "")
+        ]
+        lines += [f"  lost: {problem}" for problem in self.lost[:limit]]
+        if self.stale:
+            columns = ", ".join(sorted(self.stale_columns))
+            lines.append(
+                f"  stale after DDL: {len(self.stale)} rows whose {columns} the source filled without a change "
+                f"(ALTER TABLE ... ADD COLUMN ... DEFAULT writes no WAL, so DMS never saw it). Repair: "
+                f"`dmsbus resync {self.table}` once the operations commands land; until then an UPDATE "
+                f"of those rows (UPDATE {self.table} SET {sorted(self.stale_columns)[0]} = "
+                f"{sorted(self.stale_columns)[0]}) sends them"
+            )
+            lines += [f"  stale: {key}" for key in self.stale[:limit]]
+        return lines
+
+
+def check_mirror(
+    dms: DmsStandIn,
+    mirror_url: str,
+    *,
+    numbers: NumberMode = "string",
+    schema_template: str = "{schema}",
+    sample: int | None = DEFAULT_SAMPLE,
+    tables: set[tuple[str, str]] | None = None,
+) -> list[TableCheck]:
+    """Each selected table (or those of ``tables``): ``sample`` rows of the source (None:
+    all) against the mirror."""
+    decoder = Decoder(numbers)
+    expected: dict[str, tuple[TargetSchema, dict[tuple[str, ...], dict[str, Any]]]] = {}
+    for target, item in dms.items(only=tables, sample=sample):
+        row = decoder.image(item)
+        entry = expected.setdefault(target.target.name, (target, {}))
+        entry[1][tuple(as_text(row[name]) for name in target.key)] = row
+    checks = []
+    with psycopg.connect(mirror_url) as connection:
+        for name, (target, rows) in sorted(expected.items()):
+            parsed = parse_table_name(name)
+            where = (
+                schema_template.format(schema=parsed.schema, source=parsed.source, bus=parsed.bus),
+                parsed.table,
+            )
+            check = TableCheck(f"{parsed.schema}.{parsed.table}", compared=len(rows))
+            columns = _mirror_columns(connection, *where)
+            if not columns:
+                check.no_mirror_table = True
+                check.lost = [f"{check.table} {key}" for key in rows]
+            else:
+                found = _mirror_rows(connection, where, list(target.key), columns, rows.keys())
+                for key, row in rows.items():
+                    _classify(check, key, row, found.get(key), columns)
+            checks.append(check)
+    return checks
+
+
+def _classify(
+    check: TableCheck,
+    key: tuple[str, ...],
+    row: Mapping[str, Any],
+    got: Mapping[str, Any] | None,
+    columns: Mapping[str, str],
+) -> None:
+    label = f"{check.table} {list(key)}"
+    if got is None:
+        check.lost.append(f"{label}: not in the mirror")
+        return
+    want = {name: value for name, value in row.items() if value is not None}
+    stale = sorted(name for name in want if name not in columns or name not in got)
+    different = sorted(
+        name for name in want if name in got and _mirror_form(name, want[name], columns) != got[name]
+    ) + sorted(name for name in got if name not in want)
+    if different:
+        check.lost.append(f"{label}: {', '.join(different)} differ")
+    elif stale:
+        check.stale.append(label)
+        check.stale_columns.update(stale)
+
+
+def _mirror_form(name: str, value: Any, columns: Mapping[str, str]) -> Any:
+    return value if columns.get(name) == JSONB else as_text(value)
+
+
+def _mirror_columns(connection: psycopg.Connection[Any], schema: str, table: str) -> dict[str, str]:
+    return dict(
+        connection.execute(
+            "SELECT column_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = %s AND table_name = %s",
+            (schema, table),
+        ).fetchall()
+    )
+
+
+def _mirror_rows(
+    connection: psycopg.Connection[Any],
+    where: tuple[str, str],
+    key: list[str],
+    columns: Mapping[str, str],
+    keys: Iterable[tuple[str, ...]],
+) -> dict[tuple[str, ...], dict[str, Any]]:
+    """The mirror's rows with those keys (compared as text): non-NULL columns, as text or,
+    for jsonb, as JSON values."""
+    schema, table = where
+    names = list(columns)
+    selected = sql.SQL(", ").join(
+        sql.Identifier(name) if columns[name] == JSONB else sql.SQL("{}::text").format(sql.Identifier(name))
+        for name in names
+    )
+    found: dict[tuple[str, ...], dict[str, Any]] = {}
+    wanted = list(keys)
+    for start in range(0, len(wanted), _KEYS_PER_QUERY):
+        chunk = wanted[start : start + _KEYS_PER_QUERY]
+        query = sql.SQL("SELECT {} FROM {}.{} WHERE ({}) IN ({})").format(
+            selected,
+            sql.Identifier(schema),
+            sql.Identifier(table),
+            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(name)) for name in key),
+            sql.SQL(", ").join(
+                sql.SQL("({})").format(sql.SQL(", ").join(sql.Literal(part) for part in wanted_key))
+                for wanted_key in chunk
+            ),
+        )
+        for values in connection.execute(query):
+            row = {name: value for name, value in zip(names, values, strict=True) if value is not None}
+            found[tuple(str(row.get(name)) for name in key)] = row
+    return found
