@@ -27,6 +27,7 @@ from config.loader import ConfigError, load_config
 from config.model import BusConfig, Config, ConsumerConfig, SourceConfig
 from local import replay
 from local.demo import (
+    BackgroundCheck,
     Rebuilt,
     Verification,
     Workload,
@@ -36,6 +37,7 @@ from local.demo import (
     verify,
     verify_mirror,
 )
+from local.lambda_service import LocalLambdaService
 from local.runtime import LocalRuntime, StandInRunner, local_bus
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -111,21 +113,10 @@ def run_demo(bus: BusConfig, source: SourceConfig, arguments: argparse.Namespace
     workload: WorkloadProcess | None = None
     started = time.monotonic()
     try:
-        say(started, "starting PostgreSQL, moto, the DMS stand-in and the local Lambda service")
-        url = runtime.start_database()
-        create_schema(url)
-        runtime.start_aws()
-        assert runtime.local_bus is not None
-        runtime.local_bus.add_consumer(
-            ConsumerConfig(name="demo-verifier", code="local"), handler=rebuilt.handler()
-        )
-        stand_in = runtime.start_dms()
-        service = runtime.start_lambda()
-        say(
-            started,
-            f"source {url.rsplit('@', 1)[-1]}; bus {bus.name}; moto {runtime.aws.endpoint_url}\n"
-            f"function logs: {state / 'logs'}",
-        )
+        url, stand_in, service = start_demo(runtime, rebuilt, started)
+        show_full_load(started, stand_in)
+        # The check reads every source row: in a thread, so the status line goes on.
+        checker = BackgroundCheck(lambda: check(runtime, rebuilt), lambda: rebuilt.events)
         workload = WorkloadProcess(Workload(url, rate=arguments.rate))
         workload.start(changes=arguments.changes, late_table_at=arguments.changes // 2)
         last, last_at = 0, time.monotonic()
@@ -143,7 +134,7 @@ def run_demo(bus: BusConfig, source: SourceConfig, arguments: argparse.Namespace
                 f"committed {workload.committed:>6} | dms {stand_in.changes_applied:>6} "
                 f"| glue {service.handled(glue):>6} | consumer {consumed:>6} "
                 f"({(consumed - last) / (now - last_at):6.0f}/s) | lag {service.lag_seconds(glue) * 1000:5.0f} ms "
-                f"| tables {len(rebuilt.tables)}{table_errors(stand_in)}",
+                f"| tables {len(rebuilt.tables)}{full_load(stand_in)}{table_errors(stand_in)}",
             )
             last, last_at = consumed, now
             if stand_in.errors:
@@ -155,9 +146,11 @@ def run_demo(bus: BusConfig, source: SourceConfig, arguments: argparse.Namespace
                 print("demo: the workload failed (its traceback is above)", file=sys.stderr)
                 return 1
             deadline = deadline or now + arguments.timeout
-            result, mirror = check(runtime, rebuilt)
-            if (result.lost == 0 and (mirror is None or mirror.lost == 0)) or now > deadline:
-                break
+            checked = checker.poll()
+            if checked is not None:
+                result, mirror = checked
+                if (result.lost == 0 and (mirror is None or mirror.lost == 0)) or now > deadline:
+                    break
         if result is None:
             return 1
         lost = report(started, result, mirror, runtime.mirror_url, stand_in)
@@ -175,6 +168,41 @@ def run_demo(bus: BusConfig, source: SourceConfig, arguments: argparse.Namespace
         if workload is not None:
             workload.stop()
         runtime.stop()
+
+
+def start_demo(
+    runtime: LocalRuntime, rebuilt: Rebuilt, started: float
+) -> tuple[str, StandInRunner, LocalLambdaService]:
+    """The source with the sample schema, moto, the stand-in and the Lambda service with the
+    demo's verifying consumer; returns the source's URL, the stand-in and the service."""
+    say(started, "starting PostgreSQL, moto, the DMS stand-in and the local Lambda service")
+    url = runtime.start_database()
+    create_schema(url)
+    runtime.start_aws()
+    assert runtime.local_bus is not None
+    runtime.local_bus.add_consumer(
+        ConsumerConfig(name="demo-verifier", code="local"), handler=rebuilt.handler()
+    )
+    stand_in = runtime.start_dms()
+    service = runtime.start_lambda()
+    say(
+        started,
+        f"source {url.rsplit('@', 1)[-1]}; bus {runtime.bus.name}; moto {runtime.aws.endpoint_url}\n"
+        f"function logs: {runtime.state_dir / 'logs'}",
+    )
+    return url, stand_in, service
+
+
+def show_full_load(started: float, stand_in: StandInRunner) -> None:
+    """A line a second until the full load (in the stand-in's own process) is done."""
+    while stand_in.loading:
+        time.sleep(1.0)
+        say(started, f"dms full load {stand_in.rows_loaded} rows{table_errors(stand_in)}")
+
+
+def full_load(stand_in: StandInRunner) -> str:
+    """The full load's progress while it runs (CDC starts after it, in the task's process)."""
+    return f" | full load {stand_in.rows_loaded} rows" if stand_in.loading else ""
 
 
 def table_errors(stand_in: StandInRunner) -> str:

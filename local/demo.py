@@ -13,7 +13,7 @@ import random
 import statistics
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -312,12 +312,20 @@ class Rebuilt:
     tables: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     events: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    #: (commit time, latency in ms) of each measured change, for figures over a time window.
+    samples: list[tuple[float, float]] = field(default_factory=list)
+    #: Backfill reads (``r``) received, and when the last one came (epoch seconds).
+    reads: int = 0
+    last_read_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def apply(self, event: ChangeEvent) -> None:
         received = time.time()
         with self._lock:
             self.events += 1
+            if event.op == "r":
+                self.reads += 1
+                self.last_read_at = received
             rows = self.tables.setdefault(event.qualified_table, {})
             if event.op == "d":
                 rows.pop(key_text(event.key), None)
@@ -327,7 +335,9 @@ class Rebuilt:
             if event.op in ("c", "u") and isinstance(after.get("changed_at"), str):
                 # DMS writes a timestamptz in UTC without an offset (docs/dms.md)
                 written = datetime.fromisoformat(after["changed_at"]).replace(tzinfo=UTC).timestamp()
-                self.latencies_ms.append(max(0.0, (received - written) * 1000))
+                latency = max(0.0, (received - written) * 1000)
+                self.latencies_ms.append(latency)
+                self.samples.append((written, latency))
 
     def handler(self) -> ConsumerHandler:
         """A consumer (the SDK's decorator: deaggregation, order, failure reporting)."""
@@ -509,3 +519,37 @@ def _mirror_rows(
 
 def _mirror_form(row: dict[str, Any], types: dict[str, str]) -> dict[str, Any]:
     return {name: value if types.get(name) == JSONB else as_text(value) for name, value in row.items()}
+
+
+@dataclass
+class BackgroundCheck:
+    """A check (reading every source row: seconds on a large table) run in a thread of its
+    own, so the caller's status line goes on; a new one starts only when the consumer has
+    received something since the last began, or ``every`` seconds have passed."""
+
+    check: Callable[[], Any]
+    events: Callable[[], int]
+    every: float = 5.0
+    _thread: threading.Thread | None = None
+    _result: Any = None
+    _done: bool = False
+    _started_at: float = 0.0
+    _events_at_start: int = -1
+
+    def poll(self) -> Any:
+        """The result of a finished check (once), else None; starts the next when due."""
+        if self._thread is not None and self._thread.is_alive():
+            return None
+        if self._done:
+            self._done = False
+            return self._result
+        now = time.monotonic()
+        if self.events() != self._events_at_start or now - self._started_at >= self.every:
+            self._events_at_start, self._started_at = self.events(), now
+            self._thread = threading.Thread(target=self._run, name="demo-check", daemon=True)
+            self._thread.start()
+        return None
+
+    def _run(self) -> None:
+        self._result = self.check()
+        self._done = True

@@ -30,12 +30,13 @@ after it, which converges because every write carries the row's full new state.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from threading import Lock
 from typing import Any
+from uuid import uuid4
 
 import psycopg
 from botocore.exceptions import ClientError
@@ -166,9 +167,12 @@ class DmsStandIn:
             connection.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", (self.slot,))
         return True
 
-    def full_load(self, *, only: set[tuple[str, str]] | None = None) -> int:
+    def full_load(
+        self, *, only: set[tuple[str, str]] | None = None, progress: Callable[[int], None] | None = None
+    ) -> int:
         """Copy every selected table (or the ``(schema, table)`` pairs in ``only``, as a
-        reload does) as it is now, with BatchWriteItem. Returns the rows written."""
+        reload does) as it is now, with BatchWriteItem. Returns the rows written;
+        ``progress`` hears the count after each batch."""
         loaded = 0
         with self.connect() as connection:
             for target, rows in self._tables(connection, only):
@@ -179,10 +183,12 @@ class DmsStandIn:
                         self.log_exception(target, "full load", item)
                         continue
                     batch.append({"PutRequest": {"Item": item}})
+                    loaded += 1
                     if len(batch) == 25:
                         self._batch_write(target.target.name, batch)
                         batch = []
-                    loaded += 1
+                        if progress is not None:
+                            progress(self.rows_loaded + loaded)
                 if batch:
                     self._batch_write(target.target.name, batch)
         self.rows_loaded += loaded
@@ -243,11 +249,15 @@ class DmsStandIn:
                 sql.Literal(self._sample_percent(connection, schema, table, sample)), sql.Literal(sample)
             )
         types = dict(columns)
-        for row in connection.execute(query).fetchall():
-            try:
-                yield self.item(target, dict(zip(names, row, strict=True)), types, connection)
-            except DataError as error:
-                yield error
+        # A named (server-side) cursor: a large table streams instead of filling memory.
+        with connection.cursor(name=f"dmsbus_rows_{uuid4().hex[:8]}") as cursor:
+            cursor.itersize = 2000
+            cursor.execute(query)
+            for row in cursor:
+                try:
+                    yield self.item(target, dict(zip(names, row, strict=True)), types, connection)
+                except DataError as error:
+                    yield error
 
     @staticmethod
     def _sample_percent(connection: psycopg.Connection[Any], schema: str, table: str, rows: int) -> float:

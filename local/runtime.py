@@ -11,6 +11,7 @@ import os
 import queue
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,8 @@ class StandInRunner:
     def __post_init__(self) -> None:
         self._applied = SPAWN.Value("q", 0, lock=False)  # written by the process only
         self._exceptions = SPAWN.Value("q", 0, lock=False)  # likewise
+        self._loaded = SPAWN.Value("q", 0, lock=False)  # rows of the full load, likewise
+        self._loading = SPAWN.Value("b", 0, lock=False)
         self._stop = SPAWN.Event()
         self._reported: Any = SPAWN.Queue()
         self._suspensions: Any = SPAWN.Queue()
@@ -65,9 +68,12 @@ class StandInRunner:
         self._process: Any = None
 
     def start(self) -> None:
+        """Start the task: its slot now, then in its process the full load when the slot is
+        new (as DMS's full-load-and-cdc task loads, then applies what changed meanwhile), and
+        CDC. Nothing here waits for the load: ``loading`` and ``rows_loaded`` tell."""
         self._stop.clear()
-        if self.dms.start():
-            self.dms.full_load()
+        first = self.dms.start()
+        self._loading.value = 1 if first else 0
         task = _Task(
             self.dms.url,
             self.dms.bus,
@@ -77,9 +83,38 @@ class StandInRunner:
             self.dms.apply_threads,
             self.aws_port,
             self.poll_seconds,
+            full_load=first,
         )
-        channels = _Channels(self._applied, self._stop, self._reported, self._exceptions, self._suspensions)
+        channels = _Channels(
+            self._applied,
+            self._stop,
+            self._reported,
+            self._exceptions,
+            self._suspensions,
+            self._loaded,
+            self._loading,
+        )
         self._process = start_child(_run_task, (task, channels), name="dmsbus-dms-stand-in")
+
+    @property
+    def loading(self) -> bool:
+        """The full load is under way (CDC starts after it)."""
+        return bool(self._loading.value) and self.errors == []
+
+    @property
+    def rows_loaded(self) -> int:
+        """Rows the full load has written so far."""
+        return int(self._loaded.value)
+
+    def wait_loaded(self, timeout: float = 300.0) -> None:
+        """Until the full load is done; RuntimeError when the task stopped or time ran out."""
+        deadline = time.monotonic() + timeout
+        while self._loading.value:
+            if self.errors:
+                raise RuntimeError(f"the DMS stand-in stopped: {self.errors[-1]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the full load did not finish in {timeout:.0f} s")
+            time.sleep(0.05)
 
     @property
     def changes_applied(self) -> int:
@@ -134,6 +169,7 @@ class _Task:
     apply_threads: int
     aws_port: int
     poll_seconds: float
+    full_load: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +182,8 @@ class _Channels:
     reported: Any
     exceptions: Any
     suspensions: Any
+    loaded: Any
+    loading: Any
 
 
 def _run_task(task: _Task, channels: _Channels) -> None:
@@ -162,6 +200,25 @@ def _run_task(task: _Task, channels: _Channels) -> None:
     )
     connection: psycopg.Connection[Any] | None = None
     told: set[tuple[str, str]] = set()
+
+    def report() -> None:
+        channels.exceptions.value = dms.exceptions
+        for (schema, table), why in list(dms.suspended.items()):
+            if (schema, table) not in told:
+                told.add((schema, table))
+                channels.suspensions.put((f"{schema}.{table}", why))
+
+    if task.full_load:
+        try:
+            dms.full_load(progress=lambda rows: setattr(channels.loaded, "value", rows))
+        except Exception as exc:  # the task stops, as DMS's would
+            report()
+            logger.exception("DMS stand-in's full load failed")
+            reported.put(f"{type(exc).__name__}: {exc}")
+            return
+        channels.loaded.value = dms.rows_loaded
+        report()
+        channels.loading.value = 0
     try:
         while not stop.is_set():
             try:
@@ -169,16 +226,12 @@ def _run_task(task: _Task, channels: _Channels) -> None:
                     connection = dms.connect(autocommit=True)
                 changes = dms.poll(connection=connection)
             except Exception as exc:  # the task stops, as DMS's would; shown in progress
-                channels.exceptions.value = dms.exceptions
+                report()
                 logger.exception("DMS stand-in stopped")
                 reported.put(f"{type(exc).__name__}: {exc}")
                 return
             applied.value += changes
-            channels.exceptions.value = dms.exceptions
-            for (schema, table), why in list(dms.suspended.items()):
-                if (schema, table) not in told:
-                    told.add((schema, table))
-                    channels.suspensions.put((f"{schema}.{table}", why))
+            report()
             if not changes:
                 stop.wait(task.poll_seconds)
     finally:

@@ -110,8 +110,10 @@ def pipeline(database: str, tmp_path: Path) -> Iterator[Pipeline]:
         runtime.local_bus.add_consumer(
             ConsumerConfig(name="rebuild", code="tests", batch_size=50, max_retries=5), handler=rebuild
         )
-        runtime.start_dms()
+        stand_in = runtime.start_dms()
         runtime.start_lambda()
+        # The tests' workloads start on loaded tables, as the demo's does.
+        stand_in.wait_loaded()
         yield Pipeline(runtime, rebuilt, database, faults)
     finally:
         runtime.stop()

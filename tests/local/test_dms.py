@@ -323,6 +323,9 @@ def test_the_task_applies_changes_from_a_process_of_its_own(source: str, served_
     runner = StandInRunner(stand_in(source, dynamodb), served_aws.port, poll_seconds=0.01)
     runner.start()
     try:
+        # (the full load runs in the task's process too, before CDC; start() does not wait)
+        runner.wait_loaded(timeout=30)
+        assert runner.rows_loaded == 1 and not runner.loading
         # When rows change in the source
         run(
             source,
@@ -334,7 +337,6 @@ def test_the_task_applies_changes_from_a_process_of_its_own(source: str, served_
             {"sku": "SKU-1", "title": "uno"},
             {"sku": "SKU-2", "title": "two"},
         ]
-        assert runner.dms.rows_loaded == 1
         assert runner.errors == []
     finally:
         runner.stop()
