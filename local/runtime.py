@@ -11,8 +11,9 @@ import os
 import queue
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -186,6 +187,21 @@ class _Channels:
     loading: Any
 
 
+def _load(dms: DmsStandIn, channels: _Channels, report: Callable[[], None]) -> None:
+    """The full load, beside CDC in the same process (each table's changes wait for it)."""
+    try:
+        dms.load_concurrently(progress=lambda rows: setattr(channels.loaded, "value", rows))
+    except Exception as exc:  # the task stops, as DMS's would
+        report()
+        logger.exception("DMS stand-in's full load failed")
+        channels.reported.put(f"{type(exc).__name__}: {exc}")
+        channels.stop.set()
+        return
+    channels.loaded.value = dms.rows_loaded
+    report()
+    channels.loading.value = 0
+
+
 def _run_task(task: _Task, channels: _Channels) -> None:
     applied, stop, reported = channels.applied, channels.stop, channels.reported
     dynamodb = LocalAws(port=task.aws_port).client("dynamodb", validate=False)
@@ -209,16 +225,10 @@ def _run_task(task: _Task, channels: _Channels) -> None:
                 channels.suspensions.put((f"{schema}.{table}", why))
 
     if task.full_load:
-        try:
-            dms.full_load(progress=lambda rows: setattr(channels.loaded, "value", rows))
-        except Exception as exc:  # the task stops, as DMS's would
-            report()
-            logger.exception("DMS stand-in's full load failed")
-            reported.put(f"{type(exc).__name__}: {exc}")
-            return
-        channels.loaded.value = dms.rows_loaded
-        report()
-        channels.loading.value = 0
+        loader = threading.Thread(
+            target=_load, args=(dms, channels, report), name="dms-full-load", daemon=True
+        )
+        loader.start()
     try:
         while not stop.is_set():
             try:

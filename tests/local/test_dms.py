@@ -3,6 +3,7 @@ trimmed by the config's TableMappings, DMS's type mapping, CDC from the slot, re
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -559,3 +560,47 @@ def test_an_update_that_would_make_the_item_too_large_is_logged(source: str, dyn
     assert [e["TABLE_NAME"] for e in _exceptions(dynamodb)] == ["event_note"]
     rows = {i["id"]: i for i in items(dynamodb, "demo.legacy.audit.event_note")}
     assert rows[2]["b"] == "y" and rows[1]["b"] == "x"
+
+
+def test_during_a_concurrent_full_load_other_tables_stream_and_the_loading_one_waits(
+    source: str, dynamodb: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a large table whose load is held until the test lets it go, and small ones
+    run(
+        source,
+        "CREATE TABLE audit.event_big (id int PRIMARY KEY, v text);"
+        "INSERT INTO audit.event_big SELECT n, 'v0' FROM generate_series(1, 3000) AS n;",
+    )
+    dms = stand_in(source, dynamodb)
+    dms.start()
+    load, gate = dms.full_load, threading.Event()
+
+    def held(*, only: Any = None, progress: Any = None) -> int:
+        if only == {("audit", "event_big")}:
+            assert gate.wait(30)
+        return load(only=only, progress=progress)
+
+    monkeypatch.setattr(dms, "full_load", held)
+    loader = threading.Thread(target=dms.load_concurrently)
+    loader.start()
+    try:
+        # (the small tables load first: by size on disk)
+        _wait(
+            lambda: "demo.legacy.public.orders" in dynamodb.list_tables()["TableNames"],
+            "no small table loaded",
+        )
+        # When both change while the large one loads
+        run(
+            source, "INSERT INTO orders (id) VALUES (7); UPDATE audit.event_big SET v = 'v1' WHERE id = 3000;"
+        )
+        dms.poll()
+        # Then the small table's change is applied at once, the large one's is held
+        assert [i["id"] for i in items(dynamodb, "demo.legacy.public.orders")] == [7]
+        assert "demo.legacy.audit.event_big" not in dynamodb.list_tables()["TableNames"]
+    finally:
+        gate.set()
+        loader.join(60)
+    # And once its load is done, its held change applies after the loaded rows
+    dms.poll()
+    big = {i["id"]: i["v"] for i in items(dynamodb, "demo.legacy.audit.event_big")}
+    assert len(big) == 3000 and big[3000] == "v1"
