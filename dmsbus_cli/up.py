@@ -34,7 +34,7 @@ from psycopg import sql
 from config.functions import consumer_name, glue_name
 from config.model import BusConfig, SourceConfig
 from dmsbus_cli.verify import UP_FILE
-from local.__main__ import config_and_source, table_errors
+from local.__main__ import config_and_source, full_load, table_errors
 from local.demo import create_schema
 from local.dms import DmsStandIn
 from local.lambda_service import LocalLambdaService
@@ -208,7 +208,7 @@ def _status(runtime: LocalRuntime, activity: SourceActivity, glue: str, consumer
     tables = len([m for m in service.mappings() if ":dynamodb:" in m.get("EventSourceArn", "")])
     return (
         f"source {activity.changes():>6} | dms {stand_in.changes_applied:>6} | glue {service.handled(glue):>6} "
-        f"{handled} | lag {lag * 1000:5.0f} ms | tables {tables}{table_errors(stand_in)}"
+        f"{handled} | lag {lag * 1000:5.0f} ms | tables {tables}{full_load(stand_in)}{table_errors(stand_in)}"
     )
 
 
