@@ -20,6 +20,8 @@ from config.loader import BUS_FILE, ConfigError, load_config
 from config.model import ConsumerConfig
 
 _CONSUMERS_KEY = re.compile(r"^consumers:\s*(\[\s*\])?\s*(#.*)?$")
+_ANY_CONSUMERS_KEY = re.compile(r"^consumers:")
+_ITEM = re.compile(r"^( *)- ")
 _TOP_LEVEL = re.compile(r"^[A-Za-z_]")
 _FOLDER = re.compile(r"[a-z][a-z0-9_]*")
 #: Sample images per op for the generated test (keys and values as the bus delivers them).
@@ -138,21 +140,35 @@ def _quoted(text: str) -> str:
 
 
 def with_entry(text: str, entry: str) -> str:
-    """``bus.yaml`` with ``entry`` last in its ``consumers`` list, every other line kept."""
+    """``bus.yaml`` with ``entry`` last in its ``consumers`` list, every other line kept
+    (comments too), indented as the list's items are. NewConsumerError for a ``consumers``
+    written otherwise than as a block list (or ``[]``)."""
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
-    start = next((i for i, line in enumerate(lines) if _CONSUMERS_KEY.match(line.rstrip("\n"))), None)
+    start = next((i for i, line in enumerate(lines) if _ANY_CONSUMERS_KEY.match(line)), None)
     if start is None:
         return "".join(lines) + "\nconsumers:\n" + entry
-    if _CONSUMERS_KEY.match(lines[start].rstrip("\n")).group(1):  # type: ignore[union-attr]
-        lines[start] = "consumers:\n"
+    header = _CONSUMERS_KEY.match(lines[start].rstrip("\n"))
+    if header is None:
+        raise NewConsumerError(
+            f"bus.yaml: `{lines[start].strip()}`: write consumers as a block list (one '- name: ...' "
+            "entry a line) to add one"
+        )
+    if header.group(1):  # consumers: [] (its comment kept)
+        lines[start] = "consumers:" + (f"  {header.group(2)}" if header.group(2) else "") + "\n"
     end = start + 1
     last = start
+    indent: str | None = None
     while end < len(lines) and not _TOP_LEVEL.match(lines[end]):
         if lines[end].strip() and not lines[end].lstrip().startswith("#"):
             last = end
+            item = _ITEM.match(lines[end])
+            if indent is None and item is not None:
+                indent = item.group(1)
         end += 1
+    if indent is not None and indent != "  ":
+        entry = "".join(indent + line.removeprefix("  ") for line in entry.splitlines(keepends=True))
     return "".join(lines[: last + 1]) + entry + "".join(lines[last + 1 :])
 
 

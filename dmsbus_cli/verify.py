@@ -83,6 +83,15 @@ def run(arguments: argparse.Namespace) -> int:
                 return 2
             tables.add((schema, table))
     dms = DmsStandIn(source_url, config.bus.name, source, dynamodb=None)
+    if tables is not None:
+        with dms.connect() as connection:
+            unknown = sorted(tables - set(dms.source_tables(connection)))
+        if unknown:
+            print(
+                f"verify: --tables {', '.join(f'{s}.{t}' for s, t in unknown)}: not tables this source selects",
+                file=sys.stderr,
+            )
+            return 2
     checks = check_mirror(
         dms,
         mirror_url,

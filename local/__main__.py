@@ -149,8 +149,10 @@ def run_demo(bus: BusConfig, source: SourceConfig, arguments: argparse.Namespace
             checked = checker.poll()
             if checked is not None:
                 result, mirror = checked
-                if (result.lost == 0 and (mirror is None or mirror.lost == 0)) or now > deadline:
+                if result.lost == 0 and (mirror is None or mirror.lost == 0):
                     break
+            if now > deadline and result is not None:
+                break
         if result is None:
             return 1
         lost = report(started, result, mirror, runtime.mirror_url, stand_in)

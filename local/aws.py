@@ -44,6 +44,9 @@ class LocalAws:
             [sys.executable, "-m", "local.moto_server", "--port", str(self.port)],
             cwd=root,
             env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "functions")])},
+            # Its own session: a terminal's Ctrl-C is for the caller, which stops the server
+            # once it has drained (dmsbus up), not for moto mid-drain.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while True:

@@ -25,7 +25,7 @@ from config.model import BusConfig
 from consumers.pg_mirror.schema import JSONB, as_text
 from dmsbus.consumer import ChangeEvent, ConsumerHandler, consumer
 from dmsbus.ddbjson import Decoder, NumberMode
-from dmsbus.names import parse_table_name
+from dmsbus.names import TableName, parse_table_name
 from local.children import SPAWN, start_child, stop_child
 from local.dms import DmsStandIn
 
@@ -424,9 +424,14 @@ class Verification:
             )
 
 
-def stale_only(want: Mapping[str, Any], got: Mapping[str, Any]) -> bool:
-    """Whether ``got`` differs from ``want`` only by lacking columns ``want`` has."""
-    return set(got) < set(want) and all(want[name] == value for name, value in got.items())
+def stale_only(want: Mapping[str, Any], got: Mapping[str, Any], added: set[str]) -> bool:
+    """Whether ``got`` differs from ``want`` only by lacking columns ``want`` has that the
+    source added with a default (``added``): values no change carried, not a lost update."""
+    lacking = set(want) - set(got)
+    return (
+        bool(lacking) and lacking <= added and set(got) <= set(want)
+        and all(want[name] == value for name, value in got.items())
+    )  # fmt: skip
 
 
 def verify(dms: DmsStandIn, rebuilt: Rebuilt, *, numbers: NumberMode = "string") -> Verification:
@@ -442,6 +447,7 @@ def verify(dms: DmsStandIn, rebuilt: Rebuilt, *, numbers: NumberMode = "string")
     different: list[str] = []
     extra: list[str] = []
     stale: list[str] = []
+    added_columns: dict[str, set[str]] = {}
     with rebuilt._lock:
         actual = {table: dict(rows) for table, rows in rebuilt.tables.items()}
     for table, rows in expected.items():
@@ -450,7 +456,8 @@ def verify(dms: DmsStandIn, rebuilt: Rebuilt, *, numbers: NumberMode = "string")
             if key not in got:
                 missing.append(f"{table} {key}")
             elif got[key] != row:
-                if stale_only({k: v for k, v in row.items() if v is not None}, got[key]):
+                added = added_columns.setdefault(table, dms.added_with_default(*table.split(".", 1)))
+                if stale_only({k: v for k, v in row.items() if v is not None}, got[key], added):
                     stale.append(f"{table} {key}")
                 else:
                     different.append(f"{table} {key}: source {row} != rebuilt {got[key]}")
@@ -480,16 +487,19 @@ def verify_mirror(
     decoder = Decoder(numbers)
     expected: dict[tuple[str, str], dict[tuple[str, ...], dict[str, Any]]] = {}
     keys: dict[tuple[str, str], list[str]] = {}
+    name_of: dict[tuple[str, str], TableName] = {}
     for target, item in dms.items():
         name = parse_table_name(target.target.name)
         where = (schema_template.format(schema=name.schema, source=name.source, bus=name.bus), name.table)
         row = decoder.image(item)
         keys[where] = list(target.key)
+        name_of[where] = name
         expected.setdefault(where, {})[tuple(as_text(row[name]) for name in target.key)] = row
     missing: list[str] = []
     different: list[str] = []
     extra: list[str] = []
     stale: list[str] = []
+    added_columns: dict[tuple[str, str], set[str]] = {}
     with psycopg.connect(mirror_url) as connection:
         for (schema, table), rows in expected.items():
             label = f"{schema}.{table}"
@@ -505,7 +515,12 @@ def verify_mirror(
                 want = {name: value for name, value in row.items() if value is not None}
                 mine = _mirror_form(want, got[1])
                 if mine != got[0]:
-                    if stale_only(mine, got[0]):
+                    source_table = (name_of[(schema, table)].schema, name_of[(schema, table)].table)
+                    if source_table not in added_columns:
+                        added_columns[source_table] = dms.added_with_default(*source_table)
+                    # a column the mirror never made is no lost update either
+                    added = added_columns[source_table] | (set(mine) - set(got[1]))
+                    if stale_only(mine, got[0], added):
                         stale.append(f"mirror {label} {key}")
                     else:
                         different.append(f"mirror {label} {key}: source {want} != mirror {got[0]}")
@@ -560,11 +575,16 @@ class BackgroundCheck:
     _done: bool = False
     _started_at: float = 0.0
     _events_at_start: int = -1
+    _error: BaseException | None = None
 
     def poll(self) -> Any:
-        """The result of a finished check (once), else None; starts the next when due."""
+        """The result of a finished check (once), else None; starts the next when due. A
+        check that raised raises here."""
         if self._thread is not None and self._thread.is_alive():
             return None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
         if self._done:
             self._done = False
             return self._result
@@ -576,5 +596,8 @@ class BackgroundCheck:
         return None
 
     def _run(self) -> None:
-        self._result = self.check()
-        self._done = True
+        try:
+            self._result = self.check()
+            self._done = True
+        except Exception as exc:  # handed to the caller by poll()
+            self._error = exc

@@ -205,7 +205,7 @@ class DmsStandIn:
     ) -> Iterator[tuple[TargetSchema, dict[str, Any]]]:
         """Every selected source row as DMS writes it to its target table, read now (rows
         DMS cannot write are left out: they are apply exceptions); with ``sample``, about
-        that many rows of each table, picked at random by PostgreSQL (TABLESAMPLE)."""
+        that many rows of each table, picked at random by PostgreSQL."""
         with self.connect() as connection:
             for target, rows in self._tables(connection, only, sample):
                 for item in rows:
@@ -251,9 +251,8 @@ class DmsStandIn:
             sql.Identifier(table),
         )
         if sample is not None:
-            query += sql.SQL(" TABLESAMPLE BERNOULLI ({}) LIMIT {}").format(
-                sql.Literal(self._sample_percent(connection, schema, table, sample)), sql.Literal(sample)
-            )
+            # Uniform over the whole table (TABLESAMPLE ... LIMIT keeps the first rows on disk).
+            query += sql.SQL(" ORDER BY random() LIMIT {}").format(sql.Literal(sample))
         types = dict(columns)
         # A named (server-side) cursor: a large table streams instead of filling memory.
         with connection.cursor(name=f"dmsbus_rows_{uuid4().hex[:8]}") as cursor:
@@ -265,15 +264,18 @@ class DmsStandIn:
                 except DataError as error:
                     yield error
 
-    @staticmethod
-    def _sample_percent(connection: psycopg.Connection[Any], schema: str, table: str, rows: int) -> float:
-        """The share of the table that makes about ``rows`` rows (by the planner's estimate)."""
-        found = connection.execute(
-            "SELECT reltuples FROM pg_class WHERE oid = format('%%I.%%I', %s::text, %s::text)::regclass",
-            (schema, table),
-        ).fetchone()
-        estimate = float(found[0]) if found else -1.0
-        return 100.0 if estimate <= rows else min(100.0, 100.0 * rows * 1.2 / estimate)
+    def added_with_default(self, schema: str, table: str) -> set[str]:
+        """Columns PostgreSQL fills for existing rows without writing them (``ADD COLUMN ...
+        DEFAULT``: ``atthasmissing``), so no change carries their values to those rows."""
+        with self.connect() as connection:
+            return {
+                str(name)
+                for (name,) in connection.execute(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = format('%%I.%%I', %s::text, %s::text)::regclass"
+                    " AND atthasmissing AND NOT attisdropped",
+                    (schema, table),
+                )
+            }
 
     def source_tables(self, connection: psycopg.Connection[Any]) -> list[tuple[str, str]]:
         """The source's tables this task selects, ``(schema, table)``."""
@@ -468,6 +470,11 @@ class DmsStandIn:
                 else:
                     live.append(change)
         return ready + live
+
+    def holding(self) -> bool:
+        """A concurrent full load still has tables to load or changes to hand back."""
+        with self._load_lock:
+            return bool(self._loading or self._ready)
 
     def load_concurrently(self, progress: Callable[[int], None] | None = None) -> int:
         """The full load while CDC goes on (``poll`` from another thread): each table's

@@ -218,6 +218,7 @@ class LocalFunction:
     _loaded: Handler | None = field(default=None, repr=False)
     _code: tuple[tuple[str, int], ...] = field(default=(), repr=False)
     _checked: float = field(default=0.0, repr=False)
+    _module: str | None = field(default=None, repr=False)
     #: One container: one invocation at a time.
     _busy: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
@@ -266,7 +267,13 @@ class LocalFunction:
     def _code_signature(self) -> tuple[tuple[str, int], ...]:
         """Every Python file of the function's folder with its modification time."""
         folder = FUNCTIONS_ROOT / str(self.folder)
-        return tuple(sorted((str(path), path.stat().st_mtime_ns) for path in folder.rglob("*.py")))
+        found = []
+        for path in folder.rglob("*.py"):
+            try:
+                found.append((str(path), path.stat().st_mtime_ns))
+            except OSError:  # an editor's lock link (.#handler.py), a file going away
+                continue
+        return tuple(sorted(found))
 
     def _load(self) -> Handler:
         path = FUNCTIONS_ROOT / str(self.folder) / "handler.py"
@@ -274,9 +281,15 @@ class LocalFunction:
             # The folder's other modules are imported by package name (consumers.x.y): drop
             # them so that the new code's imports load them afresh too.
             package = str(self.folder).replace("/", ".")
-            for loaded in [name for name in sys.modules if name == package or name.startswith(package + ".")]:
-                del sys.modules[loaded]
+            for loaded in [
+                name for name in list(sys.modules) if name == package or name.startswith(package + ".")
+            ]:
+                sys.modules.pop(loaded, None)
+            if self._module is not None:
+                # The replaced container's module goes (its clients and connections with it).
+                sys.modules.pop(self._module, None)
         module_name = f"_dmsbus_local_{self.name.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
+        self._module = module_name
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
             raise FunctionError(f"{self.name}: cannot load {path}")

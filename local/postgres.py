@@ -38,6 +38,8 @@ class EmbeddedPostgres:
 
     data_dir: Path
     port: int = 0
+    #: Kept between runs (``dmsbus up``): fsync on.
+    durable: bool = False
     _user: str | None = None
 
     @property
@@ -61,8 +63,9 @@ class EmbeddedPostgres:
             "listen_addresses = '127.0.0.1'\n"
             f"port = {self.port}\n"
             f"unix_socket_directories = '{self.data_dir}'\n"
-            # Logical decoding reads flushed WAL only: commits stay synchronous.
-            "fsync = off\n",
+            # Logical decoding reads flushed WAL only: commits stay synchronous. A kept
+            # server (dmsbus up) must survive a crash: it syncs.
+            f"fsync = {'on' if self.durable else 'off'}\n",
             encoding="utf-8",
         )
         conf = self.data_dir / "postgresql.conf"
@@ -70,6 +73,9 @@ class EmbeddedPostgres:
         if "include_if_exists = 'dmsbus.conf'" not in text:
             conf.write_text(text + "\ninclude_if_exists = 'dmsbus.conf'\n", encoding="utf-8")
         self._own(self.data_dir)
+        if (self.data_dir / "postmaster.pid").exists():
+            # Left running by a process that was killed: stop it, then start it on this port.
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop", check=False)
         self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.data_dir / "server.log"), "-w", "start")
         return self.url
 
@@ -87,6 +93,9 @@ class EmbeddedPostgres:
             timeout=120,
             check=False,
             cwd=self.data_dir.parent,
+            # The server in a session of its own: a terminal's Ctrl-C (SIGINT to the whole
+            # process group) is for dmsbus, which stops the server itself when it is done.
+            start_new_session=True,
         )
         if check and result.returncode != 0:
             raise PostgresError(

@@ -199,7 +199,6 @@ def _load(dms: DmsStandIn, channels: _Channels, report: Callable[[], None]) -> N
         return
     channels.loaded.value = dms.rows_loaded
     report()
-    channels.loading.value = 0
 
 
 def _run_task(task: _Task, channels: _Channels) -> None:
@@ -224,6 +223,7 @@ def _run_task(task: _Task, channels: _Channels) -> None:
                 told.add((schema, table))
                 channels.suspensions.put((f"{schema}.{table}", why))
 
+    loader: threading.Thread | None = None
     if task.full_load:
         loader = threading.Thread(
             target=_load, args=(dms, channels, report), name="dms-full-load", daemon=True
@@ -242,11 +242,19 @@ def _run_task(task: _Task, channels: _Channels) -> None:
                 return
             applied.value += changes
             report()
+            # Loaded once the load is over and every change it held is applied.
+            if loader is not None and not loader.is_alive() and not dms.holding():
+                channels.loading.value = 0
             if not changes:
                 stop.wait(task.poll_seconds)
     finally:
         if connection is not None:
             connection.close()
+        if channels.loading.value:
+            # Stopped mid-load: the slot has moved past changes the load held in memory and
+            # some tables are not loaded. Without the slot, the next start loads them all.
+            logger.warning("the task stopped during its full load: the next start loads again")
+            dms.drop_slot()
 
 
 @dataclass
@@ -303,7 +311,7 @@ class LocalRuntime:
             else:
                 self._postgres_home = Path(tempfile.mkdtemp(prefix="dmsbus-postgres-"))
             self._postgres_home.chmod(0o755)
-            self.postgres = EmbeddedPostgres(self._postgres_home / "data")
+            self.postgres = EmbeddedPostgres(self._postgres_home / "data", durable=self.keep_database)
             server_url = self.postgres.start()
         check_logical(server_url)
         if self.source_url:

@@ -74,10 +74,14 @@ def check_mirror(
     all) against the mirror."""
     decoder = Decoder(numbers)
     expected: dict[str, tuple[TargetSchema, dict[tuple[str, ...], dict[str, Any]]]] = {}
+    with dms.connect() as connection:
+        for schema, table in dms.source_tables(connection):
+            target = dms.target_schema(connection, schema, table)
+            if target is not None and (tables is None or (schema, table) in tables):
+                expected[target.target.name] = (target, {})  # reported even when empty
     for target, item in dms.items(only=tables, sample=sample):
         row = decoder.image(item)
-        entry = expected.setdefault(target.target.name, (target, {}))
-        entry[1][tuple(as_text(row[name]) for name in target.key)] = row
+        expected[target.target.name][1][tuple(as_text(row[name]) for name in target.key)] = row
     checks = []
     with psycopg.connect(mirror_url) as connection:
         for name, (target, rows) in sorted(expected.items()):
@@ -89,12 +93,13 @@ def check_mirror(
             check = TableCheck(f"{parsed.schema}.{parsed.table}", compared=len(rows))
             columns = _mirror_columns(connection, *where)
             if not columns:
-                check.no_mirror_table = True
-                check.lost = [f"{check.table} {key}" for key in rows]
+                check.no_mirror_table = bool(rows)
+                check.lost = [f"{check.table} {list(key)}: no mirror table" for key in rows]
             else:
+                added = dms.added_with_default(parsed.schema, parsed.table)
                 found = _mirror_rows(connection, where, list(target.key), columns, rows.keys())
                 for key, row in rows.items():
-                    _classify(check, key, row, found.get(key), columns)
+                    _classify(check, key, row, found.get(key), columns=columns, added=added)
             checks.append(check)
     return checks
 
@@ -104,17 +109,26 @@ def _classify(
     key: tuple[str, ...],
     row: Mapping[str, Any],
     got: Mapping[str, Any] | None,
+    *,
     columns: Mapping[str, str],
+    added: set[str],
 ) -> None:
+    """Lost, stale after DDL, or fine. A value the mirror lacks is stale only in a column the
+    mirror has not made, or one the source added with a default (``atthasmissing``);
+    otherwise it is a lost update."""
     label = f"{check.table} {list(key)}"
     if got is None:
         check.lost.append(f"{label}: not in the mirror")
         return
     want = {name: value for name, value in row.items() if value is not None}
-    stale = sorted(name for name in want if name not in columns or name not in got)
-    different = sorted(
-        name for name in want if name in got and _mirror_form(name, want[name], columns) != got[name]
-    ) + sorted(name for name in got if name not in want)
+    lacking = sorted(name for name in want if name not in columns or name not in got)
+    stale = [name for name in lacking if name not in columns or name in added]
+    unexplained = [name for name in lacking if name not in stale]
+    different = (
+        sorted(name for name in want if name in got and _mirror_form(name, want[name], columns) != got[name])
+        + sorted(name for name in got if name not in want)
+        + unexplained
+    )
     if different:
         check.lost.append(f"{label}: {', '.join(different)} differ")
     elif stale:
@@ -143,9 +157,17 @@ def _mirror_rows(
     columns: Mapping[str, str],
     keys: Iterable[tuple[str, ...]],
 ) -> dict[tuple[str, ...], dict[str, Any]]:
-    """The mirror's rows with those keys (compared as text): non-NULL columns, as text or,
-    for jsonb, as JSON values."""
+    """The mirror's rows with those keys: non-NULL columns, as text or, for jsonb, as JSON
+    values. Keys are compared in the key columns' own types, so the primary key's index
+    serves the lookup (as text it would scan the table once per chunk)."""
     schema, table = where
+    types = dict(
+        connection.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND attnum > 0",
+            (schema, table),
+        ).fetchall()
+    )
     names = list(columns)
     selected = sql.SQL(", ").join(
         sql.Identifier(name) if columns[name] == JSONB else sql.SQL("{}::text").format(sql.Identifier(name))
@@ -159,9 +181,14 @@ def _mirror_rows(
             selected,
             sql.Identifier(schema),
             sql.Identifier(table),
-            sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(name)) for name in key),
+            sql.SQL(", ").join(sql.Identifier(name) for name in key),
             sql.SQL(", ").join(
-                sql.SQL("({})").format(sql.SQL(", ").join(sql.Literal(part) for part in wanted_key))
+                sql.SQL("({})").format(
+                    sql.SQL(", ").join(
+                        sql.SQL("{}::{}").format(sql.Literal(part), sql.SQL(types.get(name, "text")))
+                        for name, part in zip(key, wanted_key, strict=True)
+                    )
+                )
                 for wanted_key in chunk
             ),
         )

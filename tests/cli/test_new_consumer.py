@@ -11,6 +11,7 @@ import pytest
 
 from config import load_config
 from dmsbus_cli.main import main
+from dmsbus_cli.new_consumer import NewConsumerError, with_entry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -123,3 +124,27 @@ def test_the_generated_code_passes_the_repository_s_lint_and_format(repository: 
             [str(ruff), *command], capture_output=True, text=True, timeout=60, check=False
         )
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("name: demo\n", "name: demo\n\nconsumers:\n  - name: x\n"),
+        ("name: demo\nconsumers: []  # none yet\n", "name: demo\nconsumers:  # none yet\n  - name: x\n"),
+        (
+            "consumers:\n- name: a\n  code: c\nalarms: {}\n",
+            "consumers:\n- name: a\n  code: c\n- name: x\nalarms: {}\n",
+        ),
+        (
+            "consumers:\n    - name: a  # the first\nname: demo",
+            "consumers:\n    - name: a  # the first\n    - name: x\nname: demo\n",
+        ),
+    ],
+)
+def test_the_entry_goes_last_in_the_list_as_its_items_are_indented(text: str, expected: str) -> None:
+    assert with_entry(text, "  - name: x\n") == expected
+
+
+def test_a_consumers_list_written_inline_is_refused_with_how_to_write_it() -> None:
+    with pytest.raises(NewConsumerError, match="write consumers as a block list"):
+        with_entry("consumers: [{name: a, code: functions/consumers/a}]\n", "  - name: x\n")

@@ -43,6 +43,9 @@ class Up:
             stderr=subprocess.STDOUT,
             text=True,
             env={**os.environ, SOURCE_URL_VARIABLE: database},
+            # A session of its own, so that interrupt() signals its whole process group, as
+            # a terminal's Ctrl-C does.
+            start_new_session=True,
         )
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -64,7 +67,8 @@ class Up:
         raise AssertionError(f"no {text!r} in {''.join(self.output)[-3000:]}")
 
     def interrupt(self) -> int:
-        self.process.send_signal(signal.SIGINT)
+        """Ctrl-C as a terminal sends it: SIGINT to the whole process group."""
+        os.killpg(self.process.pid, signal.SIGINT)
         code = self.process.wait(timeout=90)
         while not self.lines.empty():
             self.output.append(self.lines.get())
@@ -128,9 +132,15 @@ def test_up_runs_until_ctrl_c_and_a_restart_resumes_from_the_slot(
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "verify: public.customers: " in verified.stdout and " 0 lost, 0 stale after DDL" in verified.stdout
-    # And Ctrl-C stops it after delivering what DMS took
+    # And Ctrl-C right after a commit stops it only once that change is delivered
+    with psycopg.connect(database, autocommit=True) as connection:
+        connection.execute("INSERT INTO customers (id, name) VALUES (9003, 'just before ctrl-c')")
+    time.sleep(0.5)  # DMS polls every 20 ms: the change is applied, not yet delivered
     assert up.interrupt() == 130
     assert any("stopping: DMS stopped" in line for line in up.output)
+    assert _mirrored(mirror, 9003) == "just before ctrl-c", "".join(up.output)[-3000:]
+    # (moto and PostgreSQL, in sessions of their own, kept serving the drain)
+    assert not [line for line in up.output if "Traceback" in line or "ConnectionError" in line]
     # Given changes made while it is down
     with psycopg.connect(database, autocommit=True) as connection:
         connection.execute("UPDATE customers SET name = 'while down' WHERE id = 9001")

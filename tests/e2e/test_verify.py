@@ -44,6 +44,13 @@ def test_verify_tells_rows_lost_from_rows_stale_after_ddl(pipeline: Pipeline) ->
     compared, lost, stale = after["public.customers"]
     assert (lost, stale) == (1, compared - 1)
     assert after["public.orders"][1:] == (0, 0)
+    # And a value the mirror lacks in a column the source did not add so is a lost update
+    with psycopg.connect(pipeline.runtime.mirror_url, autocommit=True) as mirror:
+        (order,) = mirror.execute(
+            "SELECT min(id) FROM public.orders WHERE status IS NOT NULL"
+        ).fetchone() or (None,)
+        mirror.execute("UPDATE public.orders SET status = NULL WHERE id = %s", (order,))
+    assert _check(pipeline, sample=None)["public.orders"][1:] == (1, 0)
 
 
 def test_the_demo_s_check_reports_rows_stale_after_ddl_apart_and_not_as_lost(pipeline: Pipeline) -> None:

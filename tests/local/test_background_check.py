@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from local.demo import BackgroundCheck
 
 
@@ -38,3 +40,16 @@ def test_a_check_runs_in_its_own_thread_and_repeats_only_when_something_arrived(
     events[0] = 1
     checker.poll()
     assert len(runs) == 2
+
+
+def test_a_check_that_raises_raises_at_the_next_poll() -> None:
+    def broken() -> None:
+        raise ConnectionError("the mirror is down")
+
+    checker = BackgroundCheck(broken, lambda: 0)
+    checker.poll()
+    deadline = time.monotonic() + 5
+    with pytest.raises(ConnectionError, match="the mirror is down"):
+        while time.monotonic() < deadline:
+            checker.poll()
+            time.sleep(0.01)

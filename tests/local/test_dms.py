@@ -604,3 +604,26 @@ def test_during_a_concurrent_full_load_other_tables_stream_and_the_loading_one_w
     dms.poll()
     big = {i["id"]: i["v"] for i in items(dynamodb, "demo.legacy.audit.event_big")}
     assert len(big) == 3000 and big[3000] == "v1"
+
+
+def test_a_task_stopped_during_its_full_load_loads_again_at_its_next_start(
+    source: str, served_aws: LocalAws
+) -> None:
+    # Given a table large enough that the load is still running when the task is stopped
+    run(
+        source,
+        "CREATE TABLE audit.event_many (id int PRIMARY KEY, v text);"
+        "INSERT INTO audit.event_many SELECT n, 'v' FROM generate_series(1, 20000) AS n;",
+    )
+    runner = StandInRunner(
+        stand_in(source, served_aws.client("dynamodb")), served_aws.port, poll_seconds=0.01
+    )
+    runner.start()
+    _wait(lambda: runner.rows_loaded > 0, "the load did not begin")
+    assert runner.loading
+    # When it is stopped mid-load
+    runner.stop()
+    # Then its slot is gone (the changes the load held in memory went with the process), so
+    # the next start is a first start again: a whole new full load
+    assert not runner.dms.has_slot()
+    assert runner.dms.start() is True
