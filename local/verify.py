@@ -2,8 +2,10 @@
 table, on a sample of rows (or all of them).
 
 Each sampled source row is mapped as DMS maps it (the stand-in's own mapping) and decoded
-as the glue decodes it, then looked up in the mirror by its key. A row is:
-- **lost** when the mirror lacks it, or holds another value for a column both have;
+as the glue decodes it, then looked up in the mirror by its key; and a sample of the
+mirror's keys is looked up in the source. A row is:
+- **lost** when the mirror lacks it, holds another value for a column both have, or holds
+  it when the source does not (a lost delete);
 - **stale after DDL** when the only differences are columns the source has a value for and
   the mirror has not (no such column, or NULL): ``ALTER TABLE ... ADD COLUMN ... DEFAULT``
   fills existing rows without writing WAL, so no change ever carried those values (DMS and
@@ -100,6 +102,13 @@ def check_mirror(
                 found = _mirror_rows(connection, where, list(target.key), columns, rows.keys())
                 for key, row in rows.items():
                     _classify(check, key, row, found.get(key), columns=columns, added=added)
+                # And the other way: a sample of the mirror's keys, each still in the source
+                # (a row the source deleted and the mirror kept is a lost delete).
+                kept = _mirror_keys(connection, where, list(target.key), sample)
+                missing = kept - _source_keys(dms, (parsed.schema, parsed.table), list(target.key), kept)
+                check.lost += [
+                    f"{check.table} {list(k)}: in the mirror, not in the source" for k in sorted(missing)
+                ]
             checks.append(check)
     return checks
 
@@ -196,3 +205,57 @@ def _mirror_rows(
             row = {name: value for name, value in zip(names, values, strict=True) if value is not None}
             found[tuple(str(row.get(name)) for name in key)] = row
     return found
+
+
+def _mirror_keys(
+    connection: psycopg.Connection[Any], where: tuple[str, str], key: list[str], sample: int | None
+) -> set[tuple[str, ...]]:
+    """Keys of the mirror's rows (a random ``sample`` of them, or all), as text."""
+    query = sql.SQL("SELECT {} FROM {}.{}").format(
+        sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(name)) for name in key),
+        sql.Identifier(where[0]),
+        sql.Identifier(where[1]),
+    )
+    if sample is not None:
+        query += sql.SQL(" ORDER BY random() LIMIT {}").format(sql.Literal(sample))
+    return {tuple(str(part) for part in row) for row in connection.execute(query)}
+
+
+def _source_keys(
+    dms: DmsStandIn, table: tuple[str, str], key: list[str], keys: set[tuple[str, ...]]
+) -> set[tuple[str, ...]]:
+    """Those of ``keys`` (text) that the source table has, compared in its columns' types."""
+    present: set[tuple[str, ...]] = set()
+    wanted = sorted(keys)
+    with dms.connect() as connection:
+        types = dict(
+            connection.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+                " WHERE attrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND attnum > 0",
+                table,
+            ).fetchall()
+        )
+        for start in range(0, len(wanted), _KEYS_PER_QUERY):
+            chunk = wanted[start : start + _KEYS_PER_QUERY]
+            values = sql.SQL(", ").join(
+                sql.SQL("({}, {})").format(
+                    sql.Literal(index),
+                    sql.SQL(", ").join(
+                        sql.SQL("{}::{}").format(sql.Literal(part), sql.SQL(types.get(name, "text")))
+                        for name, part in zip(key, wanted_key, strict=True)
+                    ),
+                )
+                for index, wanted_key in enumerate(chunk)
+            )
+            # Matched by position in the chunk: the text stays the mirror's, whatever the type.
+            query = sql.SQL(
+                "SELECT w.i FROM (VALUES {}) AS w(i, {}) WHERE EXISTS (SELECT 1 FROM {}.{} AS t WHERE {})"
+            ).format(
+                values,
+                sql.SQL(", ").join(sql.Identifier(name) for name in key),
+                sql.Identifier(table[0]),
+                sql.Identifier(table[1]),
+                sql.SQL(" AND ").join(sql.SQL("t.{0} = w.{0}").format(sql.Identifier(name)) for name in key),
+            )
+            present.update(chunk[index] for (index,) in connection.execute(query))
+    return present

@@ -65,3 +65,14 @@ def test_the_demo_s_check_reports_rows_stale_after_ddl_apart_and_not_as_lost(pip
     assert result.lost == 0
     assert orders is not None and len(result.stale) == 2 * orders[0] > 0
     assert all(line.startswith("stale after DDL") for line in result.describe())
+
+
+def test_verify_finds_a_row_the_mirror_kept_after_the_source_deleted_it(pipeline: Pipeline) -> None:
+    # Given a converged bus, and a mirror row the source does not have (a lost delete)
+    Workload(pipeline.url, rate=400).run(changes=100, stop=threading.Event())
+    assert list(pipeline.converge().describe()) == []
+    assert all(lost == 0 for _, lost, _ in _check(pipeline, sample=None).values())
+    with psycopg.connect(pipeline.runtime.mirror_url, autocommit=True) as mirror:
+        mirror.execute("INSERT INTO public.orders (id, status) VALUES (987654, 'ghost')")
+    # When verify compares every row, Then it is reported as lost
+    assert _check(pipeline, sample=None)["public.orders"][1] == 1
