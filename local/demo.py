@@ -22,12 +22,13 @@ import psycopg
 from psycopg import sql
 
 from config.model import BusConfig
-from consumers.pg_mirror.schema import JSONB, as_text
+from consumers.pg_mirror.schema import as_text
 from dmsbus.consumer import ChangeEvent, ConsumerHandler, consumer
 from dmsbus.ddbjson import Decoder, NumberMode
 from dmsbus.names import TableName, parse_table_name
 from local.children import SPAWN, start_child, stop_child
 from local.dms import DmsStandIn
+from local.verify import mirror_columns, mirror_selection, mirror_value
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS customers (
@@ -531,24 +532,13 @@ def verify_mirror(
 def _mirror_rows(
     connection: psycopg.Connection[Any], schema: str, table: str, key: list[str]
 ) -> dict[tuple[str, ...], tuple[dict[str, Any], dict[str, str]]] | None:
-    """Rows by key text: (non-null columns as text, or JSON values for jsonb; column types)."""
-    types = dict(
-        connection.execute(
-            "SELECT column_name, data_type FROM information_schema.columns"
-            " WHERE table_schema = %s AND table_name = %s",
-            (schema, table),
-        ).fetchall()
-    )
+    """Rows by key text: (non-null columns as ``mirror_value`` forms them; column types)."""
+    types = mirror_columns(connection, schema, table)
     if not types:
         return None
     names = list(types)
     query = sql.SQL("SELECT {} FROM {}.{}").format(
-        sql.SQL(", ").join(
-            sql.Identifier(name) if types[name] == JSONB else sql.SQL("{}::text").format(sql.Identifier(name))
-            for name in names
-        ),
-        sql.Identifier(schema),
-        sql.Identifier(table),
+        mirror_selection(types), sql.Identifier(schema), sql.Identifier(table)
     )
     rows: dict[tuple[str, ...], tuple[dict[str, Any], dict[str, str]]] = {}
     for values in connection.execute(query):
@@ -558,7 +548,7 @@ def _mirror_rows(
 
 
 def _mirror_form(row: dict[str, Any], types: dict[str, str]) -> dict[str, Any]:
-    return {name: value if types.get(name) == JSONB else as_text(value) for name, value in row.items()}
+    return {name: mirror_value(name, value, types) for name, value in row.items()}
 
 
 @dataclass

@@ -93,7 +93,7 @@ def check_mirror(
                 parsed.table,
             )
             check = TableCheck(f"{parsed.schema}.{parsed.table}", compared=len(rows))
-            columns = _mirror_columns(connection, *where)
+            columns = mirror_columns(connection, *where)
             if not columns:
                 check.no_mirror_table = bool(rows)
                 check.lost = [f"{check.table} {list(key)}: no mirror table" for key in rows]
@@ -134,7 +134,7 @@ def _classify(
     stale = [name for name in lacking if name not in columns or name in added]
     unexplained = [name for name in lacking if name not in stale]
     different = (
-        sorted(name for name in want if name in got and _mirror_form(name, want[name], columns) != got[name])
+        sorted(name for name in want if name in got and mirror_value(name, want[name], columns) != got[name])
         + sorted(name for name in got if name not in want)
         + unexplained
     )
@@ -145,17 +145,57 @@ def _classify(
         check.stale_columns.update(stale)
 
 
-def _mirror_form(name: str, value: Any, columns: Mapping[str, str]) -> Any:
+def mirror_value(name: str, value: Any, columns: Mapping[str, str]) -> Any:
+    """A decoded value as the mirror holds it: a text column holds the value's text, a jsonb
+    one the JSON value (docs/consumers.md)."""
     return value if columns.get(name) == JSONB else as_text(value)
 
 
-def _mirror_columns(connection: psycopg.Connection[Any], schema: str, table: str) -> dict[str, str]:
+def mirror_columns(connection: psycopg.Connection[Any], schema: str, table: str) -> dict[str, str]:
+    """A mirror table's columns and their types; empty when the table is not there."""
     return dict(
         connection.execute(
             "SELECT column_name, data_type FROM information_schema.columns"
             " WHERE table_schema = %s AND table_name = %s",
             (schema, table),
         ).fetchall()
+    )
+
+
+def mirror_selection(columns: Mapping[str, str]) -> sql.Composable:
+    """The mirror's columns as ``mirror_value`` forms them: text, or jsonb's JSON value."""
+    return sql.SQL(", ").join(
+        sql.Identifier(name) if kind == JSONB else sql.SQL("{}::text").format(sql.Identifier(name))
+        for name, kind in columns.items()
+    )
+
+
+def _column_types(connection: psycopg.Connection[Any], schema: str, table: str) -> dict[str, str]:
+    return dict(
+        connection.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND attnum > 0",
+            (schema, table),
+        ).fetchall()
+    )
+
+
+def _typed_keys(
+    key: list[str], chunk: list[tuple[str, ...]], types: Mapping[str, str], *, numbered: bool = False
+) -> sql.Composable:
+    """``(v1::type1, ...)`` per key of ``chunk`` (``(n, v1::type1, ...)`` when numbered):
+    compared in the columns' own types, a table's key index serves the lookup."""
+    return sql.SQL(", ").join(
+        sql.SQL("({})").format(
+            sql.SQL(", ").join(
+                ([sql.Literal(index)] if numbered else [])
+                + [
+                    sql.SQL("{}::{}").format(sql.Literal(part), sql.SQL(types.get(name, "text")))
+                    for name, part in zip(key, wanted, strict=True)
+                ]
+            )
+        )
+        for index, wanted in enumerate(chunk)
     )
 
 
@@ -166,40 +206,19 @@ def _mirror_rows(
     columns: Mapping[str, str],
     keys: Iterable[tuple[str, ...]],
 ) -> dict[tuple[str, ...], dict[str, Any]]:
-    """The mirror's rows with those keys: non-NULL columns, as text or, for jsonb, as JSON
-    values. Keys are compared in the key columns' own types, so the primary key's index
-    serves the lookup (as text it would scan the table once per chunk)."""
+    """The mirror's rows with those keys: non-NULL columns, as ``mirror_value`` forms them."""
     schema, table = where
-    types = dict(
-        connection.execute(
-            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
-            " WHERE attrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND attnum > 0",
-            (schema, table),
-        ).fetchall()
-    )
+    types = _column_types(connection, schema, table)
     names = list(columns)
-    selected = sql.SQL(", ").join(
-        sql.Identifier(name) if columns[name] == JSONB else sql.SQL("{}::text").format(sql.Identifier(name))
-        for name in names
-    )
     found: dict[tuple[str, ...], dict[str, Any]] = {}
     wanted = list(keys)
     for start in range(0, len(wanted), _KEYS_PER_QUERY):
-        chunk = wanted[start : start + _KEYS_PER_QUERY]
         query = sql.SQL("SELECT {} FROM {}.{} WHERE ({}) IN ({})").format(
-            selected,
+            mirror_selection(columns),
             sql.Identifier(schema),
             sql.Identifier(table),
             sql.SQL(", ").join(sql.Identifier(name) for name in key),
-            sql.SQL(", ").join(
-                sql.SQL("({})").format(
-                    sql.SQL(", ").join(
-                        sql.SQL("{}::{}").format(sql.Literal(part), sql.SQL(types.get(name, "text")))
-                        for name, part in zip(key, wanted_key, strict=True)
-                    )
-                )
-                for wanted_key in chunk
-            ),
+            _typed_keys(key, wanted[start : start + _KEYS_PER_QUERY], types),
         )
         for values in connection.execute(query):
             row = {name: value for name, value in zip(names, values, strict=True) if value is not None}
@@ -228,30 +247,14 @@ def _source_keys(
     present: set[tuple[str, ...]] = set()
     wanted = sorted(keys)
     with dms.connect() as connection:
-        types = dict(
-            connection.execute(
-                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
-                " WHERE attrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND attnum > 0",
-                table,
-            ).fetchall()
-        )
+        types = _column_types(connection, *table)
         for start in range(0, len(wanted), _KEYS_PER_QUERY):
             chunk = wanted[start : start + _KEYS_PER_QUERY]
-            values = sql.SQL(", ").join(
-                sql.SQL("({}, {})").format(
-                    sql.Literal(index),
-                    sql.SQL(", ").join(
-                        sql.SQL("{}::{}").format(sql.Literal(part), sql.SQL(types.get(name, "text")))
-                        for name, part in zip(key, wanted_key, strict=True)
-                    ),
-                )
-                for index, wanted_key in enumerate(chunk)
-            )
             # Matched by position in the chunk: the text stays the mirror's, whatever the type.
             query = sql.SQL(
                 "SELECT w.i FROM (VALUES {}) AS w(i, {}) WHERE EXISTS (SELECT 1 FROM {}.{} AS t WHERE {})"
             ).format(
-                values,
+                _typed_keys(key, chunk, types, numbered=True),
                 sql.SQL(", ").join(sql.Identifier(name) for name in key),
                 sql.Identifier(table[0]),
                 sql.Identifier(table[1]),
