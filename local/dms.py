@@ -110,6 +110,7 @@ class DmsStandIn:
     #: Rows logged to ``awsdms_apply_exceptions`` by this stand-in.
     exceptions: int = 0
     _types: dict[int, TypeInfo] = field(default_factory=dict)
+    _kinds: dict[ColumnType, tuple[DmsType, ColumnType]] = field(default_factory=dict)
     _not_migrated: set[tuple[str, str]] = field(default_factory=set)
     _lock: Lock = field(default_factory=Lock)
     _last_error_time: datetime = NO_ERROR_YET
@@ -721,7 +722,11 @@ class DmsStandIn:
     def _dms_type(
         self, connection: psycopg.Connection[Any] | None, column: ColumnType
     ) -> tuple[DmsType, ColumnType]:
-        return dms_type(column, lambda oid: self._type_info(connection, oid))
+        # Once per column type, not per value: this is on the path of every value written.
+        known = self._kinds.get(column)
+        if known is None:
+            known = self._kinds[column] = dms_type(column, lambda oid: self._type_info(connection, oid))
+        return known
 
     def _type_info(self, connection: psycopg.Connection[Any] | None, oid: int) -> TypeInfo:
         """What pg_type says of a type that is not built in (cached)."""

@@ -170,7 +170,9 @@ FIRST_STREAM_SEQUENCE = 2 * 10**21
 def start_stream_sequences_at_the_time() -> None:
     """Start each DynamoDB stream shard's sequence numbers at the time it is created.
 
-    DynamoDB's sequence numbers grow over time, also from one stream of a table to the next;
+    DynamoDB's sequence numbers grow over time ("a sequence number, reflecting the order in
+    which the record was published to the stream": API_streams_StreamRecord), also from one
+    stream of a table to the next (the conservative reading: the page is silent on that);
     consumers that keep the newest sequence per row (pg_mirror) rely on it. moto starts every
     shard at one constant, so after ``dmsbus up`` restarts (moto's state is gone, the mirror's
     is not) a table's new changes would number below the old ones and be skipped."""
