@@ -31,6 +31,7 @@ from dmsbus.envelope import OPS, ChangeEvent, Op, Source
 from dmsbus.kpl import pack
 from dmsbus.names import TableName
 from dmsbus.partition import canonical_json
+from dmsbus.publisher import PublisherSettings
 
 __all__ = ["LambdaContext", "change", "invoke", "kinesis_event"]
 
@@ -40,8 +41,6 @@ SOURCE = "legacy"
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/demo-bus"
 #: The first stream sequence number handed out; each change takes the next.
 _sequences = itertools.count(100_000_000_000_000_000_001)
-#: The glue's aggregate size limit: a Kinesis record's 1 MiB, less room for its key.
-_AGGREGATE_BYTES = 1_000_000
 
 
 def change(
@@ -113,7 +112,9 @@ def kinesis_event(
     records: list[tuple[str, bytes]] = []
     if aggregated:
         at = 0
-        for aggregate in pack([u.partition_key for u in users], [u.data for u in users], _AGGREGATE_BYTES):
+        for aggregate in pack(
+            [u.partition_key for u in users], [u.data for u in users], PublisherSettings().max_aggregate_bytes
+        ):
             first = users[at]
             records.append((first.partition_key, first.data if aggregate.data is None else aggregate.data))
             at += aggregate.count
