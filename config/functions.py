@@ -7,6 +7,8 @@ ARNs, ``local/`` passes the moto server's. The functions read these variables th
 
 from __future__ import annotations
 
+import hashlib
+
 from config.model import BusConfig, ConsumerConfig
 from dmsbus.consumer import OPS_VARIABLE, TABLES_VARIABLE
 
@@ -49,14 +51,15 @@ def glue_environment(bus: BusConfig, *, stream: str, dlq_url: str) -> dict[str, 
 
 
 def discovery_environment(
-    bus: BusConfig, *, stream: str, glue_function: str, glue_dlq_arn: str
+    bus: BusConfig, *, stream: str, glue_function: str, glue_on_failure_arn: str
 ) -> dict[str, str]:
-    """Discovery attaches the glue with the config's mapping settings."""
+    """Discovery attaches the glue with the config's mapping settings; its failed batches
+    go to ``glue_on_failure_arn`` (the failure bucket)."""
     glue = bus.glue
     return {
         **publishing_environment(bus, stream=stream),
         "GLUE_FUNCTION_NAME": glue_function,
-        "GLUE_DLQ_ARN": glue_dlq_arn,
+        "GLUE_ON_FAILURE_ARN": glue_on_failure_arn,
         "GLUE_BATCH_SIZE": str(glue.batch_size),
         "GLUE_BATCHING_WINDOW_SECONDS": str(glue.batching_window_seconds),
         "GLUE_PARALLELIZATION_FACTOR": str(glue.parallelization_factor),
@@ -74,6 +77,22 @@ class ConsumerError(ValueError):
 def bucket_name(function_name: str) -> str:
     """The local name of a consumer's bucket (in AWS, CloudFormation names it)."""
     return f"{function_name}-bucket".lower().replace("_", "-")
+
+
+#: Characters of the bus name a failure bucket's name keeps (S3's 63, less the rest:
+#: "-failures-", a 12-digit account, "-", and a region of up to 14).
+_BUCKET_BUS_CHARACTERS = 26
+
+
+def failures_bucket_name(bus: BusConfig, *, account: str, region: str) -> str:
+    """The bus's failure bucket: named, so that every stack and the CLI know it without a
+    cross-stack export; unique per account and region. A long bus name is cut and keeps a
+    hash of itself."""
+    slug = bus.name.lower().replace("_", "-")
+    if len(slug) > _BUCKET_BUS_CHARACTERS:
+        digest = hashlib.sha256(bus.name.encode()).hexdigest()[:6]
+        slug = f"{slug[: _BUCKET_BUS_CHARACTERS - 7]}-{digest}"
+    return f"{slug}-failures-{account}-{region}"
 
 
 def consumer_environment(

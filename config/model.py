@@ -114,7 +114,16 @@ class AlarmConfig(Model):
     iterator_age_ms: Annotated[int, Field(ge=1_000)] = 60_000
     function_errors: Annotated[int, Field(ge=1)] = 1
     dlq_messages: Annotated[int, Field(ge=1)] = 1
+    #: Failed batches written to the failure bucket in 5 minutes.
+    failed_batches: Annotated[int, Field(ge=1)] = 1
     cdc_latency_seconds: Annotated[int, Field(ge=1)] = 300
+    #: The replication instance: free storage below this share of its allocated storage,
+    #: CPU above this percent, freeable memory below these MiB (each over 5 minutes).
+    dms_free_storage_percent: Annotated[int, Field(ge=1, le=99)] = 10
+    dms_cpu_percent: Annotated[int, Field(ge=1, le=100)] = 90
+    dms_freeable_memory_mib: Annotated[int, Field(ge=1)] = 256
+    #: Kinesis records (writes) or GetRecords calls (reads) throttled in 5 minutes.
+    kinesis_throttled: Annotated[int, Field(ge=1)] = 1
     #: An existing SNS topic the alarms notify; none: the alarms only show in CloudWatch.
     topic_arn: Annotated[str, _matching(_SQS_OR_SNS_ARN, "an SNS topic ARN")] | None = None
 
@@ -187,6 +196,13 @@ class ConsumerConfig(StreamMapping):
         return ".".join(self.code.split("/")[1:]) + ".handler.handler"
 
 
+class FailuresConfig(Model):
+    """The failure bucket: where event source mappings put a batch they gave up on."""
+
+    #: Days a failed batch is kept (its records are gone from the streams by then).
+    expire_days: Annotated[int, Field(ge=1)] = 90
+
+
 class BusConfig(Model):
     name: Identifier
     #: ``create``: the bus stack creates the account's ``dms-vpc-role``; ``existing``: the
@@ -199,6 +215,7 @@ class BusConfig(Model):
     glue: GlueConfig = Field(default_factory=GlueConfig)
     discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
     alarms: AlarmConfig = Field(default_factory=AlarmConfig)
+    failures: FailuresConfig = Field(default_factory=FailuresConfig)
     consumers: list[ConsumerConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -21,13 +21,14 @@ from config.functions import (
     dead_letter_name,
     discovery_environment,
     discovery_name,
+    failures_bucket_name,
     glue_environment,
     glue_name,
     stream_name,
 )
 from config.model import BusConfig, ConsumerConfig
 from dmsbus.event_sources import mapping_request
-from local.functions import Handler, LocalFunction
+from local.functions import ACCOUNT, REGION, Handler, LocalFunction
 
 ROLE_NAME = "dmsbus-local-function"
 #: Locally the stream is provisioned with this many shards when the config says on-demand
@@ -46,6 +47,7 @@ class LocalBus:
     functions: dict[str, LocalFunction] = field(default_factory=dict)
     queue_urls: dict[str, str] = field(default_factory=dict)
     buckets: dict[str, str] = field(default_factory=dict)
+    failures: str = ""
     stream_arn: str = ""
 
     @property
@@ -57,6 +59,9 @@ class LocalBus:
         self._stream()
         role = self._role()
         glue, discovery = glue_name(bus), discovery_name(bus)
+        self.failures = self._bucket(
+            failures_bucket_name(bus, account=ACCOUNT, region=REGION), versioned=False
+        )
         glue_dlq = self._queue(dead_letter_name(glue))
         self._queue(dead_letter_name(discovery))
         self._register(
@@ -77,7 +82,7 @@ class LocalBus:
                     bus,
                     stream=self.stream,
                     glue_function=glue,
-                    glue_dlq_arn=self.queue_arn(dead_letter_name(glue)),
+                    glue_on_failure_arn=self.failures_arn,
                 ),
                 timeout_seconds=900,
                 memory_mb=512,
@@ -109,7 +114,7 @@ class LocalBus:
                 function_name=name,
                 stream_arn=self.stream_arn,
                 starting_position=consumer.starting_position,
-                on_failure=self.queue_arn(dead_letter_name(name)),
+                on_failure=self.failures_arn,
             )
         )
         return function
@@ -135,12 +140,19 @@ class LocalBus:
         self.queue_urls[name] = url
         return url
 
-    def _bucket(self, name: str) -> str:
-        """Versioned, as the consumers stack makes it (KMS and lifecycle do not apply here)."""
+    @property
+    def failures_arn(self) -> str:
+        """The failure bucket: every mapping's on-failure destination."""
+        return f"arn:aws:s3:::{self.failures}"
+
+    def _bucket(self, name: str, *, versioned: bool = True) -> str:
+        """As the stacks make it (KMS and lifecycle do not apply here): a consumer's bucket
+        is versioned, the failure bucket is not."""
         s3 = self.clients.client("s3")
         with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
             s3.create_bucket(Bucket=name)
-        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+        if versioned:
+            s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
         self.buckets[name] = name
         return name
 

@@ -11,8 +11,9 @@ in-process with Lambda's events. Per mapping it honours what the deployed mappin
   sequence number and the batch is handed again from there;
 - ``BisectBatchOnFunctionError``: a batch whose invocation raised is split in two;
 - ``MaximumRetryAttempts`` and ``MaximumRecordAgeInSeconds`` (-1: unbounded): then the
-  batch's description goes to the ``DestinationConfig.OnFailure`` queue, in Lambda's message
-  format, and the shard moves on;
+  batch's invocation record goes to the ``DestinationConfig.OnFailure`` destination in
+  Lambda's format (an S3 bucket: the record with the whole invocation in ``payload``, under
+  Lambda's key; an SQS queue: the record without it), and the shard moves on;
 - parent shards are read to their end before their children.
 
 Checkpoints are saved to a file after every batch, so a restarted service repeats at most
@@ -149,6 +150,7 @@ class LocalLambdaService:
         kinesis: Any,
         sqs: Any,
         state_dir: Path,
+        s3: Any = None,
         schedules: Sequence[Schedule] = (),
         dynamodb: Any = None,
         table_rules: Sequence[TableRule] = (),
@@ -163,6 +165,7 @@ class LocalLambdaService:
         self.dynamodbstreams = dynamodbstreams
         self.kinesis = kinesis
         self.sqs = sqs
+        self.s3 = s3
         self.checkpoints = Checkpoints(state_dir / "checkpoints.json")
         self.schedules = list(schedules)
         self.dynamodb = dynamodb
@@ -349,9 +352,12 @@ class LocalLambdaService:
         condition: str,
         attempts: int,
     ) -> None:
-        """Lambda's on-failure record: where the batch is in the stream, not its data."""
+        """Lambda's on-failure record: where the batch is in the stream, and for an S3
+        destination the invocation itself (kinesis-on-failure-destination,
+        services-dynamodb-errors: "Example Amazon S3 invocation record")."""
         destination = ((mapping.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
-        message = {
+        now = datetime.now(UTC)
+        message: dict[str, Any] = {
             "requestContext": {
                 "requestId": str(uuid.uuid4()),
                 "functionArn": function_arn(mapping["FunctionArn"].rsplit(":", 1)[1]),
@@ -364,7 +370,7 @@ class LocalLambdaService:
                 "functionError": "Unhandled",
             },
             "version": "1.0",
-            "timestamp": datetime.now(UTC).isoformat(),
+            "timestamp": now.isoformat(),
             source.batch_info_key: {
                 "shardId": shard_id,
                 "startSequenceNumber": sequence_of(records[0]),
@@ -380,9 +386,23 @@ class LocalLambdaService:
                 "mapping %s dropped %d records (no on-failure destination)", mapping["UUID"], len(records)
             )
             return
+        if destination.startswith("arn:aws:s3:::"):
+            message["payload"] = json.dumps({"Records": list(records)})
+            self.s3.put_object(
+                Bucket=destination.removeprefix("arn:aws:s3:::"),
+                Key=failure_key(mapping["UUID"], shard_id, now),
+                Body=json.dumps(message).encode(),
+            )
+            return
         queue = destination.rsplit(":", 1)[1]
         url = self.sqs.get_queue_url(QueueName=queue)["QueueUrl"]
         self.sqs.send_message(QueueUrl=url, MessageBody=json.dumps(message))
+
+
+def failure_key(mapping_uuid: str, shard_id: str, now: datetime) -> str:
+    """Where Lambda puts a failed batch in an S3 destination:
+    ``aws/lambda/<ESM-UUID>/<shardID>/YYYY/MM/DD/YYYY-MM-DDTHH.MM.SS-<Random UUID>``."""
+    return f"aws/lambda/{mapping_uuid}/{shard_id}/{now:%Y/%m/%d}/{now:%Y-%m-%dT%H.%M.%S}-{uuid.uuid4()}"
 
 
 def _iso(epoch: float) -> str:

@@ -369,6 +369,7 @@ class LocalRuntime:
             dynamodbstreams=self.aws.client("dynamodbstreams", wire_records=True, validate=False),
             kinesis=self.aws.client("kinesis", wire_records=True, validate=False),
             sqs=self.aws.client("sqs"),
+            s3=self.aws.client("s3"),
             state_dir=self.state_dir,
             schedules=[Schedule(discovery_name(self.bus), self.sweep_seconds)],
             dynamodb=self.aws.client("dynamodb"),

@@ -45,6 +45,7 @@ def build(app: App, config: Config, *, env: Environment | None = None, nag: bool
         bus=bus,
         stream=bus_stack.stream,
         key=bus_stack.key,
+        failures=bus_stack.failures,
         env=env,
         description=f"dmsbus {bus.name}: consumers",
     )

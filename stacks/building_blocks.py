@@ -1,11 +1,13 @@
-"""Constructs every stack uses: a dmsbus function, a dead-letter queue, alarms."""
+"""Constructs every stack uses: a dmsbus function, a dead-letter queue, the failure
+bucket, alarms."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from aws_cdk import Duration, RemovalPolicy
+import jsii
+from aws_cdk import Aws, Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_ec2 as ec2
@@ -13,10 +15,13 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
+from config.functions import failures_bucket_name
+from config.model import BusConfig
 from stacks.nag import acknowledge
 from stacks.packaging import ARCHITECTURE, RUNTIME, function_code, handler_name
 
@@ -45,6 +50,102 @@ class DeadLetterQueue(Construct):
         acknowledge(
             self.queue, "Serverless-SQSRedrivePolicy", "This queue is itself a dead-letter destination."
         )
+
+
+#: Where Lambda writes a failed batch's record in the failure bucket: no prefix of ours
+#: ("aws/lambda/<ESM UUID>/<shard>/YYYY/MM/DD/...", kinesis-on-failure-destination).
+FAILURE_PREFIX = "aws/lambda/"
+#: The bucket's request-metrics filter, whose PutRequests the failure alarm watches.
+FAILURE_METRICS_ID = "failed-batches"
+
+
+class FailureBucket(Construct):
+    """Where the event source mappings (the glue's and every consumer's) put a batch they
+    give up on. With an S3 destination Lambda writes the whole invocation (its records
+    too, in ``payload``), where a queue gets only the batch's shard and sequence range,
+    which a DynamoDB stream forgets after 24 hours (kinesis-on-failure-destination,
+    services-dynamodb-errors). Private, TLS-only, the bus's key, objects expiring after
+    ``expire_days``; request metrics count what arrives. Named per account and region
+    (``failures_bucket_name``), so a stack grants it without importing it."""
+
+    def __init__(self, scope: Construct, id_: str, *, bus: BusConfig, key: kms.IKey) -> None:
+        super().__init__(scope, id_)
+        self.key = key
+        self.bucket_name = failures_bucket_name(bus, account=Aws.ACCOUNT_ID, region=Aws.REGION)
+        #: How cdk-nag prints the bucket's name in a finding.
+        self._nag_name = failures_bucket_name(bus, account="<AWS::AccountId>", region="<AWS::Region>")
+        self.bucket = s3.Bucket(
+            self,
+            "Bucket",
+            bucket_name=self.bucket_name,
+            encryption=s3.BucketEncryption.KMS,
+            encryption_key=key,
+            bucket_key_enabled=True,
+            block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+            enforce_ssl=True,
+            object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            removal_policy=RemovalPolicy.RETAIN,
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-failed-batches",
+                    expiration=Duration.days(bus.failures.expire_days),
+                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                )
+            ],
+            metrics=[s3.BucketMetrics(id=FAILURE_METRICS_ID, prefix=FAILURE_PREFIX)],
+        )
+        acknowledge(
+            self.bucket,
+            "AwsSolutions-S1",
+            "Only Lambda's on-failure delivery writes here, with the functions' roles; "
+            "the request metrics and the failure alarm show every arrival.",
+        )
+
+    @property
+    def bucket_arn(self) -> str:
+        """The bucket's ARN from its name: the same in every stack, without an import."""
+        return f"arn:{Aws.PARTITION}:s3:::{self.bucket_name}"
+
+    def grant_put(self, function: lambda_.IFunction) -> None:
+        """What Lambda needs to write there with ``function``'s role: s3:PutObject and
+        s3:ListBucket, and kms:GenerateDataKey for the key (kinesis-on-failure-destination).
+        Not CDK's S3OnFailureDestination, which grants reading and deleting too."""
+        function.add_to_role_policy(
+            iam.PolicyStatement(actions=["s3:PutObject"], resources=[f"{self.bucket_arn}/{FAILURE_PREFIX}*"])
+        )
+        function.add_to_role_policy(
+            iam.PolicyStatement(actions=["s3:ListBucket"], resources=[self.bucket_arn])
+        )
+        self.key.grant(function, "kms:GenerateDataKey")
+        if function.role is not None:
+            acknowledge(
+                function.role,
+                f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:s3:::{self._nag_name}/{FAILURE_PREFIX}*]",
+                "Lambda names each failed batch's object under aws/lambda/ by mapping, shard and time.",
+            )
+
+    def metric_failed_batches(self) -> cloudwatch.Metric:
+        return cloudwatch.Metric(
+            namespace="AWS/S3",
+            metric_name="PutRequests",
+            dimensions_map={"BucketName": self.bucket_name, "FilterId": FAILURE_METRICS_ID},
+            statistic="Sum",
+            period=Duration.minutes(5),
+        )
+
+
+@jsii.implements(lambda_.IEventSourceDlq)
+class FailureBucketDestination:
+    """An event source mapping's on-failure destination in the failure bucket."""
+
+    def __init__(self, failures: FailureBucket) -> None:
+        self.failures = failures
+
+    def bind(
+        self, _target: lambda_.IEventSourceMapping, target_handler: lambda_.IFunction
+    ) -> lambda_.DlqDestinationConfig:
+        self.failures.grant_put(target_handler)
+        return lambda_.DlqDestinationConfig(destination=self.failures.bucket_arn)
 
 
 @dataclass(frozen=True)
@@ -144,15 +245,26 @@ class Alarms(Construct):
         self.alarms: list[cloudwatch.Alarm] = []
 
     def add(
-        self, id_: str, *, metric: cloudwatch.IMetric, threshold: float, description: str
+        self,
+        id_: str,
+        *,
+        metric: cloudwatch.IMetric,
+        threshold: float,
+        description: str,
+        below: bool = False,
     ) -> cloudwatch.Alarm:
+        """Fires when ``metric`` reaches ``threshold`` (``below``: drops under it)."""
         alarm = cloudwatch.Alarm(
             self,
             id_,
             metric=metric,
             threshold=threshold,
             evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            comparison_operator=(
+                cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD
+                if below
+                else cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+            ),
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
             alarm_description=description,
         )

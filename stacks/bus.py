@@ -1,4 +1,5 @@
-"""The bus stack: the Kinesis stream, the glue, discovery, dead letters, alarms, dashboard."""
+"""The bus stack: the Kinesis stream, the glue, discovery, dead letters, the failure
+bucket, alarms, dashboard."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from stacks.building_blocks import (
     Alarms,
     BusFunction,
     DeadLetterQueue,
+    FailureBucket,
     acknowledge_kms_grant,
     acknowledge_stream_invoked,
 )
@@ -74,6 +76,23 @@ class BusStack(Stack):
         )
         self.layer = dependencies_layer(self, "Dependencies")
         self.alarms = Alarms(self, "Alarms", topic_arn=bus.alarms.topic_arn)
+        self.failures = FailureBucket(self, "Failures", bus=bus, key=self.key)
+        self.alarms.add(
+            "FailedBatches",
+            metric=self.failures.metric_failed_batches(),
+            threshold=bus.alarms.failed_batches,
+            description="A batch was given up on and kept in the failure bucket: `dmsbus redrive` it",
+        )
+        for metric, what in (
+            (self.stream.metric_write_provisioned_throughput_exceeded, "Writes to"),
+            (self.stream.metric_read_provisioned_throughput_exceeded, "Reads from"),
+        ):
+            self.alarms.add(
+                f"Kinesis{what.split()[0]}Throttled",
+                metric=metric(period=Duration.minutes(5), statistic="Sum"),
+                threshold=bus.alarms.kinesis_throttled,
+                description=f"{what} the bus stream are throttled: more shards, or fewer readers",
+            )
         self._glue(bus)
         self._discovery(bus)
         wanted = {"DmsVpcRole": bus.dms_vpc_role, "DmsCloudWatchLogsRole": bus.dms_cloudwatch_logs_role}
@@ -116,9 +135,11 @@ class BusStack(Stack):
         )
         function = self.glue.function
         self.stream.grant_write(function)
-        # Poison records (the code) and failed batches (the event source mapping's
-        # on-failure destination, sent with the function's role) both go to the queue.
+        # Poison records go to the queue (the code sends them); failed batches to the
+        # failure bucket (the event source mapping, which discovery creates, writes with
+        # the function's role).
         self.glue_dlq.queue.grant_send_messages(function)
+        self.failures.grant_put(function)
         acknowledge_kms_grant(self.glue.role)
         acknowledge_stream_invoked(function)
         # Event source mappings read the streams of this bus's tables only.
@@ -156,7 +177,7 @@ class BusStack(Stack):
                 bus,
                 stream=self.stream.stream_name,
                 glue_function=self.glue.function.function_name,
-                glue_dlq_arn=self.glue_dlq.queue.queue_arn,
+                glue_on_failure_arn=self.failures.bucket_arn,
             ),
         )
         function = self.discovery.function
@@ -276,10 +297,18 @@ class BusStack(Stack):
                 ],
             ),
             cloudwatch.GraphWidget(
-                title="Dead letters",
+                title="Dead letters and failed batches",
                 left=[
                     self.glue_dlq.queue.metric_approximate_number_of_messages_visible(period=period),
                     self.discovery_dlq.queue.metric_approximate_number_of_messages_visible(period=period),
+                    self.failures.metric_failed_batches(),
+                ],
+            ),
+            cloudwatch.GraphWidget(
+                title="Kinesis throttles",
+                left=[
+                    self.stream.metric_write_provisioned_throughput_exceeded(period=period, statistic="Sum"),
+                    self.stream.metric_read_provisioned_throughput_exceeded(period=period, statistic="Sum"),
                 ],
             ),
         )

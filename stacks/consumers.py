@@ -23,6 +23,8 @@ from stacks.building_blocks import (
     Alarms,
     BusFunction,
     DeadLetterQueue,
+    FailureBucket,
+    FailureBucketDestination,
     VpcPlacement,
     acknowledge_kms_grant,
     acknowledge_stream_invoked,
@@ -88,9 +90,9 @@ class ArchiveBucket(Construct):
 
 
 class Consumer(Construct):
-    """A consumer function with its dead-letter queue and its event source mapping:
-    ReportBatchItemFailures, bisect on error, bounded retries and record age, failed
-    batches to the queue."""
+    """A consumer function with its dead-letter queue (poison records) and its event
+    source mapping: ReportBatchItemFailures, bisect on error, bounded retries and record
+    age, failed batches to the bus's failure bucket."""
 
     def __init__(
         self,
@@ -101,6 +103,7 @@ class Consumer(Construct):
         consumer: ConsumerConfig,
         stream: kinesis.IStream,
         key: kms.IKey,
+        failures: FailureBucket,
         layer: lambda_.ILayerVersion,
     ) -> None:
         super().__init__(scope, id_)
@@ -171,7 +174,7 @@ class Consumer(Construct):
                 max_record_age=Duration.seconds(consumer.max_record_age_seconds),
                 bisect_batch_on_error=True,
                 report_batch_item_failures=True,
-                on_failure=event_sources.SqsDlq(self.dead_letters.queue),
+                on_failure=FailureBucketDestination(failures),
             )
         )
 
@@ -212,6 +215,7 @@ class ConsumersStack(Stack):
         bus: BusConfig,
         stream: kinesis.IStream,
         key: kms.IKey,
+        failures: FailureBucket,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, id_, **kwargs)
@@ -226,6 +230,7 @@ class ConsumersStack(Stack):
                 consumer=config,
                 stream=stream,
                 key=key,
+                failures=failures,
                 layer=layer,
             )
             self.consumers[config.name] = consumer

@@ -145,20 +145,96 @@ class SourceStack(Stack):
             value=self.lifecycle.summary,
             description=f"DMS task {name} after this deploy (docs/dms.md: the task's lifecycle)",
         )
-        self.alarms = Alarms(self, "Alarms", topic_arn=bus.alarms.topic_arn)
+        self._monitor(name, bus, source)
+
+    def _monitor(self, name: str, bus: BusConfig, source: SourceConfig) -> None:
+        """Alarms on the task's lag and the replication instance's storage, CPU and memory
+        (CHAP_Monitoring), and DMS's own events for the task and the instance to the alarm
+        topic (CHAP_Events)."""
+        limits = bus.alarms
+        self.alarms = Alarms(self, "Alarms", topic_arn=limits.topic_arn)
+        instance = {"ReplicationInstanceIdentifier": name}
+        # Task metrics name the task by its resource id, the ARN's last part, not its
+        # identifier (docs/dms.md: to confirm on the first deploy).
+        task = {**instance, "ReplicationTaskIdentifier": Fn.select(6, Fn.split(":", self.task.ref))}
+        self.metrics: dict[str, cloudwatch.Metric] = {}
         for metric_name in ("CDCLatencySource", "CDCLatencyTarget"):
+            metric = self._dms_metric(metric_name, task, "Maximum")
             self.alarms.add(
                 metric_name,
-                metric=cloudwatch.Metric(
-                    namespace="AWS/DMS",
-                    metric_name=metric_name,
-                    dimensions_map={"ReplicationInstanceIdentifier": name, "ReplicationTaskIdentifier": name},
-                    statistic="Maximum",
-                    period=Duration.minutes(5),
-                ),
-                threshold=bus.alarms.cdc_latency_seconds,
-                description=f"DMS {name}: changes take longer than {bus.alarms.cdc_latency_seconds} s ({metric_name})",
+                metric=metric,
+                threshold=limits.cdc_latency_seconds,
+                description=f"DMS {name}: changes take longer than {limits.cdc_latency_seconds} s ({metric_name})",
             )
+        gib = 1024**3
+        storage_bytes = source.replication.allocated_storage_gb * gib * limits.dms_free_storage_percent / 100
+        self.alarms.add(
+            "FreeStorageSpace",
+            metric=self._dms_metric("FreeStorageSpace", instance, "Minimum"),
+            threshold=storage_bytes,
+            below=True,
+            description=f"DMS {name}: under {limits.dms_free_storage_percent}% of its storage is free "
+            "(the task stops when the disk is full)",
+        )
+        self.alarms.add(
+            "CPUUtilization",
+            metric=self._dms_metric("CPUUtilization", instance, "Average"),
+            threshold=limits.dms_cpu_percent,
+            description=f"DMS {name}: CPU over {limits.dms_cpu_percent}%",
+        )
+        self.alarms.add(
+            "FreeableMemory",
+            metric=self._dms_metric("FreeableMemory", instance, "Minimum"),
+            threshold=limits.dms_freeable_memory_mib * 1024 * 1024,
+            below=True,
+            description=f"DMS {name}: under {limits.dms_freeable_memory_mib} MiB of memory free",
+        )
+        self.dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=f"dmsbus-{name}")
+        self.dashboard.add_widgets(
+            cloudwatch.GraphWidget(
+                title="CDC latency (s)",
+                left=[self.metrics["CDCLatencySource"], self.metrics["CDCLatencyTarget"]],
+            ),
+            cloudwatch.GraphWidget(
+                title="Replication instance: free storage and memory (bytes)",
+                left=[self.metrics["FreeStorageSpace"], self.metrics["FreeableMemory"]],
+            ),
+            cloudwatch.GraphWidget(
+                title="Replication instance: CPU (%)", left=[self.metrics["CPUUtilization"]]
+            ),
+        )
+        self.dashboard.add_widgets(
+            cloudwatch.AlarmStatusWidget(title="Alarms", alarms=self.alarms.alarms, width=24)
+        )
+        self.event_subscriptions: list[dms.CfnEventSubscription] = []
+        if limits.topic_arn is None:
+            return
+        for source_type, source_id, categories in (
+            ("replication-task", name, ["failure", "state change"]),
+            ("replication-instance", name, ["failure", "low storage"]),
+        ):
+            subscription = dms.CfnEventSubscription(
+                self,
+                f"Events-{source_type}",
+                sns_topic_arn=limits.topic_arn,
+                source_type=source_type,
+                source_ids=[source_id],
+                event_categories=categories,
+                enabled=True,
+            )
+            subscription.add_dependency(self.task if source_type == "replication-task" else self.instance)
+            self.event_subscriptions.append(subscription)
+
+    def _dms_metric(self, metric_name: str, dimensions: dict[str, str], statistic: str) -> cloudwatch.Metric:
+        metric = cloudwatch.Metric(
+            namespace="AWS/DMS",
+            metric_name=metric_name,
+            dimensions_map=dimensions,
+            statistic=statistic,
+            period=Duration.minutes(5),
+        )
+        self.metrics[metric_name] = metric
+        return metric
 
     def _network(self, source: SourceConfig) -> tuple[ec2.IVpc, list[str]]:
         network = source.network

@@ -89,7 +89,7 @@ class DiscoverySettings:
     bus: str
     stream_name: str
     glue_function_name: str
-    glue_dlq_arn: str | None = None
+    glue_on_failure_arn: str | None = None
     mapping: MappingSettings = field(default_factory=MappingSettings)
     keep_provisioned: bool = False
     backfill: bool = True
@@ -103,7 +103,7 @@ class DiscoverySettings:
             bus=settings.required(environ, "BUS_NAME", "discovery"),
             stream_name=settings.required(environ, "BUS_STREAM_NAME", "discovery"),
             glue_function_name=settings.required(environ, "GLUE_FUNCTION_NAME", "discovery"),
-            glue_dlq_arn=settings.optional(environ, "GLUE_DLQ_ARN"),
+            glue_on_failure_arn=settings.optional(environ, "GLUE_ON_FAILURE_ARN"),
             mapping=MappingSettings(
                 batch_size=settings.integer(environ, "GLUE_BATCH_SIZE", defaults.batch_size),
                 batching_window_seconds=settings.integer(
@@ -506,7 +506,7 @@ class Discovery:
             function_name=self.settings.glue_function_name,
             stream_arn=stream_arn,
             starting_position="TRIM_HORIZON",
-            on_failure=self.settings.glue_dlq_arn,
+            on_failure=self.settings.glue_on_failure_arn,
         )
 
 

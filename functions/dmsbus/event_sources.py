@@ -33,7 +33,7 @@ def mapping_request(
     on_failure: str | None,
 ) -> dict[str, Any]:
     """CreateEventSourceMapping's arguments: the settings, bisect on error, partial batch
-    failures reported, failed batches to ``on_failure`` (an SQS queue ARN) when given."""
+    failures reported, failed batches to ``on_failure`` (the failure bucket's ARN) when given."""
     request: dict[str, Any] = {
         "FunctionName": function_name,
         "EventSourceArn": stream_arn,

@@ -15,6 +15,7 @@ from botocore.client import BaseClient
 
 from config.functions import dead_letter_name, glue_name
 from dmsbus.consumer import ChangeEvent
+from dmsbus.failures import PREFIX, FailedBatch
 from local.demo import LATE_SCHEMA, Workload
 from local.streams import DynamoDBStreamSource
 from tests.e2e.conftest import BUS, SOURCE, Pipeline
@@ -242,3 +243,41 @@ def test_given_a_version_bump_when_dms_reloads_the_table_then_the_new_table_is_b
     assert_converged(pipeline)
     events = pipeline.rebuilt.tables["public.products"]
     assert len(events) == 5
+
+
+def test_given_a_consumer_fails_on_a_row_until_its_retries_run_out_then_the_batch_is_kept_with_its_records(
+    pipeline: Pipeline,
+) -> None:
+    # Given the consumer fails on every change of customer 9998
+    def fail_on_9998(event: ChangeEvent) -> None:
+        if event.source.table == "customers" and event.key.get("id") == 9998:
+            raise RuntimeError("injected: the consumer cannot take customer 9998")
+
+    pipeline.faults.append(fail_on_9998)
+
+    # When that customer is written and Lambda's retries (5, bisecting) run out
+    with psycopg.connect(pipeline.url, autocommit=True) as connection:
+        connection.execute("INSERT INTO customers (id, name) VALUES (9998, 'unlucky')")
+    s3 = pipeline.runtime.aws.client("s3")
+    assert pipeline.runtime.local_bus is not None
+    bucket = pipeline.runtime.local_bus.failures
+    deadline = time.monotonic() + 60
+    while not (listed := s3.list_objects_v2(Bucket=bucket, Prefix=PREFIX).get("Contents", [])):
+        assert time.monotonic() < deadline, "no failed batch reached the failure bucket"
+        time.sleep(0.3)
+
+    # Then the bucket holds the batch under Lambda's key, with the change itself
+    (stored,) = listed
+    batch = FailedBatch.parse(stored["Key"], s3.get_object(Bucket=bucket, Key=stored["Key"])["Body"].read())
+    assert (batch.kind, batch.condition, batch.function_name) == (
+        "kinesis",
+        "RetryAttemptsExhausted",
+        f"{BUS.name}-rebuild",
+    )
+    assert batch.key.startswith(f"{PREFIX}{batch.mapping_uuid}/{batch.shard_id}/")
+    events = list(batch.change_events())
+    # (an insert, or the backfill's read if it came before the table's stream was on)
+    kept = [event for event in events if event.key == {"id": 9998}]
+    assert [(event.op in ("c", "r"), (event.after or {}).get("name")) for event in kept] == [
+        (True, "unlucky")
+    ]

@@ -3,6 +3,7 @@ the CreateTable rule and the sweep, alarms."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -136,7 +137,7 @@ def test_discovery_settings_reach_it_through_its_environment(bus: Template) -> N
                     {
                         "BUS_NAME": "demo",
                         "GLUE_FUNCTION_NAME": Match.any_value(),
-                        "GLUE_DLQ_ARN": Match.any_value(),
+                        "GLUE_ON_FAILURE_ARN": Match.any_value(),
                         "GLUE_BATCH_SIZE": "5000",
                         "KEEP_PROVISIONED": "false",
                         "BACKFILL": "true",
@@ -181,8 +182,84 @@ def test_alarms_watch_errors_lag_and_dead_letters(bus: Template) -> None:
         "Errors",
         "Errors",
         "IteratorAge",
+        "PutRequests",
+        "ReadProvisionedThroughputExceeded",
+        "WriteProvisionedThroughputExceeded",
     ]
     bus.resource_count_is("AWS::CloudWatch::Dashboard", 1)
+
+
+def test_the_failure_bucket_is_private_encrypted_with_the_bus_key_and_expires_its_objects(
+    bus: Template,
+) -> None:
+    # Given the sample config (failures.expire_days defaults to 90)
+    key = Capture()
+    # Then
+    bus.has_resource_properties(
+        "AWS::S3::Bucket",
+        {
+            "BucketName": {
+                "Fn::Join": ["", ["demo-failures-", {"Ref": "AWS::AccountId"}, "-", {"Ref": "AWS::Region"}]]
+            },
+            "BucketEncryption": {
+                "ServerSideEncryptionConfiguration": [
+                    {
+                        "ServerSideEncryptionByDefault": {
+                            "SSEAlgorithm": "aws:kms",
+                            "KMSMasterKeyID": {"Fn::GetAtt": [key, "Arn"]},
+                        },
+                        "BucketKeyEnabled": True,
+                    }
+                ]
+            },
+            "PublicAccessBlockConfiguration": {
+                "BlockPublicAcls": True,
+                "BlockPublicPolicy": True,
+                "IgnorePublicAcls": True,
+                "RestrictPublicBuckets": True,
+            },
+            "LifecycleConfiguration": {
+                "Rules": Match.array_with([Match.object_like({"ExpirationInDays": 90, "Status": "Enabled"})])
+            },
+            "MetricsConfigurations": [{"Id": "failed-batches", "Prefix": "aws/lambda/"}],
+        },
+    )
+    assert bus.find_resources("AWS::KMS::Key")[key.as_string()]
+    bus.has_resource_properties(
+        "AWS::S3::BucketPolicy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+                        )
+                    ]
+                )
+            }
+        },
+    )
+
+
+def test_the_glue_may_only_put_failed_batches_under_lambdas_prefix(bus: Template) -> None:
+    # Then the glue's role writes objects under aws/lambda/ and lists the bucket, nothing else
+    statements = [
+        statement
+        for policy in bus.find_resources("AWS::IAM::Policy").values()
+        if "Glue" in json.dumps(policy["Properties"]["Roles"])
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if any(str(action).startswith("s3:") for action in _as_list(statement["Action"]))
+    ]
+    resources = {
+        str(_as_list(statement["Action"])[0]): json.dumps(statement["Resource"]) for statement in statements
+    }
+    assert set(resources) == {"s3:PutObject", "s3:ListBucket"}
+    assert resources["s3:PutObject"].endswith('"/aws/lambda/*"]]}')
+    assert "/" not in resources["s3:ListBucket"].split("s3:::")[1]
+
+
+def _as_list(value: object) -> list[object]:
+    return value if isinstance(value, list) else [value]
 
 
 @pytest.mark.parametrize(

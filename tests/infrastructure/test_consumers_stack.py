@@ -3,6 +3,7 @@ what a consumer's entry asks for (a secret, a VPC, an archive bucket), least pri
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aws_cdk.assertions import Capture, Match, Template
@@ -25,6 +26,22 @@ def _statements_of(consumers: Template, function_name: str) -> list[dict[str, An
     ]
 
 
+#: The bus's failure bucket, named from the account and region in every stack.
+FAILURE_BUCKET_ARN = {
+    "Fn::Join": [
+        "",
+        [
+            "arn:",
+            {"Ref": "AWS::Partition"},
+            ":s3:::demo-failures-",
+            {"Ref": "AWS::AccountId"},
+            "-",
+            {"Ref": "AWS::Region"},
+        ],
+    ]
+}
+
+
 def _actions(statements: list[dict[str, Any]]) -> set[str]:
     return {
         action
@@ -37,7 +54,6 @@ def test_every_mapping_reports_partial_failures_bisects_bounds_retries_and_keeps
     consumers: Template,
 ) -> None:
     mappings = consumers.find_resources("AWS::Lambda::EventSourceMapping")
-    queues = set(consumers.find_resources("AWS::SQS::Queue"))
     assert len(mappings) == 3
     for mapping in mappings.values():
         properties = mapping["Properties"]
@@ -46,8 +62,25 @@ def test_every_mapping_reports_partial_failures_bisects_bounds_retries_and_keeps
         assert properties["BisectBatchOnFunctionError"] is True
         assert properties["MaximumRetryAttempts"] == 10
         assert properties["MaximumRecordAgeInSeconds"] == 86400
-        queue_id, attribute = properties["DestinationConfig"]["OnFailure"]["Destination"]["Fn::GetAtt"]
-        assert (queue_id in queues, attribute) == (True, "Arn")
+        # Failed batches, their records included, go to the bus's failure bucket
+        assert properties["DestinationConfig"]["OnFailure"]["Destination"] == FAILURE_BUCKET_ARN
+
+
+def test_a_consumer_may_only_put_failed_batches_into_the_failure_bucket(consumers: Template) -> None:
+    # Given the mirror consumer (no bucket of its own)
+    statements = _statements_of(consumers, "demo-pg-mirror")
+    # Then its S3 rights are Lambda's on-failure delivery's, and nothing else
+    s3 = {
+        action: json.dumps(statement["Resource"])
+        for statement in statements
+        for action in _actions([statement])
+        if action.startswith("s3:")
+    }
+    assert set(s3) == {"s3:PutObject", "s3:ListBucket"}
+    assert s3["s3:PutObject"] == json.dumps(
+        {"Fn::Join": ["", [*FAILURE_BUCKET_ARN["Fn::Join"][1], "/aws/lambda/*"]]}
+    )
+    assert s3["s3:ListBucket"] == json.dumps(FAILURE_BUCKET_ARN)
 
 
 def test_consumer_function_gets_its_filter_and_dead_letter_queue(consumers: Template) -> None:
@@ -177,5 +210,6 @@ def test_the_archive_bucket_is_private_versioned_encrypted_with_the_bus_key_and_
 def test_the_archive_may_put_objects_and_never_delete_or_read_them(consumers: Template) -> None:
     actions = _actions(_statements_of(consumers, "demo-archive"))
     s3_actions = {action for action in actions if action.startswith("s3:")}
-    assert s3_actions == {"s3:PutObject"}
+    # (s3:ListBucket: on the failure bucket, for Lambda's on-failure delivery)
+    assert s3_actions == {"s3:PutObject", "s3:ListBucket"}
     assert "kms:GenerateDataKey" in actions

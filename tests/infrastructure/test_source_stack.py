@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aws_cdk.assertions import Match, Template
 
 from config import Config, TableConfig
@@ -210,7 +211,8 @@ def test_postgres_source_sends_heartbeats_and_never_truncates_a_lob(source: Temp
     assert task_settings()["TargetMetadata"]["LobMaxSize"] == 400
 
 
-def test_cdc_latency_alarms_watch_the_task(source: Template) -> None:
+def test_cdc_latency_alarms_watch_the_task_by_its_resource_id(source: Template) -> None:
+    (task,) = source.find_resources("AWS::DMS::ReplicationTask")
     for metric in ("CDCLatencySource", "CDCLatencyTarget"):
         source.has_resource_properties(
             "AWS::CloudWatch::Alarm",
@@ -219,10 +221,43 @@ def test_cdc_latency_alarms_watch_the_task(source: Template) -> None:
                 "MetricName": metric,
                 "Threshold": 300,
                 "Dimensions": Match.array_with(
-                    [{"Name": "ReplicationTaskIdentifier", "Value": "demo-legacy"}]
+                    [
+                        {
+                            "Name": "ReplicationTaskIdentifier",
+                            "Value": {"Fn::Select": [6, {"Fn::Split": [":", {"Ref": task}]}]},
+                        }
+                    ]
                 ),
             },
         )
+
+
+@pytest.mark.parametrize(
+    ("metric", "comparison", "threshold"),
+    [
+        # 10% of the default 50 GiB
+        ("FreeStorageSpace", "LessThanThreshold", 50 * 1024**3 / 10),
+        ("CPUUtilization", "GreaterThanOrEqualToThreshold", 90),
+        ("FreeableMemory", "LessThanThreshold", 256 * 1024 * 1024),
+    ],
+)
+def test_the_replication_instance_is_watched(
+    source: Template, metric: str, comparison: str, threshold: float
+) -> None:
+    source.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Namespace": "AWS/DMS",
+            "MetricName": metric,
+            "ComparisonOperator": comparison,
+            "Threshold": threshold,
+            "Dimensions": [{"Name": "ReplicationInstanceIdentifier", "Value": "demo-legacy"}],
+        },
+    )
+
+
+def test_without_a_topic_no_dms_event_subscription_is_made(source: Template) -> None:
+    source.resource_count_is("AWS::DMS::EventSubscription", 0)
 
 
 def test_created_vpc_routes_to_the_source_through_nat_and_to_aws_through_endpoints(source: Template) -> None:

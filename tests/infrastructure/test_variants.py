@@ -18,6 +18,7 @@ from tests.infrastructure.conftest import REPO, Synthesized, synthesize
 KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
 SECRET_ARN = "arn:aws:secretsmanager:eu-west-1:111122223333:secret:team/orders-db-AbCdEf"
 SECRET_KEY_ARN = "arn:aws:kms:eu-west-1:111122223333:key/99998888-12ab-34cd-56ef-1234567890ab"
+TOPIC_ARN = "arn:aws:sns:eu-west-1:111122223333:dmsbus-alarms"
 SECRETS_ENDPOINT = "vpce-0a1b2c3d4e5f60718-abcdefgh.secretsmanager.eu-west-1.vpce.amazonaws.com"
 
 
@@ -28,6 +29,7 @@ def variant(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
         "dms_vpc_role": "existing",
         "dms_cloudwatch_logs_role": "existing",
         "kinesis": {"mode": "provisioned", "shards": 4, "kms_key_arn": KEY_ARN},
+        "alarms": {"topic_arn": TOPIC_ARN},
     }
     source = {
         **SOURCE,
@@ -179,3 +181,23 @@ def test_the_cdk_cli_synthesizes_one_template_per_stack(tmp_path: Path) -> None:
         "dmsbus-demo-source-legacy.template.json",
         "dmsbus-demo.template.json",
     ]
+
+
+@pytest.mark.parametrize(
+    ("source_type", "categories"),
+    [("replication-task", ["failure", "state change"]), ("replication-instance", ["failure", "low storage"])],
+)
+def test_dms_events_of_the_task_and_the_instance_go_to_the_alarm_topic(
+    variant: Synthesized, source_type: str, categories: list[str]
+) -> None:
+    source = variant.template(variant.stacks.sources["orders"])
+    source.has_resource_properties(
+        "AWS::DMS::EventSubscription",
+        {
+            "SnsTopicArn": TOPIC_ARN,
+            "SourceType": source_type,
+            "SourceIds": ["demo-orders"],
+            "EventCategories": categories,
+            "Enabled": True,
+        },
+    )

@@ -35,7 +35,7 @@ from tests.unit.conftest import STREAM
 
 REGION = "us-east-1"
 GLUE = "demo-glue"
-GLUE_DLQ = "arn:aws:sqs:us-east-1:123456789012:demo-glue-dlq"
+GLUE_FAILURES = "arn:aws:s3:::demo-failures"
 ORDERS = "demo.legacy.public.orders"
 LINES = "demo.legacy.public.order_lines"  # sorts before ORDERS ('_' < 's')
 SWEEP = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
@@ -288,7 +288,7 @@ def test_a_create_table_event_puts_the_new_table_on_the_bus(
 ) -> None:
     # Given a table DMS just created: provisioned, no stream
     create_dms_table(dynamodb, ORDERS)
-    discovery = make_discovery(dynamodb, lambda_client, kinesis, clock, glue_dlq_arn=GLUE_DLQ)
+    discovery = make_discovery(dynamodb, lambda_client, kinesis, clock, glue_on_failure_arn=GLUE_FAILURES)
     # When its CloudTrail CreateTable event arrives
     run = discovery.run(create_table_event(ORDERS), deadline=clock.later())
     # Then it is on-demand, streams both images, is marked backfilled and the glue reads it
@@ -314,7 +314,7 @@ def test_a_create_table_event_puts_the_new_table_on_the_bus(
     assert mapping["MaximumRecordAgeInSeconds"] == 86_400
     assert mapping["BisectBatchOnFunctionError"] is True
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert mapping["DestinationConfig"] == {"OnFailure": {"Destination": GLUE_DLQ}}
+    assert mapping["DestinationConfig"] == {"OnFailure": {"Destination": GLUE_FAILURES}}
 
 
 def test_the_mapping_takes_the_configured_glue_settings(
@@ -779,7 +779,7 @@ def test_the_settings_come_from_the_environment() -> None:
             "BUS_NAME": "demo",
             "BUS_STREAM_NAME": "demo-bus",
             "GLUE_FUNCTION_NAME": "demo-glue",
-            "GLUE_DLQ_ARN": GLUE_DLQ,
+            "GLUE_ON_FAILURE_ARN": GLUE_FAILURES,
             "GLUE_BATCH_SIZE": "5000",
             "GLUE_BATCHING_WINDOW_SECONDS": "5",
             "GLUE_PARALLELIZATION_FACTOR": "4",
@@ -798,7 +798,11 @@ def test_the_settings_come_from_the_environment() -> None:
         max_retries=3,
         max_record_age_seconds=3600,
     )
-    assert (settings.glue_dlq_arn, settings.keep_provisioned, settings.backfill) == (GLUE_DLQ, True, False)
+    assert (settings.glue_on_failure_arn, settings.keep_provisioned, settings.backfill) == (
+        GLUE_FAILURES,
+        True,
+        False,
+    )
     assert (settings.numbers, settings.publisher.aggregate) == ("number", False)
 
 
@@ -807,7 +811,7 @@ def test_the_settings_defaults() -> None:
         {"BUS_NAME": "demo", "BUS_STREAM_NAME": "demo-bus", "GLUE_FUNCTION_NAME": "demo-glue"}
     )
     assert settings.mapping == MappingSettings()
-    assert (settings.glue_dlq_arn, settings.keep_provisioned, settings.backfill) == (None, False, True)
+    assert (settings.glue_on_failure_arn, settings.keep_provisioned, settings.backfill) == (None, False, True)
     assert (settings.numbers, settings.publisher.aggregate) == ("string", True)
 
 
@@ -849,7 +853,7 @@ def discovery_handler(lambda_client: Any, monkeypatch: pytest.MonkeyPatch) -> An
         "BUS_NAME": BUS,
         "BUS_STREAM_NAME": STREAM,
         "GLUE_FUNCTION_NAME": GLUE,
-        "GLUE_DLQ_ARN": GLUE_DLQ,
+        "GLUE_ON_FAILURE_ARN": GLUE_FAILURES,
     }.items():
         monkeypatch.setenv(name, value)
     from discovery import handler
