@@ -14,8 +14,7 @@ from pathlib import Path
 # local puts functions/ (the deployed packages: dmsbus, glue, consumers ...) on the import
 # path as Lambda lays them out; it comes first so that config can import dmsbus.
 import local  # noqa: F401  isort: skip
-from dmsbus_cli import new_consumer, up, verify
-from local import replay
+from dmsbus_cli import new_consumer, redrive, replay, status, tail, up, verify
 from local.__main__ import add_demo_command, run_command
 
 #: The repository dmsbus runs from: its config/, functions/ and tests/.
@@ -33,8 +32,10 @@ def parser() -> argparse.ArgumentParser:
     up.add_command(commands, REPOSITORY)
     verify.add_command(commands, REPOSITORY)
     new_consumer.add_command(commands, REPOSITORY)
+    redrive.add_command(commands, REPOSITORY)
     replay.add_command(commands, REPOSITORY)
-    commands.choices["replay"].set_defaults(run=run_command)
+    tail.add_command(commands, REPOSITORY)
+    status.add_command(commands, REPOSITORY)
     return root
 
 

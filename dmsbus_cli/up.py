@@ -33,7 +33,7 @@ from psycopg import sql
 
 from config.functions import consumer_name, glue_name
 from config.model import BusConfig, SourceConfig
-from dmsbus_cli.verify import UP_FILE
+from dmsbus_cli.connect import UP_FILE
 from local.__main__ import config_and_source, full_load, table_errors
 from local.demo import create_schema
 from local.dms import DmsStandIn

@@ -14,7 +14,6 @@ folder; the mirror ``DMSBUS_MIRROR_URL``, else ``up``'s, else ``<source database
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -23,15 +22,14 @@ from typing import Any
 from psycopg.conninfo import make_conninfo
 
 from consumers.pg_mirror.connection import MIRROR_URL_VARIABLE
+from dmsbus_cli.connect import UP_FILE
+from dmsbus_cli.connect import noted as noted_by_up
 from local.__main__ import config_and_source
 from local.demo import mirror_schema_template
 from local.dms import DmsStandIn
 from local.postgres import SOURCE_URL_VARIABLE
 from local.runtime import database_name
 from local.verify import DEFAULT_SAMPLE, check_mirror
-
-#: What a running ``dmsbus up`` notes in its state folder for ``verify``.
-UP_FILE = "up.json"
 
 
 def add_command(commands: Any, repository: Path) -> None:
@@ -59,7 +57,7 @@ def run(arguments: argparse.Namespace) -> int:
     if chosen is None:
         return 2
     config, source = chosen
-    noted = _noted(arguments.state)
+    noted = noted_by_up(arguments.state)
     source_url = os.environ.get(SOURCE_URL_VARIABLE) or noted.get("source_url")
     if not source_url:
         print(
@@ -109,14 +107,6 @@ def run(arguments: argparse.Namespace) -> int:
         f"{lost} lost, {stale} stale after DDL"
     )
     return 1 if lost else 0
-
-
-def _noted(state: Path) -> dict[str, str]:
-    path = state / UP_FILE
-    if not path.is_file():
-        return {}
-    noted: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
-    return noted
 
 
 def _next_to(source_url: str) -> str:

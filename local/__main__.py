@@ -1,6 +1,4 @@
-"""``python -m local demo``: the whole data path on this machine (``make demo``);
-``python -m local replay``: a range of the S3 archive, handed again to a stream or a
-consumer (local/replay.py).
+"""``python -m local demo``: the whole data path on this machine (``make demo``).
 
 Starts PostgreSQL (or uses ``DMSBUS_SOURCE_URL``), moto, the DMS stand-in and the local
 Lambda service; creates the sample schema; runs the workload with a table added half way;
@@ -25,7 +23,6 @@ from typing import Any
 from config.functions import glue_name
 from config.loader import ConfigError, load_config
 from config.model import BusConfig, Config, ConsumerConfig, SourceConfig
-from local import replay
 from local.demo import (
     BackgroundCheck,
     Rebuilt,
@@ -44,23 +41,20 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m local demo|replay``: kept for existing scripts; ``dmsbus`` has them too."""
+    """``python -m local demo``: kept for existing scripts; ``dmsbus demo`` is the same."""
     parser = argparse.ArgumentParser(prog="python -m local", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     add_demo_command(commands, REPOSITORY)
-    replay.add_command(commands, REPOSITORY)
     arguments = parser.parse_args(argv)
     return run_command(arguments)
 
 
 def run_command(arguments: argparse.Namespace) -> int:
-    """Run a parsed ``demo`` or ``replay`` command; returns the exit status."""
+    """Run a parsed ``demo`` command; returns the exit status."""
     logging.basicConfig(
         level=logging.INFO if getattr(arguments, "verbose", False) else logging.WARNING,
         format="%(name)s: %(message)s",
     )
-    if arguments.command == "replay":
-        return replay.run(arguments)
     return demo_command(arguments)
 
 

@@ -29,6 +29,17 @@ MIRROR_TEMPLATE = mirror_schema_template(BUS)
 Fault = Callable[[ChangeEvent], None]
 
 
+def failing_on_customer(customer_id: int, fixed: list[bool] | None = None) -> Fault:
+    """A fault: the consumer cannot take that customer's changes (until ``fixed`` holds
+    something)."""
+
+    def fault(event: ChangeEvent) -> None:
+        if event.source.table == "customers" and event.key.get("id") == customer_id and not fixed:
+            raise RuntimeError(f"injected: the consumer cannot take customer {customer_id}")
+
+    return fault
+
+
 @dataclass
 class Pipeline:
     runtime: LocalRuntime

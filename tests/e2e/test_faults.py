@@ -18,7 +18,7 @@ from dmsbus.consumer import ChangeEvent
 from dmsbus.failures import PREFIX, FailedBatch
 from local.demo import LATE_SCHEMA, Workload
 from local.streams import DynamoDBStreamSource
-from tests.e2e.conftest import BUS, SOURCE, Pipeline
+from tests.e2e.conftest import BUS, SOURCE, Pipeline, failing_on_customer
 
 _real_api_call = BaseClient._make_api_call
 
@@ -249,11 +249,7 @@ def test_given_a_consumer_fails_on_a_row_until_its_retries_run_out_then_the_batc
     pipeline: Pipeline,
 ) -> None:
     # Given the consumer fails on every change of customer 9998
-    def fail_on_9998(event: ChangeEvent) -> None:
-        if event.source.table == "customers" and event.key.get("id") == 9998:
-            raise RuntimeError("injected: the consumer cannot take customer 9998")
-
-    pipeline.faults.append(fail_on_9998)
+    pipeline.faults.append(failing_on_customer(9998))
 
     # When that customer is written and Lambda's retries (5, bisecting) run out
     with psycopg.connect(pipeline.url, autocommit=True) as connection:

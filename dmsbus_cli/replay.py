@@ -29,10 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-import boto3
-
 from config.functions import bucket_name, consumer_environment, consumer_name
-from config.loader import ConfigError, load_config
 from config.model import BusConfig, ConsumerConfig
 from consumers.s3_archive.archive import SUFFIX, read_lines
 from dmsbus.changes import UserRecord
@@ -40,6 +37,7 @@ from dmsbus.envelope import ChangeEvent, EnvelopeError
 from dmsbus.names import version_rank
 from dmsbus.partition import hash_key, partition_key
 from dmsbus.publisher import KinesisPublisher
+from dmsbus_cli.connect import add_arguments, connect
 from local.functions import ACCOUNT, REGION, FunctionError, LocalFunction
 from local.streams import lambda_kinesis_record
 
@@ -258,27 +256,24 @@ def replay(reader: ArchiveReader, selection: ReplayRange, target: Target) -> Rep
     return report
 
 
-# -- the command line: python -m local replay ------------------------------------------
+# -- the command line: dmsbus replay ----------------------------------------------------
 
 
 def add_command(commands: Any, repository: Path) -> None:
-    """``python -m local replay``'s arguments."""
     command = commands.add_parser(
         "replay",
         help="republish a range of the S3 archive to a stream or a consumer",
         description=(
             "Read the archive's events for some tables and a time window and hand them, in each "
-            "row's order, to a Kinesis stream (--stream) or a consumer's handler (--consumer). "
-            "AWS credentials and region come from the usual places; --endpoint-url for moto."
+            "row's order, to a Kinesis stream (--stream) or a consumer's handler (--consumer)."
         ),
     )
+    add_arguments(command, repository)
     command.add_argument("--bucket", required=True, help="the archive bucket")
     command.add_argument("--prefix", default="", help="the archive's ARCHIVE_PREFIX, if it has one")
-    command.add_argument("--config", type=Path, default=repository / "config", help="config folder")
     command.add_argument("--tables", help="schema.table patterns, comma-separated (default: all)")
     command.add_argument("--since", type=_moment, help="UTC start, inclusive: 2026-11-22T10:00:00Z")
     command.add_argument("--until", type=_moment, help="UTC end, exclusive")
-    command.add_argument("--endpoint-url", help="an S3/Kinesis endpoint (the local moto server)")
     target = command.add_mutually_exclusive_group(required=True)
     target.add_argument(
         "--stream", help="republish to this Kinesis stream (e.g. the bus's, or a replay stream)"
@@ -291,6 +286,7 @@ def add_command(commands: Any, repository: Path) -> None:
         metavar="NAME=VALUE",
         help="environment for the consumer (e.g. DMSBUS_MIRROR_URL=postgresql://...); repeatable",
     )
+    command.set_defaults(run=run)
 
 
 def _moment(text: str) -> datetime:
@@ -301,37 +297,37 @@ def _moment(text: str) -> datetime:
 
 
 def run(arguments: argparse.Namespace) -> int:
-    """Run ``python -m local replay``; returns the exit status."""
+    """Run ``dmsbus replay``; returns the exit status."""
+    bus = connect(arguments, "replay")
+    if bus is None:
+        return 2
     try:
-        config = load_config(arguments.config)
         selection = ReplayRange(
-            bus=config.bus.name,
+            bus=bus.bus.name,
             tables=tuple(t.strip() for t in arguments.tables.split(",") if t.strip())
             if arguments.tables
             else None,
             since=arguments.since,
             until=arguments.until,
         )
-        environment = dict(_assignment(item) for item in arguments.env)
-    except (ConfigError, ValueError) as exc:
+        environment = {**bus.environment, **dict(_assignment(item) for item in arguments.env)}
+    except ValueError as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2
-    session = boto3.session.Session()
-    clients = {"endpoint_url": arguments.endpoint_url} if arguments.endpoint_url else {}
-    reader = ArchiveReader(session.client("s3", **clients), arguments.bucket, root=arguments.prefix)
+    reader = ArchiveReader(bus.client("s3"), arguments.bucket, root=arguments.prefix)
     target: Target
     if arguments.stream:
-        target = KinesisTarget(session.client("kinesis", **clients), arguments.stream)
+        target = KinesisTarget(bus.client("kinesis"), arguments.stream)
     else:
-        consumers = {entry.name: entry for entry in config.bus.consumers}
+        consumers = {entry.name: entry for entry in bus.bus.consumers}
         if arguments.consumer not in consumers:
             print(
                 f"replay: no consumer {arguments.consumer!r} in {arguments.config}/bus.yaml", file=sys.stderr
             )
             return 2
-        if arguments.endpoint_url:
-            environment.setdefault("AWS_ENDPOINT_URL", arguments.endpoint_url)
-        function = consumer_function(config.bus, consumers[arguments.consumer], environment)
+        if bus.endpoint_url:
+            environment.setdefault("AWS_ENDPOINT_URL", bus.endpoint_url)
+        function = consumer_function(bus.bus, consumers[arguments.consumer], environment)
         target = ConsumerTarget(function.invoke, batch_size=consumers[arguments.consumer].batch_size)
     try:
         report = replay(reader, selection, target)

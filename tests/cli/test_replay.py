@@ -15,7 +15,7 @@ from moto import mock_aws
 from consumers.pg_mirror.mirror import Mirror
 from consumers.s3_archive.archive import write
 from dmsbus.consumer import ChangeEvent, Received, consumer
-from local.replay import ArchiveReader, ConsumerTarget, KinesisTarget, ReplayError, ReplayRange, replay
+from dmsbus_cli.replay import ArchiveReader, ConsumerTarget, KinesisTarget, ReplayError, ReplayRange, replay
 from tests.consumers.conftest import change
 from tests.streams import events_in, read_shards
 

@@ -1,0 +1,186 @@
+"""Where the operations commands reach a bus: AWS through the standard credential chain
+(``--profile``, ``--region``), or a running ``dmsbus up`` through its moto endpoint
+(``--local [STATE]``, which reads the endpoint ``up`` notes in its state folder, or
+``--endpoint-url``).
+
+Functions are invoked as the bus would: in AWS with Lambda's Invoke; against ``dmsbus up``
+here, from their code folder with the environment the local bus gives them, since the
+functions of local mode run in ``up``'s process, not behind moto's Lambda API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from config.functions import (
+    bucket_name,
+    consumer_environment,
+    consumer_name,
+    dead_letter_name,
+    glue_environment,
+)
+from config.loader import ConfigError, load_config
+from config.model import BusConfig, Config
+from consumers.pg_mirror.connection import MIRROR_URL_VARIABLE
+from local.functions import ACCOUNT, REGION, LocalFunction
+
+#: What a running ``dmsbus up`` notes in its state folder (its database, mirror, endpoint).
+UP_FILE = "up.json"
+
+
+def local_session(region: str | None = None) -> boto3.session.Session:
+    """A session for moto: local mode has no real credentials and must not use the caller's."""
+    return boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=region or REGION
+    )
+
+
+Invoke = Callable[[str, Mapping[str, Any]], Mapping[str, Any]]
+
+
+class InvokeError(RuntimeError):
+    """A function that raised, or that Lambda could not run; the message names it."""
+
+
+def add_arguments(command: argparse.ArgumentParser, repository: Path) -> None:
+    """``--config`` and where the bus runs, for a command that reaches a bus."""
+    command.add_argument("--config", type=Path, default=repository / "config", help="config folder")
+    where = command.add_mutually_exclusive_group()
+    where.add_argument("--profile", help="AWS profile (default: the standard credential chain)")
+    where.add_argument(
+        "--local",
+        nargs="?",
+        const=Path(".dmsbus"),
+        type=Path,
+        metavar="STATE",
+        help="the bus of a running `dmsbus up` (its state folder, default .dmsbus)",
+    )
+    where.add_argument("--endpoint-url", help="an AWS endpoint (a moto server)")
+    command.add_argument("--region", help="AWS region (default: the profile's or AWS_REGION)")
+
+
+def noted(state: Path) -> dict[str, str]:
+    """What ``dmsbus up`` noted in ``state``, or nothing."""
+    path = state / UP_FILE
+    if not path.is_file():
+        return {}
+    values: dict[str, str] = json.loads(path.read_text(encoding="utf-8"))
+    return values
+
+
+@dataclass
+class Bus:
+    """A bus's config and clients for the account (or moto server) it runs in."""
+
+    config: Config
+    session: boto3.session.Session
+    endpoint_url: str | None = None
+    #: Given to functions run here (``dmsbus up``'s mirror database, say).
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def bus(self) -> BusConfig:
+        return self.config.bus
+
+    @property
+    def local(self) -> bool:
+        return self.endpoint_url is not None
+
+    def client(self, service: str) -> Any:
+        session: Any = self.session  # a service named at run time: boto3's stubs type each by name
+        return session.client(service, endpoint_url=self.endpoint_url)
+
+    def account_and_region(self) -> tuple[str, str]:
+        if self.local:
+            return ACCOUNT, REGION
+        identity = self.client("sts").get_caller_identity()
+        return str(identity["Account"]), str(self.session.region_name)
+
+    def invoker(self) -> Invoke:
+        """Calls a bus function (by name) with an event and returns its response."""
+        if not self.local:
+            return _lambda_invoker(self.client("lambda"))
+        functions: dict[str, LocalFunction] = {}
+
+        def invoke(name: str, event: Mapping[str, Any]) -> Mapping[str, Any]:
+            if name not in functions:
+                functions[name] = self._local_function(name, self.environment)
+            response = functions[name].invoke(dict(event))
+            return response if isinstance(response, Mapping) else {}
+
+        return invoke
+
+    def _local_function(self, name: str, environment: Mapping[str, str]) -> LocalFunction:
+        """A bus function as ``dmsbus up`` runs it: its code, the local bus's environment."""
+        bus = self.bus
+        sqs = self.client("sqs")
+        dlq = sqs.get_queue_url(QueueName=dead_letter_name(name))["QueueUrl"]
+        on_top = {"AWS_ENDPOINT_URL": str(self.endpoint_url), **environment}
+        if name == f"{bus.name}-glue":
+            stream = f"{bus.name}-bus"
+            return LocalFunction(
+                name=name,
+                folder="glue",
+                environment={**glue_environment(bus, stream=stream, dlq_url=dlq), **on_top},
+                timeout_seconds=bus.glue.timeout_seconds,
+                memory_mb=bus.glue.memory_mb,
+            )
+        for consumer in bus.consumers:
+            if consumer_name(bus.name, consumer) == name:
+                bucket = bucket_name(name) if consumer.bucket is not None else None
+                return LocalFunction(
+                    name=name,
+                    folder=consumer.code.removeprefix("functions/"),
+                    environment={
+                        **consumer_environment(bus.name, consumer, dlq_url=dlq, bucket=bucket),
+                        **on_top,
+                    },
+                    timeout_seconds=consumer.timeout_seconds,
+                    memory_mb=consumer.memory_mb,
+                )
+        raise InvokeError(f"{name} is neither the glue nor a consumer of bus {bus.name}")
+
+
+def _lambda_invoker(lambda_client: Any) -> Invoke:
+    def invoke(name: str, event: Mapping[str, Any]) -> Mapping[str, Any]:
+        response = lambda_client.invoke(FunctionName=name, Payload=json.dumps(event).encode())
+        payload = response["Payload"].read()
+        if response.get("FunctionError"):
+            raise InvokeError(f"{name} failed: {payload.decode(errors='replace')[:500]}")
+        result = json.loads(payload) if payload else {}
+        return result if isinstance(result, Mapping) else {}
+
+    return invoke
+
+
+def connect(arguments: argparse.Namespace, command: str) -> Bus | None:
+    """The bus the arguments name, or None after saying why on stderr."""
+    try:
+        config = load_config(arguments.config)
+    except ConfigError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return None
+    region = arguments.region
+    if arguments.local is not None:
+        values = noted(arguments.local)
+        endpoint = values.get("aws_endpoint")
+        if not endpoint:
+            print(
+                f"{command}: no running `dmsbus up` noted in {arguments.local / UP_FILE}; start one, "
+                "or pass --endpoint-url",
+                file=sys.stderr,
+            )
+            return None
+        environment = {MIRROR_URL_VARIABLE: values["mirror_url"]} if values.get("mirror_url") else {}
+        return Bus(config, local_session(), endpoint, environment)
+    if arguments.endpoint_url:
+        return Bus(config, local_session(region), arguments.endpoint_url)
+    return Bus(config, boto3.session.Session(profile_name=arguments.profile, region_name=region))

@@ -1,0 +1,184 @@
+"""``dmsbus tail``: the bus stream's change events, decoded and deaggregated, one JSON per
+line, as ``kcat -C`` prints a Kafka topic.
+
+Every shard of the bus stream is read from ``--from`` (``trim-horizon``, the default;
+``latest``; or an ISO-8601 time: Kinesis's AT_TIMESTAMP). Without ``--follow`` it stops
+once every shard is read up to its tip; with it, it waits for more until Ctrl-C.
+``--table`` (``schema.table`` patterns, ``*`` wildcards, comma-separated) and ``--op``
+(``c,u,d,r``) filter. Each row's events come in order: a row is always on one shard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import fnmatch
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from aws_kinesis_agg.deaggregator import iter_deaggregate_records
+
+from config.functions import stream_name
+from dmsbus.envelope import ChangeEvent, EnvelopeError
+from dmsbus_cli.connect import add_arguments, connect
+
+#: Records per GetRecords call, and the pause between reads of a shard at its tip.
+READ_LIMIT = 1000
+IDLE_SECONDS = 0.5
+OPS = ("c", "u", "d", "r")
+
+
+class TailError(RuntimeError):
+    """A record of the bus stream that is not a change event; the message names it."""
+
+
+@dataclass(frozen=True)
+class Filter:
+    tables: tuple[str, ...] | None = None
+    ops: frozenset[str] | None = None
+
+    def wants(self, event: ChangeEvent) -> bool:
+        if self.ops is not None and event.op not in self.ops:
+            return False
+        return self.tables is None or any(fnmatch.fnmatchcase(event.qualified_table, p) for p in self.tables)
+
+
+def start_position(text: str) -> dict[str, Any]:
+    """``--from``'s value as GetShardIterator's arguments."""
+    if text == "trim-horizon":
+        return {"ShardIteratorType": "TRIM_HORIZON"}
+    if text == "latest":
+        return {"ShardIteratorType": "LATEST"}
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not trim-horizon, latest or an ISO time like 2026-11-30T10:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone; give UTC like 2026-11-30T10:00:00Z")
+    return {"ShardIteratorType": "AT_TIMESTAMP", "Timestamp": moment}
+
+
+def tail(
+    kinesis: Any,
+    stream: str,
+    *,
+    start: dict[str, Any],
+    selection: Filter = Filter(),
+    follow: bool = False,
+    stopped: Callable[[], bool] = lambda: False,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[bytes]:
+    """Each wanted change event's JSON, as the bus carries it, shard by shard in turn."""
+    iterators: dict[str, str | None] = {}
+    for page in kinesis.get_paginator("list_shards").paginate(StreamName=stream):
+        for shard in page["Shards"]:
+            response = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"], **start)
+            iterators[shard["ShardId"]] = response["ShardIterator"]
+    caught_up: set[str] = set()
+    while iterators and not stopped():
+        idle = True
+        for shard_id, iterator in list(iterators.items()):
+            if iterator is None:
+                del iterators[shard_id]  # closed and read to its end
+                continue
+            response = kinesis.get_records(ShardIterator=iterator, Limit=READ_LIMIT)
+            iterators[shard_id] = response.get("NextShardIterator")
+            records = response.get("Records", [])
+            if records:
+                idle = False
+                caught_up.discard(shard_id)
+            elif int(response.get("MillisBehindLatest", 0)) == 0:
+                caught_up.add(shard_id)
+            yield from _events(records, shard_id, selection)
+        if not follow and all(shard in caught_up for shard in iterators if iterators[shard] is not None):
+            return
+        if idle:
+            sleep(IDLE_SECONDS)
+
+
+def _events(records: list[dict[str, Any]], shard_id: str, selection: Filter) -> Iterator[bytes]:
+    # As Lambda delivers them: the deaggregator then gives every user record base64 data.
+    lambda_shaped = [
+        {
+            "kinesis": {
+                "kinesisSchemaVersion": "1.0",
+                "sequenceNumber": record["SequenceNumber"],
+                "partitionKey": record["PartitionKey"],
+                "approximateArrivalTimestamp": 0,
+                "data": base64.b64encode(record["Data"]).decode("ascii"),
+            }
+        }
+        for record in records
+    ]
+    for user_record in iter_deaggregate_records(lambda_shaped):
+        kinesis = user_record["kinesis"]
+        data = base64.b64decode(kinesis["data"])
+        try:
+            event = ChangeEvent.from_json(data)
+        except EnvelopeError as exc:
+            raise TailError(
+                f"{shard_id} record {kinesis['sequenceNumber']} "
+                f"(sub-sequence {kinesis.get('subSequenceNumber', 0)}): {exc}"
+            ) from exc
+        if selection.wants(event):
+            yield data
+
+
+def add_command(commands: Any, repository: Path) -> None:
+    command = commands.add_parser(
+        "tail",
+        help="print the bus stream's change events, one JSON per line",
+        description=__doc__.split("\n\n")[1],
+    )
+    add_arguments(command, repository)
+    command.add_argument("--table", help="schema.table patterns, comma-separated (default: all)")
+    command.add_argument("--op", help="c,u,d,r (default: all)")
+    command.add_argument(
+        "--from",
+        dest="start",
+        type=start_position,
+        default=start_position("trim-horizon"),
+        metavar="TIMESTAMP|latest|trim-horizon",
+        help="where to start reading each shard (default trim-horizon)",
+    )
+    command.add_argument("--follow", "-f", action="store_true", help="wait for more until Ctrl-C")
+    command.set_defaults(run=run)
+
+
+def run(arguments: argparse.Namespace) -> int:
+    ops = None
+    if arguments.op:
+        ops = frozenset(op.strip() for op in arguments.op.split(",") if op.strip())
+        unknown = sorted(ops - set(OPS))
+        if unknown:
+            print(f"tail: --op {','.join(unknown)}: not one of {','.join(OPS)}", file=sys.stderr)
+            return 2
+    tables = tuple(t.strip() for t in arguments.table.split(",") if t.strip()) if arguments.table else None
+    bus = connect(arguments, "tail")
+    if bus is None:
+        return 2
+    selection = Filter(tables=tables, ops=ops)
+    output = sys.stdout.buffer
+    try:
+        for data in tail(
+            bus.client("kinesis"),
+            stream_name(bus.bus),
+            start=arguments.start,
+            selection=selection,
+            follow=arguments.follow,
+        ):
+            output.write(data + b"\n")
+            output.flush()
+    except TailError as exc:
+        print(f"tail: {exc}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, BrokenPipeError):
+        return 0
+    return 0
