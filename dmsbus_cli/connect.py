@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError
 
 from config.functions import (
     bucket_name,
@@ -44,6 +46,9 @@ def local_session(region: str | None = None) -> boto3.session.Session:
 
 
 Invoke = Callable[[str, Mapping[str, Any]], Mapping[str, Any]]
+
+#: Lambda's longest run is 900 s.
+INVOKE_CONFIG = BotoConfig(read_timeout=960, connect_timeout=10, retries={"total_max_attempts": 1})
 
 
 class InvokeError(RuntimeError):
@@ -107,7 +112,11 @@ class Bus:
     def invoker(self) -> Invoke:
         """Calls a bus function (by name) with an event and returns its response."""
         if not self.local:
-            return _lambda_invoker(self.client("lambda"))
+            # One attempt, waiting as long as a function may run: a retried synchronous
+            # invoke would run the batch twice at once.
+            session: Any = self.session
+            client = session.client("lambda", config=INVOKE_CONFIG)
+            return _lambda_invoker(client)
         functions: dict[str, LocalFunction] = {}
 
         def invoke(name: str, event: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -151,7 +160,12 @@ class Bus:
 
 def _lambda_invoker(lambda_client: Any) -> Invoke:
     def invoke(name: str, event: Mapping[str, Any]) -> Mapping[str, Any]:
-        response = lambda_client.invoke(FunctionName=name, Payload=json.dumps(event).encode())
+        try:
+            response = lambda_client.invoke(
+                FunctionName=name, Payload=json.dumps(event, separators=(",", ":")).encode()
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise InvokeError(f"{name} could not be invoked: {exc}") from exc
         payload = response["Payload"].read()
         if response.get("FunctionError"):
             raise InvokeError(f"{name} failed: {payload.decode(errors='replace')[:500]}")
@@ -183,4 +197,23 @@ def connect(arguments: argparse.Namespace, command: str) -> Bus | None:
         return Bus(config, local_session(), endpoint, environment)
     if arguments.endpoint_url:
         return Bus(config, local_session(region), arguments.endpoint_url)
-    return Bus(config, boto3.session.Session(profile_name=arguments.profile, region_name=region))
+    session = boto3.session.Session(profile_name=arguments.profile, region_name=region)
+    if session.region_name is None:
+        print(
+            f"{command}: no AWS region: pass --region, or set one in the profile or AWS_REGION",
+            file=sys.stderr,
+        )
+        return None
+    return Bus(config, session)
+
+
+def describe_task(dms: Any, identifier: str, *, settings: bool = True) -> list[dict[str, Any]]:
+    """DescribeReplicationTasks for one task identifier: [] when there is none (DMS raises
+    ResourceNotFoundFault for a filter that matches nothing)."""
+    try:
+        tasks: list[dict[str, Any]] = dms.describe_replication_tasks(
+            Filters=[{"Name": "replication-task-id", "Values": [identifier]}], WithoutSettings=not settings
+        ).get("ReplicationTasks", [])
+    except dms.exceptions.ResourceNotFoundFault:
+        return []
+    return tasks

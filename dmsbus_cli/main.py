@@ -14,7 +14,7 @@ from pathlib import Path
 # local puts functions/ (the deployed packages: dmsbus, glue, consumers ...) on the import
 # path as Lambda lays them out; it comes first so that config can import dmsbus.
 import local  # noqa: F401  isort: skip
-from dmsbus_cli import new_consumer, redrive, replay, status, tail, up, verify
+from dmsbus_cli import new_consumer, plan, redrive, replay, resync, status, tail, up, verify
 from local.__main__ import add_demo_command, run_command
 
 #: The repository dmsbus runs from: its config/, functions/ and tests/.
@@ -36,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
     replay.add_command(commands, REPOSITORY)
     tail.add_command(commands, REPOSITORY)
     status.add_command(commands, REPOSITORY)
+    plan.add_command(commands, REPOSITORY)
+    resync.add_command(commands, REPOSITORY)
     return root
 
 

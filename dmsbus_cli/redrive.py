@@ -3,21 +3,27 @@ failure bucket and the glue's dead-letter queue hold, once the cause is fixed.
 
 - A failed batch (the failure bucket: an event source mapping gave up on it) is invoked
   again, whole, on the function that failed it, as Lambda invoked it: the glue's with its
-  DynamoDB stream records, a consumer's with its Kinesis records. Batches are taken per
-  function and shard in the order they failed. The events keep their ids (the glue's come
-  from the stream records' sequence numbers), so consumers dedup what they already have.
+  DynamoDB stream records, a consumer's with its Kinesis records. Only batches under the
+  chosen functions' current mappings are read, and each must name its mapping's function
+  and stream. Batches are taken per function and shard in stream order. The events keep
+  their ids (the glue's come from the stream records' sequence numbers), so consumers
+  dedup what they already have.
 - A dead letter of the glue (a stream record it could not turn into an event) is invoked
-  again on the glue, alone. A consumer's dead letters are Kinesis records that are not
-  change events: no code change of the consumer makes them one, so they are counted and
-  left in the queue.
+  again on the glue, alone; one the glue parks again is left. A consumer's dead letters
+  are Kinesis records that are not change events: no code change of the consumer makes
+  them one, so they are counted and left in the queue.
 
-What succeeded is deleted (``--keep`` keeps the objects); the first failure stops the
-redrive, naming the object or message, and leaves it and everything after it in place.
+A redriven change is older than what its row's stream carried since the batch failed:
+consumers that apply "newer sequence wins" (the pg_mirror) ignore it where it is stale;
+others should resync the rows afterwards (``dmsbus resync``). What succeeded is deleted
+(``--keep`` keeps the objects); the first failure stops the redrive, naming the object or
+message, and leaves it and everything after it in place.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -55,8 +61,15 @@ class Report:
     batches: int = 0
     records: int = 0
     letters: int = 0
-    #: Dead letters left in place (consumers'), per queue.
-    left: dict[str, int] = field(default_factory=dict)
+    #: Messages left in place: (queue, how many, what they are).
+    left: list[tuple[str, int, str]] = field(default_factory=list)
+    #: Failed batches of mappings that are not the chosen functions' current ones.
+    other_batches: int = 0
+
+
+def _record_identity(record: Mapping[str, Any]) -> str:
+    """A DynamoDB stream record's place: its stream and sequence number."""
+    return f"{record.get('eventSourceARN')}#{(record.get('dynamodb') or {}).get('SequenceNumber')}"
 
 
 @dataclass
@@ -65,6 +78,7 @@ class Redrive:
 
     s3: Any
     sqs: Any
+    lambda_client: Any
     bucket: str
     invoke: Invoke
     glue: str
@@ -72,26 +86,52 @@ class Redrive:
     dry_run: bool = False
     keep: bool = False
 
-    def failed_batches(self) -> list[FailedBatch]:
-        """The bucket's failed batches of ``functions``, per function and shard in the
-        order they failed."""
+    def mappings(self) -> dict[str, tuple[str, str]]:
+        """The chosen functions' event source mappings: UUID -> (function, source ARN)."""
+        found: dict[str, tuple[str, str]] = {}
+        paginator = self.lambda_client.get_paginator("list_event_source_mappings")
+        for function in sorted(self.functions):
+            for page in paginator.paginate(FunctionName=function):
+                for mapping in page.get("EventSourceMappings", []):
+                    found[mapping["UUID"]] = (function, mapping["EventSourceArn"])
+        return found
+
+    def failed_batches(self, report: Report | None = None) -> list[FailedBatch]:
+        """The chosen functions' failed batches, per function and shard in stream order.
+        Only objects under their mappings' prefixes are read, and each must say it is of
+        that mapping's function and stream: the bucket is writable by every bus function,
+        and a redrive invokes what an object names."""
+        mappings = self.mappings()
         batches = []
         for key in self._keys():
+            uuid = key.removeprefix(PREFIX).split("/", 1)[0]
+            if uuid not in mappings:
+                if report is not None:
+                    report.other_batches += 1
+                continue
             body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
             batch = FailedBatch.parse(key, body)
-            if batch.function_name in self.functions:
-                batches.append(batch)
-        return sorted(batches, key=lambda b: (b.function_name, b.shard_id, b.timestamp, b.key))
+            function, source = mappings[uuid]
+            if (batch.function_name, batch.stream_arn) != (function, source):
+                raise RedriveError(
+                    f"s3://{self.bucket}/{key} says it is a batch of {batch.function_name} from "
+                    f"{batch.stream_arn}, but its mapping {uuid} is {function}'s from {source}: not redriven"
+                )
+            batches.append(batch)
+        return sorted(batches, key=lambda b: (b.function_name, b.shard_id, int(b.start_sequence), b.key))
 
     def run(self, say: Any = print) -> Report:
         report = Report()
-        for batch in self.failed_batches():
+        invoked: set[str] = set()  # the glue's stream records handed again in this run
+        for batch in self.failed_batches(report):
             say(
                 f"redrive: {batch.function_name} {batch.kind} batch of {len(batch.records)} records "
                 f"({batch.condition}, {batch.timestamp}) s3://{self.bucket}/{batch.key}"
             )
             if not self.dry_run:
                 self._invoke(batch.function_name, batch.invocation(), f"s3://{self.bucket}/{batch.key}")
+                if batch.function_name == self.glue:
+                    invoked.update(_record_identity(record) for record in batch.records)
                 if not self.keep:
                     self.s3.delete_object(Bucket=self.bucket, Key=batch.key)
             report.batches += 1
@@ -99,23 +139,47 @@ class Redrive:
         for name in sorted(self.functions):
             queue = dead_letter_name(name)
             url = self.sqs.get_queue_url(QueueName=queue)["QueueUrl"]
-            if name != self.glue:
-                count = int(
-                    self.sqs.get_queue_attributes(
-                        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
-                    )["Attributes"]["ApproximateNumberOfMessages"]
-                )
-                if count:
-                    report.left[queue] = count
+            if name != self.glue or self.dry_run:
+                count = self._depth(url)
+                if count and name != self.glue:
+                    report.left.append((queue, count, "Kinesis records that are not change events"))
+                elif count:
+                    say(f"redrive: {queue} holds {count} dead letters")
+                    report.letters += count
                 continue
-            for message, letter in self._letters(url):
-                say(f"redrive: {name} dead letter ({letter.get('reason', '?')})")
-                if not self.dry_run:
-                    where = f"{queue} message {message['MessageId']}"
-                    self._invoke(name, {"Records": [letter["record"]]}, where)
-                    self.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-                report.letters += 1
+            self._redrive_letters(name, queue, url, invoked=invoked, report=report, say=say)
         return report
+
+    def _redrive_letters(
+        self, name: str, queue: str, url: str, *, invoked: set[str], report: Report, say: Any
+    ) -> None:
+        """The glue's dead letters, each handed to the glue alone. One the glue parks again
+        (still poison) is left, as are messages that are not dmsbus dead letters (an SQS
+        on-failure record of a bus deployed before the failure bucket: a range only)."""
+        still_poison = not_letters = 0
+        for message in self._messages(url):
+            where = f"{queue} message {message['MessageId']}"
+            try:
+                body = json.loads(message["Body"])
+                letter = read_letter(message["Body"]) if body.get("dmsbus") == "dead-letter" else None
+            except (ValueError, KeyError, AttributeError) as exc:
+                raise RedriveError(f"{where} is not JSON: {exc}") from exc
+            if letter is None or not isinstance(letter.get("record"), Mapping):
+                not_letters += 1
+                continue
+            identity = _record_identity(letter["record"])
+            if identity in invoked:
+                still_poison += 1
+                continue
+            say(f"redrive: {name} dead letter ({letter.get('reason', '?')})")
+            self._invoke(name, {"Records": [letter["record"]]}, where)
+            invoked.add(identity)
+            self.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+            report.letters += 1
+        if still_poison:
+            report.left.append((queue, still_poison, "records the glue parked again: still poison"))
+        if not_letters:
+            report.left.append((queue, not_letters, "messages with a batch's range only (no records)"))
 
     def _invoke(self, function: str, event: Mapping[str, Any], where: str) -> None:
         try:
@@ -134,27 +198,23 @@ class Redrive:
             for item in page.get("Contents", []):
                 yield str(item["Key"])
 
-    def _letters(self, url: str) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-        """The queue's messages, oldest first; a dry run only peeks (they stay visible)."""
-        seen: set[str] = set()
-        while True:
+    def _depth(self, url: str) -> int:
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+        )
+        return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+
+    def _messages(self, url: str) -> Iterator[dict[str, Any]]:
+        """The queue's messages, each once: taken out of sight while handled (a message
+        handled or left stays invisible for the run), until two receives in a row, each
+        waiting a second, come back empty."""
+        empty = 0
+        while empty < 2:
             messages = self.sqs.receive_message(
-                QueueUrl=url,
-                MaxNumberOfMessages=10,
-                WaitTimeSeconds=0,
-                VisibilityTimeout=0 if self.dry_run else 300,
+                QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=900
             ).get("Messages", [])
-            fresh = [message for message in messages if message["MessageId"] not in seen]
-            if not fresh:
-                return
-            letters = []
-            for message in fresh:
-                seen.add(message["MessageId"])
-                try:
-                    letters.append((message, read_letter(message["Body"])))
-                except (ValueError, KeyError) as exc:
-                    raise RedriveError(f"message {message['MessageId']} is not a dead letter: {exc}") from exc
-            yield from sorted(letters, key=lambda pair: int(pair[1].get("at_ms", 0)))
+            empty = 0 if messages else empty + 1
+            yield from messages
 
 
 def failure_bucket(bus: Bus) -> str:
@@ -187,6 +247,7 @@ def run(arguments: argparse.Namespace) -> int:
     redrive = Redrive(
         s3=bus.client("s3"),
         sqs=bus.client("sqs"),
+        lambda_client=bus.client("lambda"),
         bucket=failure_bucket(bus),
         invoke=bus.invoker(),
         glue=glue,
@@ -204,9 +265,11 @@ def run(arguments: argparse.Namespace) -> int:
         f"redrive: {verb} {report.batches} failed batches ({report.records} records) "
         f"and {report.letters} dead letters"
     )
-    for queue, count in sorted(report.left.items()):
+    if report.other_batches:
         print(
-            f"redrive: {queue} holds {count} records that are not change events; they stay there "
-            "(read them with `aws sqs receive-message`)"
+            f"redrive: {report.other_batches} failed batches of other mappings (other functions, or "
+            "mappings since deleted) were left in the bucket"
         )
+    for queue, count, what in report.left:
+        print(f"redrive: {count} {what} stay in {queue} (read them with `aws sqs receive-message`)")
     return 0

@@ -38,9 +38,10 @@ from config.functions import (
     failures_bucket_name,
     glue_name,
 )
+from discovery.core import BACKFILL_TAG
 from dmsbus.failures import PREFIX
 from dmsbus.names import bus_table
-from dmsbus_cli.connect import Bus, add_arguments, connect
+from dmsbus_cli.connect import Bus, add_arguments, connect, describe_task
 
 #: DescribeTableStatistics's states that need attention (API_TableStatistics).
 TABLE_STATES_IN_ERROR = {"Table error", "Table cancelled", "Table does not exist"}
@@ -98,9 +99,7 @@ def _dms(bus: Bus, status: Status) -> None:
     client = bus.client("dms")
     for source in bus.config.sources:
         name = f"{bus.bus.name}-{source.name}"
-        tasks = client.describe_replication_tasks(
-            Filters=[{"Name": "replication-task-id", "Values": [name]}], WithoutSettings=True
-        ).get("ReplicationTasks", [])
+        tasks = describe_task(client, name, settings=False)
         if not tasks:
             status.add(
                 "DMS", name, "no such task", "the source stack is not deployed, or the task was deleted"
@@ -109,11 +108,15 @@ def _dms(bus: Bus, status: Status) -> None:
         task = tasks[0]
         state = str(task.get("Status"))
         why = task.get("LastFailureMessage") or task.get("StopReason")
+        # A source configured `start: false` is meant to rest until someone starts it.
+        resting = not source.start and state in ("ready", "stopped")
         status.add(
             "DMS",
             name,
-            state + (f" ({why})" if why and state not in TASK_RUNNING else ""),
-            None if state in TASK_RUNNING else "changes do not flow while the task is not running",
+            state
+            + (f" ({why})" if why and state not in TASK_RUNNING else "")
+            + (" (start: false)" if resting else ""),
+            None if state in TASK_RUNNING or resting else "changes do not flow while the task is not running",
         )
         try:
             tables = _table_statistics(client, task["ReplicationTaskArn"])
@@ -183,10 +186,20 @@ def _tables(bus: Bus, status: Status) -> None:
                 if mapping.get("State") != "Enabled" or result.startswith("PROBLEM"):
                     attention = "the glue's mapping is not running cleanly"
         if bus.bus.discovery.backfill:
-            tags = dynamodb.list_tags_of_resource(ResourceArn=table["TableArn"]).get("Tags", [])
-            backfilled = any(tag["Key"] == "dmsbus:backfilled" for tag in tags)
+            backfilled = BACKFILL_TAG in _tags(dynamodb, table["TableArn"])
             parts.append("backfilled" if backfilled else "not backfilled")
         status.add("Bus tables", name, ", ".join(parts), attention)
+
+
+def _tags(dynamodb: Any, arn: str) -> set[str]:
+    keys: set[str] = set()
+    token: str | None = None
+    while True:
+        page = dynamodb.list_tags_of_resource(ResourceArn=arn, **({"NextToken": token} if token else {}))
+        keys.update(tag["Key"] for tag in page.get("Tags", []))
+        token = page.get("NextToken")
+        if not token:
+            return keys
 
 
 def _consumers(bus: Bus, status: Status, now: datetime) -> None:
@@ -237,7 +250,9 @@ def _failures(bus: Bus, status: Status) -> None:
         queue = dead_letter_name(function)
         try:
             url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
-        except ClientError:
+        except ClientError as exc:
+            if "NonExistentQueue" not in str(exc.response.get("Error", {}).get("Code")):
+                raise
             status.add("Failures", queue, "no such queue", "the stack that makes it is not deployed")
             continue
         count = int(

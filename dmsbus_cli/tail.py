@@ -22,14 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from aws_kinesis_agg.deaggregator import iter_deaggregate_records
+from botocore.exceptions import BotoCoreError, ClientError
 
 from config.functions import stream_name
 from dmsbus.envelope import ChangeEvent, EnvelopeError
 from dmsbus_cli.connect import add_arguments, connect
 
-#: Records per GetRecords call, and the pause between reads of a shard at its tip.
+#: Records per GetRecords call; the least time between two reads of a shard (a shard
+#: serves 5 reads a second, shared with the consumers' mappings); the pause when every
+#: shard is at its tip, and after a throttled read.
 READ_LIMIT = 1000
+READ_INTERVAL = 0.25
 IDLE_SECONDS = 0.5
+THROTTLED_SECONDS = 1.0
 OPS = ("c", "u", "d", "r")
 
 
@@ -74,33 +79,68 @@ def tail(
     follow: bool = False,
     stopped: Callable[[], bool] = lambda: False,
     sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[bytes]:
-    """Each wanted change event's JSON, as the bus carries it, shard by shard in turn."""
-    iterators: dict[str, str | None] = {}
-    for page in kinesis.get_paginator("list_shards").paginate(StreamName=stream):
-        for shard in page["Shards"]:
-            response = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"], **start)
-            iterators[shard["ShardId"]] = response["ShardIterator"]
+    """Each wanted change event's JSON, as the bus carries it. A shard is read only once
+    its parents are read to their end (a row's records move to a child shard when the
+    stream reshards), and at most every ``READ_INTERVAL`` seconds: its reads are shared
+    with every consumer's mapping (5 a second per shard)."""
+    shards = {
+        shard["ShardId"]: shard
+        for page in kinesis.get_paginator("list_shards").paginate(StreamName=stream)
+        for shard in page["Shards"]
+    }
+    finished: set[str] = set()
+    iterators: dict[str, str] = {}
+    next_read: dict[str, float] = {}
     caught_up: set[str] = set()
-    while iterators and not stopped():
+    while not stopped():
+        for shard_id, shard in shards.items():
+            if shard_id in iterators or shard_id in finished:
+                continue
+            parents = {shard.get("ParentShardId"), shard.get("AdjacentParentShardId")} & set(shards)
+            if parents <= finished:
+                # A child opened once its parents are read: from its start, wherever they began.
+                position = {"ShardIteratorType": "TRIM_HORIZON"} if parents else start
+                response = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard_id, **position)
+                iterators[shard_id] = response["ShardIterator"]
+        if not iterators:
+            return
         idle = True
         for shard_id, iterator in list(iterators.items()):
-            if iterator is None:
-                del iterators[shard_id]  # closed and read to its end
+            if clock() < next_read.get(shard_id, 0.0):
                 continue
-            response = kinesis.get_records(ShardIterator=iterator, Limit=READ_LIMIT)
-            iterators[shard_id] = response.get("NextShardIterator")
+            try:
+                response = kinesis.get_records(ShardIterator=iterator, Limit=READ_LIMIT)
+            except kinesis.exceptions.ProvisionedThroughputExceededException:
+                next_read[shard_id] = clock() + THROTTLED_SECONDS
+                continue
+            next_read[shard_id] = clock() + READ_INTERVAL
             records = response.get("Records", [])
+            following = response.get("NextShardIterator")
+            closed = "EndingSequenceNumber" in shards[shard_id].get("SequenceNumberRange", {})
+            at_tip = not records and int(response.get("MillisBehindLatest", 0)) == 0
+            # Kinesis ends a closed shard with no NextShardIterator; an empty read at the
+            # tip of a closed shard says the same.
+            if following is None or (closed and at_tip):
+                del iterators[shard_id]  # closed and read to its end
+                finished.add(shard_id)
+            else:
+                iterators[shard_id] = following
             if records:
                 idle = False
                 caught_up.discard(shard_id)
             elif int(response.get("MillisBehindLatest", 0)) == 0:
                 caught_up.add(shard_id)
             yield from _events(records, shard_id, selection)
-        if not follow and all(shard in caught_up for shard in iterators if iterators[shard] is not None):
-            return
+        if not follow and all(shard in caught_up for shard in iterators):
+            pending = [s for s in shards if s not in finished and s not in iterators]
+            if not pending:
+                return
         if idle:
             sleep(IDLE_SECONDS)
+        else:
+            sleep(min(0.05, READ_INTERVAL))
 
 
 def _events(records: list[dict[str, Any]], shard_id: str, selection: Filter) -> Iterator[bytes]:
@@ -179,6 +219,9 @@ def run(arguments: argparse.Namespace) -> int:
     except TailError as exc:
         print(f"tail: {exc}", file=sys.stderr)
         return 1
+    except (ClientError, BotoCoreError) as exc:
+        print(f"tail: {stream_name(bus.bus)}: {exc}", file=sys.stderr)
+        return 2
     except (KeyboardInterrupt, BrokenPipeError):
         return 0
     return 0

@@ -177,6 +177,8 @@ class LocalBus:
         return arn
 
     def _register(self, function: LocalFunction, role: str) -> None:
+        # Lambda's API holds what the stacks set; the function runs with local mode's too.
+        deployed = dict(function.environment)
         function.environment = {
             **self.clients.environment(),
             **self.extra_environment,
@@ -196,6 +198,7 @@ class LocalBus:
                 Timeout=function.timeout_seconds,
                 MemorySize=function.memory_mb,
                 Architectures=["arm64"],
+                Environment={"Variables": deployed},
             )
 
 

@@ -9,7 +9,8 @@ mirror's keys is looked up in the source. A row is:
 - **stale after DDL** when the only differences are columns the source has a value for and
   the mirror has not (no such column, or NULL): ``ALTER TABLE ... ADD COLUMN ... DEFAULT``
   fills existing rows without writing WAL, so no change ever carried those values (DMS and
-  Debezium behave the same). An update of such a row, or a resync, sends them.
+  Debezium behave the same), nor into DynamoDB. A reload of the table in DMS, or an update
+  of such a row, sends them.
 """
 
 from __future__ import annotations
@@ -54,10 +55,10 @@ class TableCheck:
             columns = ", ".join(sorted(self.stale_columns))
             lines.append(
                 f"  stale after DDL: {len(self.stale)} rows whose {columns} the source filled without a change "
-                f"(ALTER TABLE ... ADD COLUMN ... DEFAULT writes no WAL, so DMS never saw it). Repair: "
-                f"`dmsbus resync {self.table}` once the operations commands land; until then an UPDATE "
-                f"of those rows (UPDATE {self.table} SET {sorted(self.stale_columns)[0]} = "
-                f"{sorted(self.stale_columns)[0]}) sends them"
+                f"(ALTER TABLE ... ADD COLUMN ... DEFAULT writes no WAL, so DMS never saw it, and DynamoDB "
+                f"lacks them too: `dmsbus resync` would send the same). Repair: reload the table in DMS "
+                f"(`aws dms reload-tables`, or bump its version), or an UPDATE of those rows (UPDATE "
+                f"{self.table} SET {sorted(self.stale_columns)[0]} = {sorted(self.stale_columns)[0]})"
             )
             lines += [f"  stale: {key}" for key in self.stale[:limit]]
         return lines

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dmsbus.changes import ChangeBuilder, UserRecord
-from dmsbus.envelope import ChangeEvent, Source
+from dmsbus.envelope import RESYNC_ATTRIBUTE, ChangeEvent, Source
 from dmsbus.names import TableName
 from dmsbus.partition import canonical_json
 
@@ -33,6 +33,7 @@ def read_event(
 ) -> ChangeEvent:
     """The ``r`` event of one scanned item (DynamoDB JSON, as Scan returns it)."""
     after = builder.decoder.image(item)
+    after.pop(RESYNC_ATTRIBUTE, None)
     missing = [name for name in key_attributes if name not in after]
     if missing:
         raise ValueError(f"item of {table} lacks its key attributes {missing}")

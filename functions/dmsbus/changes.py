@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dmsbus.ddbjson import DecodeError, Decoder, NumberMode
-from dmsbus.envelope import STREAM_OPS, ChangeEvent, Source
+from dmsbus.envelope import RESYNC_ATTRIBUTE, STREAM_OPS, ChangeEvent, Source
 from dmsbus.names import TableName, TableNameError, bus_table, table_from_stream_arn
 from dmsbus.partition import hash_key, partition_key_with_prefix
 
@@ -79,6 +79,14 @@ class ChangeBuilder:
             image = self._decoder.image
             before = None if op == "c" else image(ddb["OldImage"])
             after = None if op == "d" else image(ddb["NewImage"])
+            resync: str | None = None
+            if after is not None and RESYNC_ATTRIBUTE in after:
+                marker = after.pop(RESYNC_ATTRIBUTE)
+                if before is not None and before.pop(RESYNC_ATTRIBUTE, None) != marker and before == after:
+                    # Only the resync marker changed: `dmsbus resync` asks for the row again.
+                    op, before, resync = "r", None, marker
+            elif before is not None:
+                before.pop(RESYNC_ATTRIBUTE, None)
             # The images hold the key attributes: take them decoded rather than decode twice.
             row = before if after is None else after
             key = {attribute: row[attribute] for attribute in ddb["Keys"]}  # type: ignore[index]
@@ -96,6 +104,8 @@ class ChangeBuilder:
                     dynamodb_table=dynamodb_table,
                     sequence=sequence,
                     ttl=ttl,
+                    snapshot=resync is not None,
+                    resync_for=resync_target(resync),
                 ),
                 key=key,
                 before=before,
@@ -177,6 +187,18 @@ class ChangeBuilder:
         table = _Table(name, f"{name.schema}.{name.table}|")
         self._tables[dynamodb_table] = table
         return table
+
+
+def resync_marker(run: str, consumer_function: str | None) -> str:
+    """The marker ``dmsbus resync`` writes: its run, and the consumer it is for, if one."""
+    return f"{run}/{consumer_function}" if consumer_function else run
+
+
+def resync_target(marker: str | None) -> str | None:
+    """The consumer function a resync marker is for (None: every consumer)."""
+    if not marker or "/" not in marker:
+        return None
+    return marker.split("/", 1)[1] or None
 
 
 def _reason(exc: Exception) -> str:

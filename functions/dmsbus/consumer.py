@@ -55,6 +55,8 @@ class Selection:
 
     tables: tuple[str, ...] | None = None
     ops: frozenset[str] | None = None
+    #: This deployment's function: a resync read meant for another consumer is not for it.
+    function: str | None = None
 
     @classmethod
     def of(cls, tables: Iterable[str] | None, ops: Iterable[str] | None) -> Selection:
@@ -75,6 +77,9 @@ class Selection:
     def matches(self, event: ChangeEvent) -> bool:
         if self.ops is not None and event.op not in self.ops:
             return False
+        target = event.source.resync_for
+        if target is not None and self.function is not None and target != self.function:
+            return False
         if self.tables is None:
             return True
         name = event.qualified_table
@@ -89,9 +94,12 @@ class Selection:
             return [item.strip() for item in raw.split(",") if item.strip()] if raw else None
 
         try:
-            return cls.of(items(TABLES_VARIABLE), items(OPS_VARIABLE))
+            selection = cls.of(items(TABLES_VARIABLE), items(OPS_VARIABLE))
         except ValueError as exc:
             raise ValueError(f"{TABLES_VARIABLE}/{OPS_VARIABLE}: {exc}") from None
+        # Lambda's own variable: the function this deployment is.
+        function = environ.get("AWS_LAMBDA_FUNCTION_NAME") or None
+        return cls(selection.tables, selection.ops, function)
 
 
 @dataclass(frozen=True, slots=True)

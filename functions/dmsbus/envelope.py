@@ -45,6 +45,14 @@ class Source:
     sequence: str
     snapshot: bool = False
     ttl: bool = False
+    #: A resync read meant for one consumer only (its function's name); None: for every
+    #: consumer. Written only when set, so that other events keep their bytes.
+    resync_for: str | None = None
+
+
+#: The attribute ``dmsbus resync`` sets on a bus table's item to have the glue publish the
+#: row again, in stream order, as an ``r`` event; never part of a row's image.
+RESYNC_ATTRIBUTE = "dmsbus_resync"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -87,7 +95,7 @@ class ChangeEvent:
 
     def to_dict(self) -> dict[str, Any]:
         """The event as plain JSON-ready values."""
-        return {
+        fields: dict[str, Any] = {
             "v": self.v,
             "id": self.id,
             "op": self.op,
@@ -107,6 +115,9 @@ class ChangeEvent:
             "before": self.before,
             "after": self.after,
         }
+        if self.source.resync_for is not None:
+            fields["source"]["resync_for"] = self.source.resync_for
+        return fields
 
     @classmethod
     def from_json(cls, data: bytes | str, *, exact_decimals: bool = False) -> ChangeEvent:
@@ -144,6 +155,9 @@ class ChangeEvent:
             sequence=_field(src, "sequence", str, "source."),
             snapshot=_field(src, "snapshot", bool, "source."),
             ttl=_field(src, "ttl", bool, "source."),
+            resync_for=_field(src, "resync_for", str, "source.")
+            if src.get("resync_for") is not None
+            else None,
         )
         key = _field(raw, "key", dict)
         before = _optional(raw, "before", dict)

@@ -96,3 +96,26 @@ def test_a_record_that_is_not_a_change_event_stops_the_tail_naming_it(kinesis: A
 def test_a_start_that_is_not_a_position_or_a_utc_time_is_refused(text: str) -> None:
     with pytest.raises(Exception, match=text):
         start_position(text)
+
+
+def test_after_a_reshard_a_rows_changes_on_the_child_shard_come_after_those_on_the_parent() -> None:
+    with mock_aws():
+        kinesis = boto3.client("kinesis", region_name="us-east-1")
+        kinesis.create_stream(StreamName=STREAM, ShardCount=1)
+        # Given row 1 created on the only shard, then the stream resharded, then row 1 updated
+        created = change("public.orders", "c", key={"id": 1}, after={"id": 1, "status": "new"})
+        publish(kinesis, [created])
+        kinesis.update_shard_count(StreamName=STREAM, TargetShardCount=2, ScalingType="UNIFORM_SCALING")
+        shards = kinesis.list_shards(StreamName=STREAM)["Shards"]
+        assert any(shard.get("ParentShardId") for shard in shards)
+        updated = change(
+            "public.orders",
+            "u",
+            key={"id": 1},
+            before={"id": 1, "status": "new"},
+            after={"id": 1, "status": "paid"},
+        )
+        publish(kinesis, [updated])
+        # When tailed from the start, then the parent's change comes first
+        printed = ids(tail(kinesis, STREAM, start=start_position("trim-horizon"), sleep=lambda _: None))
+        assert printed == [created.id, updated.id]

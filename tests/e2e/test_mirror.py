@@ -9,7 +9,7 @@ import time
 import psycopg
 
 from config.functions import bucket_name, consumer_name
-from local.__main__ import main
+from dmsbus_cli.main import main
 from local.demo import Workload
 from local.runtime import database_name, with_database
 from tests.e2e.conftest import Pipeline

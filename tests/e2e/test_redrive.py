@@ -3,6 +3,7 @@ in the failure bucket, and handed again once the cause is gone; nothing is lost.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -12,10 +13,11 @@ import psycopg
 import pytest
 from botocore.client import BaseClient
 
-from config.functions import glue_name
+from config.functions import dead_letter_name, glue_name
 from dmsbus.failures import PREFIX, FailedBatch
 from dmsbus_cli.redrive import Redrive, RedriveError
 from local.demo import key_text
+from local.streams import DynamoDBStreamSource
 from tests.e2e.conftest import BUS, Pipeline, failing_on_customer
 from tests.e2e.test_faults import assert_converged, run_workload
 
@@ -48,6 +50,7 @@ def redrive(pipeline: Pipeline, functions: set[str], *, dry_run: bool = False) -
     return Redrive(
         s3=runtime.aws.client("s3"),
         sqs=runtime.aws.client("sqs"),
+        lambda_client=runtime.aws.client("lambda"),
         bucket=runtime.local_bus.failures,
         invoke=invoke,
         glue=glue_name(BUS),
@@ -118,3 +121,59 @@ def test_given_a_glue_failed_batch_when_the_cause_is_fixed_then_redrive_publishe
     assert report.batches == 1
     assert_converged(pipeline)
     assert pipeline.rebuilt.tables["public.customers"][key_text({"id": 9997})]["name"] == "stuck"
+
+
+def test_a_glue_dead_letter_that_is_still_poison_is_handed_once_and_left(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the glue parked a corrupted stream record (an unknown attribute type)
+    shape = DynamoDBStreamSource._lambda_record
+
+    def corrupt(self: DynamoDBStreamSource, record: dict[str, Any]) -> dict[str, Any]:
+        shaped = shape(self, record)
+        if shaped["dynamodb"].get("NewImage", {}).get("name") == {"S": "poison"}:
+            shaped["dynamodb"]["NewImage"]["name"] = {"Q": "?"}
+        return shaped
+
+    monkeypatch.setattr(DynamoDBStreamSource, "_lambda_record", corrupt)
+    pipeline.wait_attached()
+    with psycopg.connect(pipeline.url, autocommit=True) as connection:
+        connection.execute("INSERT INTO customers (id, name) VALUES (9995, 'poison')")
+    queue = dead_letter_name(glue_name(BUS))
+    sqs = pipeline.runtime.aws.client("sqs")
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    deadline = time.monotonic() + 30
+    # (counted, not received: a receive would hide the message from the redrive)
+    while not int(
+        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])["Attributes"][
+            "ApproximateNumberOfMessages"
+        ]
+    ):
+        assert time.monotonic() < deadline, "the poison record never reached the glue's DLQ"
+        time.sleep(0.2)
+
+    # When it is redriven: the glue parks it again
+    report = redrive(pipeline, {glue_name(BUS)}).run(say=lambda _: None)
+
+    # Then it was handed once, and left in the queue as still poison (no endless loop)
+    assert report.letters == 1
+    assert report.left == [(queue, 1, "records the glue parked again: still poison")]
+
+
+def test_an_object_that_names_another_function_than_its_mapping_is_not_redriven(pipeline: Pipeline) -> None:
+    # Given a failed batch of the rebuilding consumer
+    pipeline.faults.append(failing_on_customer(9994))
+    with psycopg.connect(pipeline.url, autocommit=True) as connection:
+        connection.execute("INSERT INTO customers (id, name) VALUES (9994, 'x')")
+    (batch,) = failed_batches(pipeline)
+    # When someone rewrites it to name the glue (every bus function may write the bucket)
+    assert pipeline.runtime.local_bus is not None
+    s3, bucket = pipeline.runtime.aws.client("s3"), pipeline.runtime.local_bus.failures
+    body = json.loads(s3.get_object(Bucket=bucket, Key=batch.key)["Body"].read())
+    body["requestContext"]["functionArn"] = body["requestContext"]["functionArn"].replace(
+        batch.function_name, glue_name(BUS)
+    )
+    s3.put_object(Bucket=bucket, Key=batch.key, Body=json.dumps(body).encode())
+    # Then the redrive refuses it, naming the object
+    with pytest.raises(RedriveError, match=f"{batch.key} says it is a batch of {glue_name(BUS)}"):
+        redrive(pipeline, {batch.function_name}).failed_batches()

@@ -1,10 +1,11 @@
-"""dmsbus status against the running local data path (the moto server's resources)."""
+"""dmsbus status and plan against the running local data path (the moto server's resources)."""
 
 from __future__ import annotations
 
 import psycopg
 
 from dmsbus_cli.connect import Bus, local_session
+from dmsbus_cli.plan import deployed_consumers, plan_consumers
 from dmsbus_cli.status import collect
 from tests.e2e.conftest import CONFIG, Pipeline, failing_on_customer
 from tests.e2e.test_faults import assert_converged, run_workload
@@ -47,3 +48,12 @@ def test_a_failed_batch_needs_attention(pipeline: Pipeline) -> None:
     # When its status is taken, then the failure bucket needs attention
     attention = collect(local(pipeline)).needs_attention
     assert [(line.section, line.state) for line in attention] == [("Failures", "1 failed batches")]
+
+
+def test_plan_against_the_running_bus_lists_only_the_consumer_the_config_lacks(pipeline: Pipeline) -> None:
+    # Given the local bus runs the config's consumers and the tests' own "rebuild"
+    deployed = deployed_consumers(local(pipeline))
+    # When planned against the config
+    plans = plan_consumers(CONFIG.bus, deployed)
+    # Then the config's consumers are as deployed, and "rebuild" would be removed
+    assert [(plan.name, plan.change) for plan in plans] == [("demo-rebuild", "remove")]
