@@ -122,8 +122,11 @@ class AlarmConfig(Model):
     dms_free_storage_percent: Annotated[int, Field(ge=1, le=99)] = 10
     dms_cpu_percent: Annotated[int, Field(ge=1, le=100)] = 90
     dms_freeable_memory_mib: Annotated[int, Field(ge=1)] = 256
-    #: Kinesis records (writes) or GetRecords calls (reads) throttled in 5 minutes.
-    kinesis_throttled: Annotated[int, Field(ge=1)] = 1
+    #: Kinesis records throttled on write, and GetRecords calls throttled, in 5 minutes.
+    #: A shard serves 5 reads a second, shared by the mappings reading it: a bus with many
+    #: consumers may raise the read threshold.
+    kinesis_write_throttled: Annotated[int, Field(ge=1)] = 1
+    kinesis_read_throttled: Annotated[int, Field(ge=1)] = 1
     #: An existing SNS topic the alarms notify; none: the alarms only show in CloudWatch.
     topic_arn: Annotated[str, _matching(_SQS_OR_SNS_ARN, "an SNS topic ARN")] | None = None
 

@@ -83,14 +83,22 @@ class BusStack(Stack):
             threshold=bus.alarms.failed_batches,
             description="A batch was given up on and kept in the failure bucket: `dmsbus redrive` it",
         )
-        for metric, what in (
-            (self.stream.metric_write_provisioned_throughput_exceeded, "Writes to"),
-            (self.stream.metric_read_provisioned_throughput_exceeded, "Reads from"),
+        for metric, what, threshold in (
+            (
+                self.stream.metric_write_provisioned_throughput_exceeded,
+                "Writes to",
+                bus.alarms.kinesis_write_throttled,
+            ),
+            (
+                self.stream.metric_read_provisioned_throughput_exceeded,
+                "Reads from",
+                bus.alarms.kinesis_read_throttled,
+            ),
         ):
             self.alarms.add(
                 f"Kinesis{what.split()[0]}Throttled",
                 metric=metric(period=Duration.minutes(5), statistic="Sum"),
-                threshold=bus.alarms.kinesis_throttled,
+                threshold=threshold,
                 description=f"{what} the bus stream are throttled: more shards, or fewer readers",
             )
         self._glue(bus)
@@ -205,6 +213,7 @@ class BusStack(Stack):
             iam.PolicyStatement(
                 actions=[
                     "lambda:CreateEventSourceMapping",
+                    "lambda:UpdateEventSourceMapping",
                     "lambda:DeleteEventSourceMapping",
                 ],
                 resources=["*"],

@@ -289,6 +289,7 @@ class Discovery:
             )
         stream_arn: str = description["LatestStreamArn"]
         if self._attached(stream_arn):
+            self._keep_failures(item, stream_arn)
             return True
         if self.settings.backfill and not self._backfill(item, description, stream_arn, deadline):
             return True  # another run attached the glue while this one scanned
@@ -457,6 +458,21 @@ class Discovery:
         mappings.append(dict(created))
         report.mapping_created = True
         report.actions.append("glue attached")
+
+    def _keep_failures(self, item: _Work, stream_arn: str) -> None:
+        """A mapping made before the failure bucket (or with another destination) is moved
+        to the configured one: its failed batches then keep their records."""
+        wanted = self.settings.glue_on_failure_arn
+        if not wanted:
+            return
+        for mapping in self._list_mappings(EventSourceArn=stream_arn):
+            current = ((mapping.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
+            if current == wanted or mapping.get("State") in ("Deleting", "Creating", "Updating"):
+                continue
+            self.lambda_client.update_event_source_mapping(
+                UUID=mapping["UUID"], DestinationConfig={"OnFailure": {"Destination": wanted}}
+            )
+            item.report.actions.append(f"failed batches now go to {wanted} (were {current})")
 
     def _tags(self, arn: str) -> dict[str, str]:
         tags: dict[str, str] = {}

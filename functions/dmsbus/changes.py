@@ -79,7 +79,7 @@ class ChangeBuilder:
             image = self._decoder.image
             before = None if op == "c" else image(ddb["OldImage"])
             after = None if op == "d" else image(ddb["NewImage"])
-            resync: str | None = None
+            resync: object = None
             if after is not None and RESYNC_ATTRIBUTE in after:
                 marker = after.pop(RESYNC_ATTRIBUTE)
                 if before is not None and before.pop(RESYNC_ATTRIBUTE, None) != marker and before == after:
@@ -104,7 +104,7 @@ class ChangeBuilder:
                     dynamodb_table=dynamodb_table,
                     sequence=sequence,
                     ttl=ttl,
-                    snapshot=resync is not None,
+                    snapshot=op == "r",
                     resync_for=resync_target(resync),
                 ),
                 key=key,
@@ -194,9 +194,10 @@ def resync_marker(run: str, consumer_function: str | None) -> str:
     return f"{run}/{consumer_function}" if consumer_function else run
 
 
-def resync_target(marker: str | None) -> str | None:
-    """The consumer function a resync marker is for (None: every consumer)."""
-    if not marker or "/" not in marker:
+def resync_target(marker: object) -> str | None:
+    """The consumer function a resync marker is for (None: every consumer, or a marker
+    that is not one ``dmsbus resync`` writes)."""
+    if not isinstance(marker, str) or "/" not in marker:
         return None
     return marker.split("/", 1)[1] or None
 

@@ -119,6 +119,8 @@ def test_discovery_manages_only_tables_under_the_bus_prefix(bus: Template) -> No
     assert sorted(_actions(mappings)) == [
         "lambda:CreateEventSourceMapping",
         "lambda:DeleteEventSourceMapping",
+        # an older mapping's on-failure destination moved to the failure bucket
+        "lambda:UpdateEventSourceMapping",
     ]
     # No table permission on anything but the prefix, no deletes
     assert not any("dynamodb:DeleteTable" in _actions(s) for s in statements)

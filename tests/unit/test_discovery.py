@@ -317,6 +317,26 @@ def test_a_create_table_event_puts_the_new_table_on_the_bus(
     assert mapping["DestinationConfig"] == {"OnFailure": {"Destination": GLUE_FAILURES}}
 
 
+def test_a_mapping_made_before_the_failure_bucket_is_moved_to_it_on_the_next_sweep(
+    dynamodb: Any, lambda_client: Any, kinesis: Any, clock: Clock
+) -> None:
+    # Given a table attached when failed batches went to the glue's queue
+    create_dms_table(dynamodb, ORDERS)
+    old_queue = "arn:aws:sqs:us-east-1:123456789012:demo-glue-dlq"
+    make_discovery(dynamodb, lambda_client, kinesis, clock, glue_on_failure_arn=old_queue).run(
+        create_table_event(ORDERS), deadline=clock.later()
+    )
+    # When a sweep runs with the failure bucket configured
+    run = make_discovery(dynamodb, lambda_client, kinesis, clock, glue_on_failure_arn=GLUE_FAILURES).run(
+        {}, deadline=clock.later()
+    )
+    # Then the same mapping now sends failed batches, records and all, to the bucket
+    (mapping,) = mappings(lambda_client)
+    assert mapping["DestinationConfig"] == {"OnFailure": {"Destination": GLUE_FAILURES}}
+    (report,) = run.tables
+    assert report.actions == [f"failed batches now go to {GLUE_FAILURES} (were {old_queue})"]
+
+
 def test_the_mapping_takes_the_configured_glue_settings(
     dynamodb: Any, lambda_client: Any, kinesis: Any, clock: Clock
 ) -> None:
