@@ -66,6 +66,7 @@ def discovery_environment(
         "GLUE_MAX_RETRIES": str(glue.max_retries),
         "GLUE_MAX_RECORD_AGE_SECONDS": str(glue.max_record_age_seconds),
         "KEEP_PROVISIONED": str(bus.discovery.keep_provisioned).lower(),
+        "SWEEP_MINUTES": str(bus.discovery.sweep_minutes),
         "BACKFILL": str(bus.discovery.backfill).lower(),
     }
 

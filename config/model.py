@@ -127,6 +127,8 @@ class AlarmConfig(Model):
     #: consumers may raise the read threshold.
     kinesis_write_throttled: Annotated[int, Field(ge=1)] = 1
     kinesis_read_throttled: Annotated[int, Field(ge=1)] = 1
+    #: Read and write throttle events of the bus tables over a discovery sweep's period.
+    dynamodb_throttle_events: Annotated[int, Field(ge=1)] = 1
     #: An existing SNS topic the alarms notify; none: the alarms only show in CloudWatch.
     topic_arn: Annotated[str, _matching(_SQS_OR_SNS_ARN, "an SNS topic ARN")] | None = None
 

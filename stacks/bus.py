@@ -172,7 +172,9 @@ class BusStack(Stack):
             "Discovery",
             function_name=discovery_name(bus),
             # The mapping calls are conditioned on lambda:FunctionArn = the glue.
-            unscoped_actions="dynamodb:ListTables, lambda:*EventSourceMapping(s) and X-Ray's trace actions",
+            unscoped_actions=(
+                "dynamodb:ListTables, lambda:*EventSourceMapping(s), cloudwatch:GetMetricData and X-Ray's trace actions"
+            ),
             folder="discovery",
             layer=self.layer,
             memory_mb=512,
@@ -202,11 +204,13 @@ class BusStack(Stack):
                 resources=[tables],
             )
         )
-        # ListTables and ListEventSourceMappings take no resource; the mapping calls are
-        # limited to mappings of the glue function.
+        # ListTables, ListEventSourceMappings and GetMetricData (the sweep counts the bus
+        # tables' throttles) take no resource; the mapping calls are limited to mappings of
+        # the glue function.
         function.add_to_role_policy(
             iam.PolicyStatement(
-                actions=["dynamodb:ListTables", "lambda:ListEventSourceMappings"], resources=["*"]
+                actions=["dynamodb:ListTables", "lambda:ListEventSourceMappings", "cloudwatch:GetMetricData"],
+                resources=["*"],
             )
         )
         function.add_to_role_policy(
@@ -270,6 +274,21 @@ class BusStack(Stack):
         self.alarms.queue_depth(
             "DiscoveryDeadLetterDepth", self.discovery_dlq.queue, messages=bus.alarms.dlq_messages
         )
+        # DMS creates the bus tables, so no alarm here can name them: each sweep counts their
+        # throttle events over its period and emits the count.
+        self.table_throttles = cloudwatch.Metric(
+            namespace="dmsbus",
+            metric_name="TableThrottleEvents",
+            dimensions_map={"service": "discovery"},
+            statistic="Sum",
+            period=Duration.minutes(bus.discovery.sweep_minutes),
+        )
+        self.alarms.add(
+            "TableThrottles",
+            metric=self.table_throttles,
+            threshold=bus.alarms.dynamodb_throttle_events,
+            description="Reads or writes of the bus tables (DMS's writes, the streams' tables) are throttled",
+        )
 
     def _table_arn(self, name: str) -> str:
         return self.format_arn(service="dynamodb", resource="table", resource_name=name)
@@ -314,10 +333,11 @@ class BusStack(Stack):
                 ],
             ),
             cloudwatch.GraphWidget(
-                title="Kinesis throttles",
+                title="Throttles",
                 left=[
                     self.stream.metric_write_provisioned_throughput_exceeded(period=period, statistic="Sum"),
                     self.stream.metric_read_provisioned_throughput_exceeded(period=period, statistic="Sum"),
+                    self.table_throttles,
                 ],
             ),
         )

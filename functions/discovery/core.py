@@ -47,6 +47,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -66,6 +67,11 @@ CURSOR_TAG = "dmsbus:backfill-cursor"
 VIEW_TYPE = "NEW_AND_OLD_IMAGES"
 #: Pause between two passes over the tables that wait (CREATING, UPDATING).
 POLL_SECONDS = 5.0
+#: GetMetricData takes at most 500 queries a call.
+METRIC_QUERIES_PER_CALL = 500
+#: How late a sweep counts DynamoDB's metrics, which CloudWatch receives a few minutes late.
+METRIC_DELAY = timedelta(minutes=5)
+
 #: DynamoDB's longest tag value.
 MAX_TAG_VALUE = 256
 
@@ -95,6 +101,8 @@ class DiscoverySettings:
     backfill: bool = True
     numbers: NumberMode = "string"
     publisher: PublisherSettings = field(default_factory=PublisherSettings)
+    #: A sweep's period: a sweep counts the bus tables' throttle events over it (None: no count).
+    sweep_minutes: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> DiscoverySettings:
@@ -121,6 +129,7 @@ class DiscoverySettings:
             backfill=settings.flag(environ, "BACKFILL", True),
             numbers=settings.numbers(environ),
             publisher=settings.publisher(environ),
+            sweep_minutes=settings.integer(environ, "SWEEP_MINUTES", 0) or None,
         )
 
 
@@ -146,6 +155,9 @@ class RunReport:
 
     tables: list[TableReport] = field(default_factory=list)
     skipped: int = 0
+    #: A sweep's count of the bus tables' read and write throttle events over its period
+    #: (None: not counted: not a sweep, or no CloudWatch client).
+    throttle_events: int | None = None
 
     @property
     def errors(self) -> list[TableReport]:
@@ -200,6 +212,7 @@ class Discovery:
         dynamodb: Any,
         lambda_client: Any,
         publisher: KinesisPublisher,
+        cloudwatch: Any = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         poll_seconds: float = POLL_SECONDS,
@@ -208,6 +221,7 @@ class Discovery:
         self.dynamodb = dynamodb
         self.lambda_client = lambda_client
         self.publisher = publisher
+        self.cloudwatch = cloudwatch
         self.builder = ChangeBuilder(settings.bus, numbers=settings.numbers)
         self.clock = clock
         self.sleep = sleep
@@ -245,7 +259,52 @@ class Discovery:
             if pause:
                 self.sleep(pause)
             work = waiting
+        if named is None and self.cloudwatch is not None and self.settings.sweep_minutes:
+            run.throttle_events = self.throttle_events([table.table for table in run.tables])
         return run
+
+    def throttle_events(self, tables: list[str], *, now: datetime | None = None) -> int:
+        """The tables' ReadThrottleEvents and WriteThrottleEvents over one sweep period,
+        summed (metrics-dimensions: both are per TableName). DMS creates the tables, so no
+        alarm in the template can name them: the sweep counts them, and its metric is
+        alarmed on. The period ends ``METRIC_DELAY`` before the current minute (DynamoDB's
+        metrics arrive late), so sweeps on schedule count back-to-back periods."""
+        minutes = self.settings.sweep_minutes or 0
+        end = (now or datetime.now(UTC)).replace(second=0, microsecond=0) - METRIC_DELAY
+        queries = [
+            {
+                "Id": f"m{index}",
+                "MetricStat": {
+                    "Metric": {
+                        "Namespace": "AWS/DynamoDB",
+                        "MetricName": metric,
+                        "Dimensions": [{"Name": "TableName", "Value": table}],
+                    },
+                    "Period": 60,
+                    "Stat": "Sum",
+                },
+            }
+            for index, (table, metric) in enumerate(
+                (table, metric)
+                for table in tables
+                for metric in ("ReadThrottleEvents", "WriteThrottleEvents")
+            )
+        ]
+        total = 0.0
+        for start in range(0, len(queries), METRIC_QUERIES_PER_CALL):
+            token: str | None = None
+            while True:
+                page = self.cloudwatch.get_metric_data(
+                    MetricDataQueries=queries[start : start + METRIC_QUERIES_PER_CALL],
+                    StartTime=end - timedelta(minutes=minutes),
+                    EndTime=end,
+                    **({"NextToken": token} if token else {}),
+                )
+                total += sum(sum(result.get("Values", [])) for result in page.get("MetricDataResults", []))
+                token = page.get("NextToken")
+                if not token:
+                    break
+        return round(total)
 
     def _step(self, item: _Work, deadline: float) -> bool:
         """Advance one table as far as it goes without waiting; True once it is settled."""

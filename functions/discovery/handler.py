@@ -49,6 +49,7 @@ def discovery() -> Discovery:
         settings=current,
         dynamodb=boto3.client("dynamodb", config=config),
         lambda_client=boto3.client("lambda", config=config),
+        cloudwatch=boto3.client("cloudwatch", config=config),
         publisher=KinesisPublisher(
             boto3.client("kinesis", config=config), current.stream_name, settings=current.publisher
         ),
@@ -98,6 +99,8 @@ def report(run: RunReport) -> dict[str, Any]:
         "TablesPending": sum(table.status == "pending" for table in run.tables),
         "TableErrors": len(run.errors),
     }
+    if run.throttle_events is not None:
+        counts["TableThrottleEvents"] = run.throttle_events
     for name, value in counts.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     logger.info("discovery run", extra=counts)

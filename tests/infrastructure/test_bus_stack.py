@@ -186,6 +186,7 @@ def test_alarms_watch_errors_lag_and_dead_letters(bus: Template) -> None:
         "IteratorAge",
         "PutRequests",
         "ReadProvisionedThroughputExceeded",
+        "TableThrottleEvents",
         "WriteProvisionedThroughputExceeded",
     ]
     bus.resource_count_is("AWS::CloudWatch::Dashboard", 1)
@@ -239,6 +240,27 @@ def test_the_failure_bucket_is_private_encrypted_with_the_bus_key_and_expires_it
                     ]
                 )
             }
+        },
+    )
+
+
+def test_the_bus_tables_throttles_are_alarmed_on_through_discoverys_count(bus: Template) -> None:
+    # DMS creates the tables: each sweep counts their throttle events over its period
+    bus.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Namespace": "dmsbus",
+            "MetricName": "TableThrottleEvents",
+            "Dimensions": [{"Name": "service", "Value": "discovery"}],
+            "Period": 15 * 60,
+            "Threshold": 1,
+        },
+    )
+    bus.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "FunctionName": "demo-discovery",
+            "Environment": {"Variables": Match.object_like({"SWEEP_MINUTES": "15"})},
         },
     )
 

@@ -8,6 +8,7 @@ import io
 import json
 import zipfile
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -335,6 +336,38 @@ def test_a_mapping_made_before_the_failure_bucket_is_moved_to_it_on_the_next_swe
     assert mapping["DestinationConfig"] == {"OnFailure": {"Destination": GLUE_FAILURES}}
     (report,) = run.tables
     assert report.actions == [f"failed batches now go to {GLUE_FAILURES} (were {old_queue})"]
+
+
+def test_a_sweep_counts_the_bus_tables_throttle_events_over_its_period(
+    dynamodb: Any, lambda_client: Any, kinesis: Any, clock: Clock
+) -> None:
+    # Given two bus tables throttled within the last 15 minutes, and another table
+    create_dms_table(dynamodb, ORDERS)
+    create_dms_table(dynamodb, LINES)
+    cloudwatch = boto3.client("cloudwatch", region_name="us-east-1")
+    for table, metric, value in (
+        (ORDERS, "WriteThrottleEvents", 3),
+        (LINES, "ReadThrottleEvents", 2),
+        ("someone-elses-table", "WriteThrottleEvents", 50),
+    ):
+        cloudwatch.put_metric_data(
+            Namespace="AWS/DynamoDB",
+            MetricData=[
+                {
+                    "MetricName": metric,
+                    "Dimensions": [{"Name": "TableName", "Value": table}],
+                    "Value": value,
+                    # inside the sweep's period: it ends 5 minutes back (metrics arrive late)
+                    "Timestamp": datetime.now(UTC) - timedelta(minutes=10),
+                }
+            ],
+        )
+    discovery = make_discovery(dynamodb, lambda_client, kinesis, clock, sweep_minutes=15)
+    discovery.cloudwatch = cloudwatch
+    # When a sweep runs, then it counts the bus tables' events only
+    assert discovery.run({}, deadline=clock.later()).throttle_events == 5
+    # and a CreateTable event's run counts nothing
+    assert discovery.run(create_table_event(ORDERS), deadline=clock.later()).throttle_events is None
 
 
 def test_the_mapping_takes_the_configured_glue_settings(
