@@ -104,9 +104,14 @@ def serve(bus: BusConfig, source: SourceConfig, state: Path, *, verbose: bool, s
     runtime = LocalRuntime.from_environment(bus, source, state, keep_database=True, function_logs=not verbose)
     started = time.monotonic()
     stopping: list[int] = []
+    #: Ctrl-C while stopping: the drain stops waiting, and the stop itself goes on.
+    hurry: list[int] = []
 
     def stop(signum: int, frame: FrameType | None) -> None:
         stopping.append(signum)
+
+    def again(signum: int, frame: FrameType | None) -> None:
+        hurry.append(signum)
 
     previous = signal.signal(signal.SIGTERM, stop)
     try:
@@ -146,15 +151,29 @@ def serve(bus: BusConfig, source: SourceConfig, state: Path, *, verbose: bool, s
             if stand_in.errors:
                 print(f"up: the DMS stand-in stopped: {stand_in.errors[-1]}", file=sys.stderr)
                 return 1
-        _drain(runtime, started, glue, consumers)
+        signal.signal(signal.SIGINT, again)
+        _drain(runtime, started, glue, consumers, hurry=hurry)
         return 0
     except KeyboardInterrupt:
-        _drain(runtime, started, glue_name(bus), [consumer_name(bus.name, e) for e in bus.consumers])
+        signal.signal(signal.SIGINT, again)
+        _say(started, "stopping (Ctrl-C again: without waiting for the bus to deliver)")
+        consumers = [consumer_name(bus.name, e) for e in bus.consumers]
+        _drain(runtime, started, glue_name(bus), consumers, hurry=hurry)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+        _stop(runtime, state, again)
+
+
+def _stop(runtime: LocalRuntime, state: Path, again: Any) -> None:
+    """Stop everything, whatever comes: moto and PostgreSQL run in sessions of their own,
+    so nothing else stops them; a Ctrl-C meanwhile (``again``) does not cut it short."""
+    interrupt = signal.signal(signal.SIGINT, again)
+    try:
         (state / UP_FILE).unlink(missing_ok=True)
         runtime.stop()
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler if interrupt is again else interrupt)
 
 
 def _targets_as_they_were(runtime: LocalRuntime, source: SourceConfig) -> list[str]:
@@ -212,8 +231,11 @@ def _status(runtime: LocalRuntime, activity: SourceActivity, glue: str, consumer
     )
 
 
-def _drain(runtime: LocalRuntime, started: float, glue: str, consumers: list[str]) -> None:
-    """Stop DMS, then let the bus deliver what DMS applied before it, for a while at most."""
+def _drain(
+    runtime: LocalRuntime, started: float, glue: str, consumers: list[str], *, hurry: list[int]
+) -> None:
+    """Stop DMS, then let the bus deliver what DMS applied before it, for a while at most
+    (until ``hurry`` holds something: a Ctrl-C while stopping)."""
     service = runtime.service
     runtime.stop_dms()
     if service is None:
@@ -223,6 +245,9 @@ def _drain(runtime: LocalRuntime, started: float, glue: str, consumers: list[str
     seen: list[tuple[int, ...]] = []
     while time.monotonic() < deadline:
         time.sleep(1.0)
+        if hurry:
+            _say(started, "stopping: not waiting for the bus any longer")
+            return
         seen.append(tuple(service.handled(name) for name in (glue, *consumers)))
         # Nothing moved for two seconds: the glue's and consumers' pollers hold nothing more.
         if len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3]:

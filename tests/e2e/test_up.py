@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -153,3 +154,23 @@ def test_up_runs_until_ctrl_c_and_a_restart_resumes_from_the_slot(
         _until(lambda: _mirrored(mirror, 9001) == "while down", "the update made while down was skipped")
     finally:
         again.interrupt()
+
+
+def test_a_second_ctrl_c_while_stopping_skips_the_wait_and_still_stops_everything(
+    database: str, mirror: str, tmp_path: Path
+) -> None:
+    # Given `dmsbus up` running
+    create_schema(database, seed_rows=3)
+    up = Up(database, tmp_path / "state")
+    up.wait_for("AWS_ENDPOINT_URL=")
+    endpoint = next(line for line in up.output if "AWS_ENDPOINT_URL=" in line)
+    port = int(endpoint.split("AWS_ENDPOINT_URL=http://127.0.0.1:")[1].split()[0])
+    up.wait_for("| tables ")
+    # When Ctrl-C comes twice, the second while it stops
+    os.killpg(up.process.pid, signal.SIGINT)
+    up.wait_for("stopping")
+    # Then it stops, without a traceback, and leaves no moto server behind
+    assert up.interrupt() == 130
+    assert not [line for line in up.output if "Traceback" in line], "".join(up.output)[-3000:]
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
