@@ -111,6 +111,17 @@ class DiscoveryConfig(Model):
 
 
 class AlarmConfig(Model):
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, values: object) -> object:
+        """``kinesis_throttled`` (one threshold for reads and writes) was split in two."""
+        if isinstance(values, dict) and "kinesis_throttled" in values:
+            values = dict(values)
+            old = values.pop("kinesis_throttled")
+            values.setdefault("kinesis_write_throttled", old)
+            values.setdefault("kinesis_read_throttled", old)
+        return values
+
     iterator_age_ms: Annotated[int, Field(ge=1_000)] = 60_000
     function_errors: Annotated[int, Field(ge=1)] = 1
     dlq_messages: Annotated[int, Field(ge=1)] = 1

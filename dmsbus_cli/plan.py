@@ -78,6 +78,8 @@ class SourcePlan:
     reloaded: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     steps: list[str] = field(default_factory=list)
+    #: What the plan cannot tell for sure.
+    notes: list[str] = field(default_factory=list)
 
     @property
     def changes(self) -> bool:
@@ -91,11 +93,14 @@ class ConsumerPlan:
     details: list[str] = field(default_factory=list)
 
 
-def task_steps(task: Task, desired: Desired, old: Desired | None) -> list[str]:
+def task_steps(
+    task: Task, desired: Desired, old: Desired | None, *, start_changed: bool = False
+) -> list[str]:
     """The task lifecycle's steps for this deploy, from the task as it is now: the deploy's
     own ``next_action``, applied to a task that does what each step asks. None when the
-    task holds the config already: CloudFormation then does not call the lifecycle."""
-    if task.applied == desired.fingerprint:
+    task holds the config already and ``start`` did not change: CloudFormation then does
+    not call the lifecycle."""
+    if task.applied == desired.fingerprint and not start_changed:
         return []
     try:
         plan = make_plan("Update", PLAN_REQUEST, task=task, new=desired, old=old)
@@ -139,9 +144,15 @@ def task_steps(task: Task, desired: Desired, old: Desired | None) -> list[str]:
 
 
 def plan_source(
-    bus: BusConfig, source: SourceConfig, task: Mapping[str, Any], tags: Mapping[str, str]
+    bus: BusConfig,
+    source: SourceConfig,
+    task: Mapping[str, Any],
+    tags: Mapping[str, str],
+    *,
+    previous_start: bool | None = None,
 ) -> SourcePlan:
-    """One source's changes against its task (DescribeReplicationTasks's entry, its tags)."""
+    """One source's changes against its task (DescribeReplicationTasks's entry, its tags).
+    ``previous_start``: the deployed config's ``start`` (``--previous``), None if unknown."""
     new_mappings = render_table_mappings(bus.name, source)
     desired = Desired(
         task["ReplicationTaskArn"], json.dumps(new_mappings), json.dumps(task_settings()), source.start
@@ -170,7 +181,18 @@ def plan_source(
     for schema, table in listed_tables(old_mappings) if old_mappings else []:
         if not selected(new_mappings, schema, table):
             result.dropped.append(f"{schema}.{table}")
-    result.steps = task_steps(Task.from_description(task, tags), desired, old)
+    start_changed = previous_start is not None and previous_start != source.start
+    result.steps = task_steps(Task.from_description(task, tags), desired, old, start_changed=start_changed)
+    if (
+        previous_start is None
+        and source.start
+        and task.get("Status") in ("ready", "stopped")
+        and not result.steps
+    ):
+        result.notes.append(
+            "the task rests: if the deployed config had `start: false`, the deploy starts it "
+            "(pass --previous DIR to know)"
+        )
     return result
 
 
@@ -221,6 +243,8 @@ def deployed_consumers(bus: Bus) -> dict[str, dict[str, Any]]:
     for page in lambda_client.get_paginator("list_event_source_mappings").paginate(EventSourceArn=stream_arn):
         for mapping in page.get("EventSourceMappings", []):
             name = mapping["FunctionArn"].split(":")[6]  # arn:aws:lambda:region:account:function:NAME[:alias]
+            if not name.startswith(f"{bus.bus.name}-"):
+                continue  # another team's reader of the stream: not dmsbus's to plan
             configuration = lambda_client.get_function_configuration(FunctionName=name)
             found[name] = {
                 "environment": (configuration.get("Environment") or {}).get("Variables") or {},
@@ -243,16 +267,22 @@ def add_command(commands: Any, repository: Path) -> None:
 def run(arguments: argparse.Namespace) -> int:
     try:
         load_config(arguments.config, previous=arguments.previous)
+        previous = (
+            load_config(arguments.previous, repo=arguments.config.resolve().parent)
+            if arguments.previous
+            else None
+        )
     except ConfigError as exc:
         print(f"plan: the config cannot be deployed:\n{exc}", file=sys.stderr)
         return 2
+    starts = {source.name: source.start for source in previous.sources} if previous else {}
     bus = connect(arguments, "plan")
     if bus is None:
         return 2
     changes = False
     try:
         for source in bus.config.sources:
-            lines, changed = _source_lines(bus, source)
+            lines, changed = _source_lines(bus, source, starts.get(source.name))
             changes |= changed
             print("\n".join(lines))
         consumers = plan_consumers(bus.bus, deployed_consumers(bus))
@@ -268,7 +298,7 @@ def run(arguments: argparse.Namespace) -> int:
     return 1 if changes else 0
 
 
-def _source_lines(bus: Bus, source: SourceConfig) -> tuple[list[str], bool]:
+def _source_lines(bus: Bus, source: SourceConfig, previous_start: bool | None) -> tuple[list[str], bool]:
     name = f"{bus.bus.name}-{source.name}"
     if bus.local:
         return [f"source {source.name}: the local stand-in takes the config when `dmsbus up` starts"], False
@@ -283,11 +313,12 @@ def _source_lines(bus: Bus, source: SourceConfig) -> tuple[list[str], bool]:
         tag["Key"]: tag["Value"]
         for tag in dms.list_tags_for_resource(ResourceArn=task["ReplicationTaskArn"]).get("TagList", [])
     }
-    result = plan_source(bus.bus, source, task, tags)
+    result = plan_source(bus.bus, source, task, tags, previous_start=previous_start)
     lines = [f"source {source.name} (task {result.task}, {task.get('Status')}):"]
     for label, names in (("add", result.added), ("reload", result.reloaded), ("drop", result.dropped)):
         lines.extend(f"  {label} {table}" for table in names)
     lines.extend(f"  task: {step}" for step in result.steps)
+    lines.extend(f"  note: {note}" for note in result.notes)
     if not result.changes:
         lines.append("  no change")
     return lines, result.changes

@@ -67,6 +67,14 @@ class Report:
     other_batches: int = 0
 
 
+def _is_letter(message: Mapping[str, Any]) -> bool:
+    try:
+        body = json.loads(message["Body"])
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("dmsbus") == "dead-letter"
+
+
 def _record_identity(record: Mapping[str, Any]) -> str:
     """A DynamoDB stream record's place: its stream and sequence number."""
     return f"{record.get('eventSourceARN')}#{(record.get('dynamodb') or {}).get('SequenceNumber')}"
@@ -157,29 +165,56 @@ class Redrive:
         (still poison) is left, as are messages that are not dmsbus dead letters (an SQS
         on-failure record of a bus deployed before the failure bucket: a range only)."""
         still_poison = not_letters = 0
-        for message in self._messages(url):
-            where = f"{queue} message {message['MessageId']}"
-            try:
-                body = json.loads(message["Body"])
-                letter = read_letter(message["Body"]) if body.get("dmsbus") == "dead-letter" else None
-            except (ValueError, KeyError, AttributeError) as exc:
-                raise RedriveError(f"{where} is not JSON: {exc}") from exc
-            if letter is None or not isinstance(letter.get("record"), Mapping):
-                not_letters += 1
-                continue
-            identity = _record_identity(letter["record"])
-            if identity in invoked:
-                still_poison += 1
-                continue
-            say(f"redrive: {name} dead letter ({letter.get('reason', '?')})")
-            self._invoke(name, {"Records": [letter["record"]]}, where)
-            invoked.add(identity)
-            self.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-            report.letters += 1
+        hidden: dict[str, str] = {}  # received and not deleted: shown again at the end
+        try:
+            for message in self._messages(url):
+                hidden[message["MessageId"]] = message["ReceiptHandle"]
+                if self._redrive_letter(name, queue, url, message, invoked=invoked, report=report, say=say):
+                    del hidden[message["MessageId"]]
+                elif _is_letter(message):
+                    still_poison += 1
+                else:
+                    not_letters += 1
+        finally:
+            for receipt in hidden.values():
+                self.sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=receipt, VisibilityTimeout=0)
         if still_poison:
             report.left.append((queue, still_poison, "records the glue parked again: still poison"))
         if not_letters:
             report.left.append((queue, not_letters, "messages with a batch's range only (no records)"))
+
+    def _redrive_letter(
+        self,
+        name: str,
+        queue: str,
+        url: str,
+        message: dict[str, Any],
+        *,
+        invoked: set[str],
+        report: Report,
+        say: Any,
+    ) -> bool:
+        """Hand one dead letter to the glue; False when it is left (not a dmsbus dead letter,
+        or a record this run handed already: still poison)."""
+        where = f"{queue} message {message['MessageId']}"
+        try:
+            body = json.loads(message["Body"])
+        except ValueError as exc:
+            raise RedriveError(f"{where} is not JSON: {exc}") from exc
+        if not isinstance(body, dict) or body.get("dmsbus") != "dead-letter":
+            return False
+        letter = read_letter(message["Body"])
+        if not isinstance(letter.get("record"), Mapping):
+            return False
+        identity = _record_identity(letter["record"])
+        if identity in invoked:
+            return False
+        say(f"redrive: {name} dead letter ({letter.get('reason', '?')})")
+        self._invoke(name, {"Records": [letter["record"]]}, where)
+        invoked.add(identity)
+        self.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        report.letters += 1
+        return True
 
     def _invoke(self, function: str, event: Mapping[str, Any], where: str) -> None:
         try:

@@ -29,12 +29,12 @@ from dmsbus.envelope import ChangeEvent, EnvelopeError
 from dmsbus_cli.connect import add_arguments, connect
 
 #: Records per GetRecords call; the least time between two reads of a shard (a shard
-#: serves 5 reads a second, shared with the consumers' mappings); the pause when every
-#: shard is at its tip, and after a throttled read.
+#: serves 5 reads a second, shared with the consumers' mappings, which read once a
+#: second each); the pause when every shard is at its tip, and after a throttled read.
 READ_LIMIT = 1000
-READ_INTERVAL = 0.25
-IDLE_SECONDS = 0.5
-THROTTLED_SECONDS = 1.0
+READ_INTERVAL = 1.0
+IDLE_SECONDS = 1.0
+THROTTLED_SECONDS = 2.0
 OPS = ("c", "u", "d", "r")
 
 
@@ -80,16 +80,15 @@ def tail(
     stopped: Callable[[], bool] = lambda: False,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
+    read_interval: float = READ_INTERVAL,
 ) -> Iterator[bytes]:
     """Each wanted change event's JSON, as the bus carries it. A shard is read only once
     its parents are read to their end (a row's records move to a child shard when the
-    stream reshards), and at most every ``READ_INTERVAL`` seconds: its reads are shared
-    with every consumer's mapping (5 a second per shard)."""
-    shards = {
-        shard["ShardId"]: shard
-        for page in kinesis.get_paginator("list_shards").paginate(StreamName=stream)
-        for shard in page["Shards"]
-    }
+    stream reshards), and at most once every ``read_interval`` seconds: a shard serves 5
+    reads a second, shared with every consumer's mapping. Shards are listed again when one
+    ends, so a reshard during ``follow`` is followed."""
+    shards = _shards(kinesis, stream)
+    listed_first = set(shards)
     finished: set[str] = set()
     iterators: dict[str, str] = {}
     next_read: dict[str, float] = {}
@@ -100,12 +99,17 @@ def tail(
                 continue
             parents = {shard.get("ParentShardId"), shard.get("AdjacentParentShardId")} & set(shards)
             if parents <= finished:
-                # A child opened once its parents are read: from its start, wherever they began.
-                position = {"ShardIteratorType": "TRIM_HORIZON"} if parents else start
+                # Listed at the start: from --from (Kinesis clamps a time to the shard's own
+                # start). Made during the tail: from its start, after its parents' records.
+                position = start if shard_id in listed_first else {"ShardIteratorType": "TRIM_HORIZON"}
                 response = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard_id, **position)
                 iterators[shard_id] = response["ShardIterator"]
         if not iterators:
-            return
+            if not follow:
+                return
+            sleep(IDLE_SECONDS)
+            shards = {**_shards(kinesis, stream), **shards}
+            continue
         idle = True
         for shard_id, iterator in list(iterators.items()):
             if clock() < next_read.get(shard_id, 0.0):
@@ -115,7 +119,7 @@ def tail(
             except kinesis.exceptions.ProvisionedThroughputExceededException:
                 next_read[shard_id] = clock() + THROTTLED_SECONDS
                 continue
-            next_read[shard_id] = clock() + READ_INTERVAL
+            next_read[shard_id] = clock() + read_interval
             records = response.get("Records", [])
             following = response.get("NextShardIterator")
             closed = "EndingSequenceNumber" in shards[shard_id].get("SequenceNumberRange", {})
@@ -123,24 +127,34 @@ def tail(
             # Kinesis ends a closed shard with no NextShardIterator; an empty read at the
             # tip of a closed shard says the same.
             if following is None or (closed and at_tip):
-                del iterators[shard_id]  # closed and read to its end
+                del iterators[shard_id]
                 finished.add(shard_id)
+                shards = {**_shards(kinesis, stream), **shards}  # its children, if made since
             else:
                 iterators[shard_id] = following
             if records:
                 idle = False
                 caught_up.discard(shard_id)
-            elif int(response.get("MillisBehindLatest", 0)) == 0:
+            elif at_tip:
                 caught_up.add(shard_id)
             yield from _events(records, shard_id, selection)
         if not follow and all(shard in caught_up for shard in iterators):
             pending = [s for s in shards if s not in finished and s not in iterators]
             if not pending:
                 return
-        if idle:
-            sleep(IDLE_SECONDS)
-        else:
-            sleep(min(0.05, READ_INTERVAL))
+        sleep(IDLE_SECONDS if idle else min(0.05, read_interval))
+
+
+def _shards(kinesis: Any, stream: str) -> dict[str, dict[str, Any]]:
+    shards: dict[str, dict[str, Any]] = {}
+    token: str | None = None
+    while True:
+        # ListShards takes the stream's name or a NextToken, not both.
+        page = kinesis.list_shards(**({"NextToken": token} if token else {"StreamName": stream}))
+        shards.update({shard["ShardId"]: shard for shard in page["Shards"]})
+        token = page.get("NextToken")
+        if not token:
+            return shards
 
 
 def _events(records: list[dict[str, Any]], shard_id: str, selection: Filter) -> Iterator[bytes]:

@@ -113,28 +113,11 @@ def serve(bus: BusConfig, source: SourceConfig, state: Path, *, verbose: bool, s
     def again(signum: int, frame: FrameType | None) -> None:
         hurry.append(signum)
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    # Restored at the end, whatever they were (a caller may have its own).
+    originals = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, stop)
     try:
-        url = runtime.start_database()
-        if SOURCE_URL_VARIABLE not in os.environ:
-            create_schema(url)
-        # AWS starts afresh (moto keeps its state in memory): old checkpoints name old mappings.
-        (state / "checkpoints.json").unlink(missing_ok=True)
-        runtime.start_aws()
-        assert runtime.local_bus is not None
-        for function in runtime.local_bus.functions.values():
-            function.watch_code = True
-        noted = state / UP_FILE
-        noted.write_text(
-            json.dumps(
-                {
-                    "source_url": url,
-                    "mirror_url": runtime.mirror_url,
-                    "aws_endpoint": runtime.aws.endpoint_url,
-                }
-            ),
-            encoding="utf-8",
-        )
+        url = _start_database_and_aws(runtime, state)
         resumed = _targets_as_they_were(runtime, source)
         service = runtime.start_lambda()
         _wait_attached(service, resumed)
@@ -151,29 +134,48 @@ def serve(bus: BusConfig, source: SourceConfig, state: Path, *, verbose: bool, s
             if stand_in.errors:
                 print(f"up: the DMS stand-in stopped: {stand_in.errors[-1]}", file=sys.stderr)
                 return 1
-        signal.signal(signal.SIGINT, again)
+        _hurried_by_signals(again)
         _drain(runtime, started, glue, consumers, hurry=hurry)
         return 0
     except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, again)
+        _hurried_by_signals(again)
         _say(started, "stopping (Ctrl-C again: without waiting for the bus to deliver)")
         consumers = [consumer_name(bus.name, e) for e in bus.consumers]
         _drain(runtime, started, glue_name(bus), consumers, hurry=hurry)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        _stop(runtime, state, again)
+        # Whatever comes now, everything is stopped: moto and PostgreSQL run in sessions of
+        # their own, so nothing else would stop them. Ctrl-C or SIGTERM meanwhile only hurry.
+        _hurried_by_signals(again)
+        try:
+            (state / UP_FILE).unlink(missing_ok=True)
+            runtime.stop()
+        finally:
+            for number, handler in originals.items():
+                signal.signal(number, handler)
 
 
-def _stop(runtime: LocalRuntime, state: Path, again: Any) -> None:
-    """Stop everything, whatever comes: moto and PostgreSQL run in sessions of their own,
-    so nothing else stops them; a Ctrl-C meanwhile (``again``) does not cut it short."""
-    interrupt = signal.signal(signal.SIGINT, again)
-    try:
-        (state / UP_FILE).unlink(missing_ok=True)
-        runtime.stop()
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler if interrupt is again else interrupt)
+def _start_database_and_aws(runtime: LocalRuntime, state: Path) -> str:
+    """The source (the sample schema in the embedded one) and moto, noted in ``up.json``
+    for the other commands; returns the source's URL."""
+    url = runtime.start_database()
+    if SOURCE_URL_VARIABLE not in os.environ:
+        create_schema(url)
+    # AWS starts afresh (moto keeps its state in memory): old checkpoints name old mappings.
+    (state / "checkpoints.json").unlink(missing_ok=True)
+    runtime.start_aws()
+    assert runtime.local_bus is not None
+    for function in runtime.local_bus.functions.values():
+        function.watch_code = True
+    noted = {"source_url": url, "mirror_url": runtime.mirror_url, "aws_endpoint": runtime.aws.endpoint_url}
+    (state / UP_FILE).write_text(json.dumps(noted), encoding="utf-8")
+    return url
+
+
+def _hurried_by_signals(again: Any) -> None:
+    """From now on Ctrl-C and SIGTERM call ``again`` (the stop goes on, without waiting)."""
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, again)
 
 
 def _targets_as_they_were(runtime: LocalRuntime, source: SourceConfig) -> list[str]:

@@ -276,11 +276,13 @@ class BusStack(Stack):
         )
         # DMS creates the bus tables, so no alarm here can name them: each sweep counts their
         # throttle events over its period and emits the count.
+        # Each data point is already a sum over one sweep period: take the largest, so a sweep
+        # by hand in the same period does not count the same throttles twice.
         self.table_throttles = cloudwatch.Metric(
             namespace="dmsbus",
             metric_name="TableThrottleEvents",
             dimensions_map={"service": "discovery"},
-            statistic="Sum",
+            statistic="Maximum",
             period=Duration.minutes(bus.discovery.sweep_minutes),
         )
         self.alarms.add(

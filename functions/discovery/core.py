@@ -67,6 +67,17 @@ CURSOR_TAG = "dmsbus:backfill-cursor"
 VIEW_TYPE = "NEW_AND_OLD_IMAGES"
 #: Pause between two passes over the tables that wait (CREATING, UPDATING).
 POLL_SECONDS = 5.0
+
+
+def _scheduled_time(event: Mapping[str, Any]) -> datetime | None:
+    """When EventBridge scheduled this sweep (its ``time``), so that sweeps count back-to-back
+    periods however long each takes; None for a sweep by hand."""
+    try:
+        return datetime.fromisoformat(str(event["time"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return None
+
+
 #: GetMetricData takes at most 500 queries a call.
 METRIC_QUERIES_PER_CALL = 500
 #: How late a sweep counts DynamoDB's metrics, which CloudWatch receives a few minutes late.
@@ -260,8 +271,20 @@ class Discovery:
                 self.sleep(pause)
             work = waiting
         if named is None and self.cloudwatch is not None and self.settings.sweep_minutes:
-            run.throttle_events = self.throttle_events([table.table for table in run.tables])
+            run.throttle_events = self._count_throttles(run, event, deadline)
         return run
+
+    def _count_throttles(self, run: RunReport, event: Mapping[str, Any], deadline: float) -> int | None:
+        """The sweep's throttle count, or None (logged) when CloudWatch cannot give it: a
+        metric that feeds an alarm must not fail the sweep that put the tables on the bus."""
+        if self.clock() >= deadline:
+            logger.warning("no time left to count the bus tables' throttle events")
+            return None
+        try:
+            return self.throttle_events([table.table for table in run.tables], now=_scheduled_time(event))
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("could not count the bus tables' throttle events: %s", exc)
+            return None
 
     def throttle_events(self, tables: list[str], *, now: datetime | None = None) -> int:
         """The tables' ReadThrottleEvents and WriteThrottleEvents over one sweep period,
@@ -526,11 +549,28 @@ class Discovery:
             return
         for mapping in self._list_mappings(EventSourceArn=stream_arn):
             current = ((mapping.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
-            if current == wanted or mapping.get("State") in ("Deleting", "Creating", "Updating"):
+            if current == wanted:
                 continue
-            self.lambda_client.update_event_source_mapping(
-                UUID=mapping["UUID"], DestinationConfig={"OnFailure": {"Destination": wanted}}
-            )
+            if mapping.get("State") not in ("Enabled", "Disabled"):
+                item.report.actions.append(
+                    f"mapping {mapping.get('State')}: its destination moves next sweep"
+                )
+                continue
+            try:
+                self.lambda_client.update_event_source_mapping(
+                    UUID=mapping["UUID"], DestinationConfig={"OnFailure": {"Destination": wanted}}
+                )
+            except ClientError as exc:
+                if _error_code(exc) not in (
+                    "ResourceInUseException",
+                    "ResourceConflictException",
+                    "ResourceNotFoundException",
+                ):
+                    raise
+                item.report.actions.append(
+                    f"mapping busy ({_error_code(exc)}): its destination moves next sweep"
+                )
+                continue
             item.report.actions.append(f"failed batches now go to {wanted} (were {current})")
 
     def _tags(self, arn: str) -> dict[str, str]:

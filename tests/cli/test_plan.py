@@ -129,3 +129,20 @@ def test_consumers_added_changed_and_removed_against_the_deployed_functions() ->
         "environment DMSBUS_TABLES: 'public.orders' -> 'public.*'",
         "mapping BatchSize: 10 -> 100",
     ]
+
+
+def test_start_turned_on_starts_a_task_that_never_ran() -> None:
+    # Given a task that holds the config but never ran (it was deployed with start: false)
+    task, tags = deployed_task(SOURCE.model_copy(update={"start": False}), "ready", has_run=False)
+    tags = {APPLIED_TAG: tags[APPLIED_TAG]}
+    # When the config turns start on (the mappings fingerprint does not hold it)
+    plan = plan_source(BUS, SOURCE, task, tags, previous_start=False)
+    # Then the deploy starts it
+    assert plan.steps == [
+        "start-replication (a full load of every selected table, then CDC)",
+        "then: running with the config's mappings and settings",
+    ]
+    # and without --previous the plan says it cannot tell
+    assert plan_source(BUS, SOURCE, task, tags).notes == [
+        "the task rests: if the deployed config had `start: false`, the deploy starts it (pass --previous DIR to know)"
+    ]

@@ -65,7 +65,9 @@ def test_every_event_is_printed_once_and_each_rows_events_in_order(kinesis: Any)
     events = sample()
     publish(kinesis, events)
     # When the stream is tailed from its start, without --follow
-    printed = ids(tail(kinesis, STREAM, start=start_position("trim-horizon"), sleep=lambda _: None))
+    printed = ids(
+        tail(kinesis, STREAM, start=start_position("trim-horizon"), sleep=lambda _: None, read_interval=0)
+    )
     # Then it stops at the tip, every event printed once, row 1's in its order
     assert sorted(printed) == sorted(event.id for event in events)
     assert [i for i in printed if i in (events[0].id, events[1].id)] == [events[0].id, events[1].id]
@@ -76,20 +78,32 @@ def test_table_patterns_and_ops_filter(kinesis: Any) -> None:
     publish(kinesis, events)
     selection = Filter(tables=("public.*",), ops=frozenset({"c", "d"}))
     printed = ids(
-        tail(kinesis, STREAM, start=start_position("trim-horizon"), selection=selection, sleep=lambda _: None)
+        tail(
+            kinesis,
+            STREAM,
+            start=start_position("trim-horizon"),
+            selection=selection,
+            sleep=lambda _: None,
+            read_interval=0,
+        )
     )
     assert sorted(printed) == sorted([events[0].id, events[2].id, events[4].id])
 
 
 def test_latest_prints_nothing_written_before(kinesis: Any) -> None:
     publish(kinesis, sample())
-    assert ids(tail(kinesis, STREAM, start=start_position("latest"), sleep=lambda _: None)) == []
+    assert (
+        ids(tail(kinesis, STREAM, start=start_position("latest"), sleep=lambda _: None, read_interval=0))
+        == []
+    )
 
 
 def test_a_record_that_is_not_a_change_event_stops_the_tail_naming_it(kinesis: Any) -> None:
     kinesis.put_record(StreamName=STREAM, Data=b"not json", PartitionKey="x")
     with pytest.raises(TailError, match=r"shardId-\d+ record \d+"):
-        list(tail(kinesis, STREAM, start=start_position("trim-horizon"), sleep=lambda _: None))
+        list(
+            tail(kinesis, STREAM, start=start_position("trim-horizon"), sleep=lambda _: None, read_interval=0)
+        )
 
 
 @pytest.mark.parametrize("text", ["yesterday", "2026-11-30T10:00:00"])
@@ -117,5 +131,21 @@ def test_after_a_reshard_a_rows_changes_on_the_child_shard_come_after_those_on_t
         )
         publish(kinesis, [updated])
         # When tailed from the start, then the parent's change comes first
-        printed = ids(tail(kinesis, STREAM, start=start_position("trim-horizon"), sleep=lambda _: None))
+        printed = ids(
+            tail(kinesis, STREAM, start=start_position("trim-horizon"), sleep=lambda _: None, read_interval=0)
+        )
         assert printed == [created.id, updated.id]
+
+
+def test_latest_after_a_reshard_prints_nothing_written_before() -> None:
+    with mock_aws():
+        kinesis = boto3.client("kinesis", region_name="us-east-1")
+        kinesis.create_stream(StreamName=STREAM, ShardCount=1)
+        publish(kinesis, [change("public.orders", "c", key={"id": 1}, after={"id": 1})])
+        kinesis.update_shard_count(StreamName=STREAM, TargetShardCount=2, ScalingType="UNIFORM_SCALING")
+        publish(kinesis, [change("public.orders", "c", key={"id": 2}, after={"id": 2})])
+        # the children were there when the tail began: they are read from --from too
+        assert (
+            ids(tail(kinesis, STREAM, start=start_position("latest"), sleep=lambda _: None, read_interval=0))
+            == []
+        )

@@ -480,3 +480,10 @@ def test_selections_with_disjoint_patterns_in_one_schema_are_accepted(tmp_path: 
     # When it is loaded, Then it is accepted
     (legacy,) = load_config(root, repo=REPO).sources
     assert [s.table for s in legacy.selections] == ["login_%", "payment_%"]
+
+
+def test_the_old_single_kinesis_throttle_threshold_still_loads_as_both() -> None:
+    from config.model import AlarmConfig
+
+    alarms = AlarmConfig.model_validate({"kinesis_throttled": 5})
+    assert (alarms.kinesis_write_throttled, alarms.kinesis_read_throttled) == (5, 5)

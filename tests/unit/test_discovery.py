@@ -370,6 +370,23 @@ def test_a_sweep_counts_the_bus_tables_throttle_events_over_its_period(
     assert discovery.run(create_table_event(ORDERS), deadline=clock.later()).throttle_events is None
 
 
+def test_a_sweep_that_cannot_count_throttles_still_succeeds(
+    dynamodb: Any, lambda_client: Any, kinesis: Any, clock: Clock
+) -> None:
+    # Given CloudWatch refuses the count (a role without cloudwatch:GetMetricData, say)
+    create_dms_table(dynamodb, ORDERS)
+
+    class Refusing:
+        def get_metric_data(self, **_: Any) -> Any:
+            raise ClientError({"Error": {"Code": "AccessDenied", "Message": "no"}}, "GetMetricData")
+
+    discovery = make_discovery(dynamodb, lambda_client, kinesis, clock, sweep_minutes=15)
+    discovery.cloudwatch = Refusing()
+    # When a sweep runs, then the table is on the bus, and the count is only missing
+    run = discovery.run({}, deadline=clock.later())
+    assert ([table.status for table in run.tables], run.throttle_events) == (["done"], None)
+
+
 def test_the_mapping_takes_the_configured_glue_settings(
     dynamodb: Any, lambda_client: Any, kinesis: Any, clock: Clock
 ) -> None:
