@@ -139,19 +139,3 @@ class _WireRecordsParser:
             "HTTPHeaders": response["headers"],
         }
         return parsed
-
-
-def detach_moto_invocations() -> None:
-    """Leave event delivery to the local Lambda service.
-
-    moto invokes a mapped function itself on every stream write (in Docker) and, when that
-    returns, drops the DynamoDB stream's records. Here functions are metadata only and the
-    local Lambda service polls the streams, as Lambda does in AWS.
-    """
-    from moto.awslambda.models import LambdaBackend
-
-    def deliver_nothing(*_args: Any, **_kwargs: Any) -> None:
-        return None
-
-    setattr(LambdaBackend, "send_dynamodb_items", deliver_nothing)  # noqa: B010
-    setattr(LambdaBackend, "send_kinesis_message", deliver_nothing)  # noqa: B010

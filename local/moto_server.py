@@ -10,18 +10,19 @@ written with ``json.dumps`` (``tests/local/test_moto_server.py`` checks both enc
 And moto's Kinesis shard scans all its records on every ``GetRecords`` (to find those after
 the iterator) and copies all their sequence numbers on every ``PutRecord`` (to find the last):
 each call costs time in proportion to everything the shard ever held, so the local bus
-slowed down the longer it ran. :func:`index_kinesis_shards` keeps each shard's sequence
+slowed down the longer it ran. :data:`INDEX_KINESIS_SHARDS` keeps each shard's sequence
 numbers in a list, so a read is a binary search plus its own records and a put is an append,
 with the same results (tests/local/test_moto_server.py compares them).
 
 The server itself is werkzeug's, as in moto's ``ThreadedMotoServer``, but connections are
 kept open between requests (:class:`KeepAliveHandler`). What moto works out again on every
-request is remembered (:func:`cache_request_routing`, :func:`find_account_backends_once`),
+request is remembered (:data:`CACHE_REQUEST_ROUTING`, :data:`FIND_ACCOUNT_BACKENDS_ONCE`),
 ``BatchWriteItem`` is answered directly too, and moto's XML RequestId regex skips JSON bodies.
-Each has a test against moto's own behaviour.
+Each has a test against moto's own behaviour. All are :class:`local.moto_patches.Patch`
+values (checked against moto, applied once, undoable), applied in this process only.
 
 One change is for fidelity, not speed: DynamoDB stream shards number their records from
-the time they are made (:func:`start_stream_sequences_at_the_time`), as DynamoDB's grow
+the time they are made (:data:`START_STREAM_SEQUENCES_AT_THE_TIME`), as DynamoDB's grow
 over time, where moto starts every shard at one constant.
 """
 
@@ -46,7 +47,7 @@ from moto.core.serialize import TimestampSerializer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from local.aws import detach_moto_invocations
+from local.moto_patches import Patch, apply
 
 #: What moto's serializer sends for DynamoDB and DynamoDB Streams (JSON protocol 1.0).
 JSON_1_0 = "application/x-amz-json-1.0"
@@ -66,52 +67,56 @@ def _wire(value: object) -> float | str:
     raise TypeError(f"{type(value).__name__} is not part of a GetRecords response")
 
 
-def encode_stream_records_directly() -> None:
-    """Answer DynamoDB Streams ``GetRecords`` with :func:`encode_stream_records`."""
-    from moto.dynamodbstreams.responses import DynamoDBStreamsHandler
+def _stream_records(_original: Any) -> Any:
+    """DynamoDB Streams ``GetRecords`` answered with :func:`encode_stream_records`."""
 
-    def get_records(self: DynamoDBStreamsHandler) -> tuple[int, dict[str, str], str]:
+    def get_records(self: Any) -> tuple[int, dict[str, str], str]:
         limit = self._get_param("Limit")
         result = self.backend.get_records(self._get_param("ShardIterator"), 1000 if limit is None else limit)
         return 200, {"Content-Type": JSON_1_0}, encode_stream_records(result)
 
-    setattr(DynamoDBStreamsHandler, "get_records", get_records)  # noqa: B010
+    return get_records
 
 
-def encode_batch_writes_directly() -> None:
-    """Answer DynamoDB ``BatchWriteItem`` with ``json.dumps`` of moto's result.
+#: Answer DynamoDB Streams ``GetRecords`` with :func:`encode_stream_records`.
+ENCODE_STREAM_RECORDS = Patch(
+    "moto.dynamodbstreams.responses.DynamoDBStreamsHandler", "get_records", ("self",), _stream_records
+)
 
-    The result is a few plain values (consumed capacity, nothing unprocessed), but moto's
-    generic serializer walked it against the API model at ~0.7 ms a request, a tenth of the
-    server's time under the DMS stand-in's writes (tests/local/test_moto_server.py checks both
-    encodings agree)."""
-    from moto.dynamodb.responses import DynamoHandler
 
-    write = DynamoHandler.batch_write_item
-
-    def batch_write_item(self: DynamoHandler) -> tuple[int, dict[str, str], str]:
+def _batch_writes(write: Any) -> Any:
+    def batch_write_item(self: Any) -> tuple[int, dict[str, str], str]:
         result = write(self)
         return 200, {"Content-Type": JSON_1_0}, json.dumps(result.result, separators=(",", ":"))
 
-    setattr(DynamoHandler, "batch_write_item", batch_write_item)  # noqa: B010
+    return batch_write_item
 
 
-def enrich_only_xml_bodies() -> None:
-    """Let moto look for an XML ``<RequestId>`` to fill in only where there can be one.
+#: Answer DynamoDB ``BatchWriteItem`` with ``json.dumps`` of moto's result. The result is a
+#: few plain values (consumed capacity, nothing unprocessed), but moto's generic serializer
+#: walked it against the API model at ~0.7 ms a request, a tenth of the server's time under
+#: the DMS stand-in's writes (tests/local/test_moto_server.py checks both encodings agree).
+ENCODE_BATCH_WRITES = Patch(
+    "moto.dynamodb.responses.DynamoHandler", "batch_write_item", ("self",), _batch_writes
+)
 
-    moto runs a regular expression over every response body for it, JSON bodies of stream
-    records included (5% of the server's time). A body without ``<RequestId>`` gets the same
-    headers and stays as it is."""
-    from moto.core.responses import BaseResponse
 
-    enrich = BaseResponse._enrich_response
-
+def _enrich_xml_only(enrich: Any) -> Any:
     def enrich_response(headers: dict[str, str], body: Any) -> tuple[dict[str, str], Any]:
         if isinstance(body, str) and "<RequestId>" not in body:
             return enrich(headers, "")[0], body
-        return enrich(headers, body)
+        return enrich(headers, body)  # type: ignore[no-any-return]
 
-    setattr(BaseResponse, "_enrich_response", staticmethod(enrich_response))  # noqa: B010
+    return enrich_response
+
+
+#: Let moto look for an XML ``<RequestId>`` to fill in only where there can be one. moto runs
+#: a regular expression over every response body for it, JSON bodies of stream records
+#: included (5% of the server's time). A body without ``<RequestId>`` gets the same headers
+#: and stays as it is.
+ENRICH_ONLY_XML_BODIES = Patch(
+    "moto.core.responses.BaseResponse", "_enrich_response", ("headers", "body"), _enrich_xml_only
+)
 
 
 def _sequence_numbers(shard: Any) -> list[int]:
@@ -153,90 +158,152 @@ def _put_record(shard: Any, partition_key: str, data: str, explicit_hash_key: st
     return str(sequence_number)
 
 
-def index_kinesis_shards() -> None:
-    """Make moto's Kinesis ``GetRecords`` and ``PutRecord(s)`` independent of the shard's size."""
-    from moto.kinesis.models import Shard
+def _min_sequence_number(shard: Any) -> int:
+    return (_sequence_numbers(shard) or [0])[0]
 
-    setattr(Shard, "get_records", _get_records)  # noqa: B010
-    setattr(Shard, "put_record", _put_record)  # noqa: B010
-    setattr(Shard, "get_min_sequence_number", lambda shard: (_sequence_numbers(shard) or [0])[0])  # noqa: B010
-    setattr(Shard, "get_max_sequence_number", lambda shard: (_sequence_numbers(shard) or [0])[-1])  # noqa: B010
 
+def _max_sequence_number(shard: Any) -> int:
+    return (_sequence_numbers(shard) or [0])[-1]
+
+
+_SHARD = "moto.kinesis.models.Shard"
+
+#: Make moto's Kinesis ``GetRecords`` and ``PutRecord(s)`` independent of the shard's size.
+INDEX_KINESIS_SHARDS = (
+    Patch(_SHARD, "get_records", ("self", "last_sequence_id", "limit"), lambda _: _get_records),
+    Patch(
+        _SHARD, "put_record", ("self", "partition_key", "data", "explicit_hash_key"), lambda _: _put_record
+    ),
+    Patch(_SHARD, "get_min_sequence_number", ("self",), lambda _: _min_sequence_number),
+    Patch(_SHARD, "get_max_sequence_number", ("self",), lambda _: _max_sequence_number),
+)
 
 #: Where a stream shard's sequence numbers start: above moto's constant, then nanoseconds.
 FIRST_STREAM_SEQUENCE = 2 * 10**21
 
 
-def start_stream_sequences_at_the_time() -> None:
-    """Start each DynamoDB stream shard's sequence numbers at the time it is created.
-
-    DynamoDB's sequence numbers grow over time ("a sequence number, reflecting the order in
-    which the record was published to the stream": API_streams_StreamRecord), also from one
-    stream of a table to the next (the conservative reading: the page is silent on that);
-    consumers that keep the newest sequence per row (pg_mirror) rely on it. moto starts every
-    shard at one constant, so after ``dmsbus up`` restarts (moto's state is gone, the mirror's
-    is not) a table's new changes would number below the old ones and be skipped."""
-    from moto.dynamodb.models.table import StreamShard
-
-    if getattr(StreamShard, "_dmsbus_time_sequences", False):
-        return
-    create = StreamShard.__init__
-
-    def timed(self: Any, *args: Any, **kwargs: Any) -> None:
-        create(self, *args, **kwargs)
+def _timed(create: Any) -> Any:
+    def timed(self: Any, account_id: str, table: Any) -> None:
+        create(self, account_id, table)
         if not isinstance(getattr(self, "starting_sequence_number", None), int):
             raise RuntimeError("moto's StreamShard no longer has an integer starting_sequence_number")
         self.starting_sequence_number = FIRST_STREAM_SEQUENCE + time.time_ns()
 
-    setattr(StreamShard, "__init__", timed)  # noqa: B010
-    setattr(StreamShard, "_dmsbus_time_sequences", True)  # noqa: B010
+    return timed
 
 
-def cache_request_routing() -> None:
-    """Remember, per host and per class, what moto works out again on every request.
+#: Start each DynamoDB stream shard's sequence numbers at the time it is created.
+#:
+#: DynamoDB's sequence numbers grow over time ("a sequence number, reflecting the order in
+#: which the record was published to the stream": API_streams_StreamRecord), also from one
+#: stream of a table to the next (the conservative reading: the page is silent on that);
+#: consumers that keep the newest sequence per row (pg_mirror) rely on it. moto starts every
+#: shard at one constant, so after ``dmsbus up`` restarts (moto's state is gone, the
+#: mirror's is not) a table's new changes would number below the old ones and be skipped.
+START_STREAM_SEQUENCES_AT_THE_TIME = Patch(
+    "moto.dynamodb.models.table.StreamShard", "__init__", ("self", "account_id", "table"), _timed
+)
 
-    Finding a request's backend lists moto's package directory (``list_of_moto_modules``) and
-    tries every service's URL patterns; finding its action inspects every member of the
-    responses class. Together that was a quarter of the server's time per request. Both
-    answers depend only on their argument (a host name, a class), so each is kept.
-    """
-    import moto.core.responses
-    import moto.core.utils
 
-    find_backend = DomainDispatcherApplication.get_backend_for_host
+def _cached_backends(find_backend: Any) -> Any:
     backends: dict[str | None, Any] = {}
 
-    def get_backend_for_host(self: DomainDispatcherApplication, host: str | None) -> Any:
+    def get_backend_for_host(self: Any, host: str | None) -> Any:
         if host not in backends:
             backends[host] = find_backend(self, host)
         return backends[host]
 
-    setattr(DomainDispatcherApplication, "get_backend_for_host", get_backend_for_host)  # noqa: B010
-    names = functools.cache(moto.core.utils.method_names_from_class)
-    setattr(moto.core.responses, "method_names_from_class", names)  # noqa: B010
+    return get_backend_for_host
 
 
-def find_account_backends_once() -> None:
-    """Let moto look up an account's backends without its global lock once they exist.
+#: Remember, per host and per class, what moto works out again on every request. Finding a
+#: request's backend lists moto's package directory (``list_of_moto_modules``) and tries
+#: every service's URL patterns; finding its action inspects every member of the responses
+#: class. Together that was a quarter of the server's time per request. Both answers depend
+#: only on their argument (a host name, a class), so each is kept.
+CACHE_REQUEST_ROUTING = (
+    Patch(
+        "moto.moto_server.werkzeug_app.DomainDispatcherApplication",
+        "get_backend_for_host",
+        ("self", "host"),
+        _cached_backends,
+    ),
+    Patch("moto.core.responses", "method_names_from_class", ("clazz",), functools.cache),
+)
 
-    Every backend access (each request, and each DynamoDB stream record) went through
-    ``BackendDict._create_account_specific_backend``, which takes a lock shared by all of
-    moto and looks for the dict in a list of every service's dicts by equality, comparing
-    their contents. With the server's threads all doing it, writes queued on that lock.
-    Once an account's backends exist the answer cannot change, so it is remembered; an
-    account removed since (moto's reset) takes moto's own path again."""
-    from moto.core.base_backend import BackendDict
 
-    create = BackendDict._create_account_specific_backend
+def _created_once(create: Any) -> Any:
     created: set[tuple[int, str]] = set()
 
-    def create_once(self: BackendDict[Any], account_id: str) -> None:
+    def create_once(self: Any, account_id: str) -> None:
         if (id(self), account_id) in created and dict.__contains__(self, account_id):
             return
         create(self, account_id)
         created.add((id(self), account_id))
 
-    setattr(BackendDict, "_create_account_specific_backend", create_once)  # noqa: B010
+    return create_once
+
+
+#: Let moto look up an account's backends without its global lock once they exist. Every
+#: backend access (each request, and each DynamoDB stream record) went through
+#: ``BackendDict._create_account_specific_backend``, which takes a lock shared by all of moto
+#: and looks for the dict in a list of every service's dicts by equality, comparing their
+#: contents. With the server's threads all doing it, writes queued on that lock. Once an
+#: account's backends exist the answer cannot change, so it is remembered; an account
+#: removed since (moto's reset) takes moto's own path again.
+FIND_ACCOUNT_BACKENDS_ONCE = Patch(
+    "moto.core.base_backend.BackendDict",
+    "_create_account_specific_backend",
+    ("self", "account_id"),
+    _created_once,
+)
+
+
+def _deliver_nothing(_original: Any) -> Any:
+    def deliver_nothing(*_args: Any, **_kwargs: Any) -> None:
+        return None
+
+    return deliver_nothing
+
+
+#: Leave event delivery to the local Lambda service. moto invokes a mapped function itself
+#: on every stream write (in Docker) and, when that returns, drops the DynamoDB stream's
+#: records. Here functions are metadata only and the local Lambda service polls the
+#: streams, as Lambda does in AWS.
+DETACH_MOTO_INVOCATIONS = (
+    Patch(
+        "moto.awslambda.models.LambdaBackend",
+        "send_dynamodb_items",
+        ("self", "function_arn", "items", "source"),
+        _deliver_nothing,
+    ),
+    Patch(
+        "moto.awslambda.models.LambdaBackend",
+        "send_kinesis_message",
+        (
+            "self",
+            "function_name",
+            "kinesis_stream",
+            "kinesis_partition_key",
+            "kinesis_sequence_number",
+            "kinesis_data",
+            "kinesis_shard_id",
+        ),
+        _deliver_nothing,
+    ),
+)
+
+#: Every patch the local moto server runs with, applied in its own process only.
+PATCHES: tuple[Patch, ...] = (
+    *DETACH_MOTO_INVOCATIONS,
+    ENCODE_STREAM_RECORDS,
+    *INDEX_KINESIS_SHARDS,
+    ENCODE_BATCH_WRITES,
+    ENRICH_ONLY_XML_BODIES,
+    *CACHE_REQUEST_ROUTING,
+    FIND_ACCOUNT_BACKENDS_ONCE,
+    START_STREAM_SEQUENCES_AT_THE_TIME,
+)
 
 
 class KeepAliveHandler(MotoRequestHandler):
@@ -311,14 +378,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m local.moto_server")
     parser.add_argument("--port", type=int, required=True)
     arguments = parser.parse_args()
-    detach_moto_invocations()
-    encode_stream_records_directly()
-    index_kinesis_shards()
-    encode_batch_writes_directly()
-    enrich_only_xml_bodies()
-    cache_request_routing()
-    find_account_backends_once()
-    start_stream_sequences_at_the_time()
+    for patch in PATCHES:
+        apply(patch)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = serve(arguments.port)
     threading.Thread(target=server.serve_forever, name="moto-server", daemon=True).start()

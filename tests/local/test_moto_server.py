@@ -22,20 +22,22 @@ from moto.moto_api._internal import mock_random
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
 from local.aws import LocalAws
+from local.moto_patches import applied
 from local.moto_server import (
+    CACHE_REQUEST_ROUTING,
+    ENCODE_BATCH_WRITES,
+    ENRICH_ONLY_XML_BODIES,
+    FIND_ACCOUNT_BACKENDS_ONCE,
     FIRST_STREAM_SEQUENCE,
     _get_records,
     _put_record,
-    cache_request_routing,
-    encode_batch_writes_directly,
     encode_stream_records,
-    enrich_only_xml_bodies,
-    find_account_backends_once,
     serve,
 )
 from local.net import free_port
 
-#: moto's own backend lookup and response enrichment, before any test replaces them.
+#: moto's own backend lookup and response enrichment (the patches are undone after each
+#: test that applies them: this process runs the unit suite on moto as it is).
 _MOTO_GET_BACKEND = DomainDispatcherApplication.get_backend_for_host
 _MOTO_ENRICH = BaseResponse._enrich_response
 
@@ -117,13 +119,13 @@ def test_indexed_kinesis_shard_reads_what_moto_reads() -> None:
 @pytest.fixture
 def served() -> Iterator[str]:
     """The local server's HTTP front (keep-alive, cached routing) in this process."""
-    cache_request_routing()
-    server = serve(free_port())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join()
+    with applied(CACHE_REQUEST_ROUTING):
+        server = serve(free_port())
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        yield f"http://127.0.0.1:{server.server_port}"
+        server.shutdown()
+        thread.join()
 
 
 def _signed_headers(service: str, target: str) -> dict[str, str]:
@@ -185,26 +187,36 @@ def test_sdk_calls_to_several_services_reach_their_backends_through_the_server(s
 
 def test_cached_routing_finds_the_backend_moto_finds() -> None:
     # Given moto's own lookup of a request's backend, and the cached one
-    cache_request_routing()
-    application = DomainDispatcherApplication(create_backend_app)
-    hosts = [
-        None,
-        "moto_api",
-        "dynamodb.us-east-1.amazonaws.com",
-        "kinesis.eu-west-1.amazonaws.com",
-        "s3.amazonaws.com",
-    ]
-    # When both look up the same hosts (twice for the cached one)
-    cached = [application.get_backend_for_host(host) for host in hosts + hosts]
-    theirs = [_MOTO_GET_BACKEND(application, host) for host in hosts]
+    with applied(CACHE_REQUEST_ROUTING):
+        application = DomainDispatcherApplication(create_backend_app)
+        cached = _lookups(application)
+    theirs = [_MOTO_GET_BACKEND(application, host) for host in HOSTS]
     # Then they agree
     assert cached == theirs + theirs
     assert theirs[2:] == ["dynamodb", "kinesis", "s3"]
 
 
+HOSTS = [
+    None,
+    "moto_api",
+    "dynamodb.us-east-1.amazonaws.com",
+    "kinesis.eu-west-1.amazonaws.com",
+    "s3.amazonaws.com",
+]
+
+
+def _lookups(application: DomainDispatcherApplication) -> list[Any]:
+    """The same hosts looked up twice (the second time from the cache)."""
+    return [application.get_backend_for_host(host) for host in HOSTS + HOSTS]
+
+
 def test_batch_writes_are_answered_as_moto_serializer_answers(served: str) -> None:
-    # Given the server answering BatchWriteItem itself, and a table
-    encode_batch_writes_directly()
+    # Given the server answering BatchWriteItem itself (applied twice: once counts), and a table
+    with applied([ENCODE_BATCH_WRITES, ENCODE_BATCH_WRITES]):
+        _batch_write_through(served)
+
+
+def _batch_write_through(served: str) -> None:
     dynamodb = boto3.client(
         "dynamodb",
         region_name="us-east-1",
@@ -245,12 +257,12 @@ def test_batch_writes_are_answered_as_moto_serializer_answers(served: str) -> No
 )
 def test_responses_are_enriched_as_moto_enriches_them(body: str | bytes) -> None:
     # Given moto's enrichment of a response and the one that skips bodies without a RequestId
-    enrich_only_xml_bodies()
     # When both enrich the same body, drawing the same random request id
     mock_random.seed(7)
     theirs = _MOTO_ENRICH({"status": 200}, body)  # type: ignore[dict-item]
-    mock_random.seed(7)
-    ours = BaseResponse._enrich_response({"status": 200}, body)  # type: ignore[dict-item]
+    with applied([ENRICH_ONLY_XML_BODIES]):
+        mock_random.seed(7)
+        ours = BaseResponse._enrich_response({"status": 200}, body)  # type: ignore[dict-item]
     # Then headers and body are the same
     assert ours == theirs
     assert ours[0]["status"] == "200"
@@ -258,7 +270,11 @@ def test_responses_are_enriched_as_moto_enriches_them(body: str | bytes) -> None
 
 def test_existing_account_backends_are_found_without_moto_lock_and_made_again_after_a_reset() -> None:
     # Given the patched lookup, and an account whose SQS backends exist
-    find_account_backends_once()
+    with applied([FIND_ACCOUNT_BACKENDS_ONCE]):
+        _lookup_without_moto_lock()
+
+
+def _lookup_without_moto_lock() -> None:
     from moto.core.base_backend import backend_lock
     from moto.sqs.models import sqs_backends
 
