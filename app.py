@@ -11,13 +11,12 @@ import os
 import sys
 from pathlib import Path
 
+from aws_cdk import App, Environment
+
+from config import ConfigError, load_config
+from stacks.app import build
+
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT / "functions"))  # config and the stacks use dmsbus's names
-
-from aws_cdk import App, Environment  # noqa: E402
-
-from config import ConfigError, load_config  # noqa: E402
-from stacks.app import build  # noqa: E402
 
 
 def main() -> None:

@@ -25,14 +25,10 @@ import math
 import random
 import statistics
 import string
-import sys
 import time
 from collections.abc import Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, cast
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "functions"))
 
 import orjson
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer

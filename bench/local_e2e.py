@@ -32,21 +32,19 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from config.functions import glue_name
+from config.loader import load_config
+from config.model import ConsumerConfig, TableConfig
+from local.demo import Rebuilt, Verification, Workload, WorkloadProcess, create_schema, verify
+from local.dms import DmsStandIn
+from local.postgres import SOURCE_URL_VARIABLE
+from local.runtime import LocalRuntime, StandInRunner, local_bus
+
 REPOSITORY = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPOSITORY), str(REPOSITORY / "functions")]
-
-import psycopg  # noqa: E402
-from psycopg import sql  # noqa: E402
-from psycopg.conninfo import make_conninfo  # noqa: E402
-
-from config.functions import glue_name  # noqa: E402
-from config.loader import load_config  # noqa: E402
-from config.model import ConsumerConfig, TableConfig  # noqa: E402
-from local.demo import Rebuilt, Verification, Workload, WorkloadProcess, create_schema, verify  # noqa: E402
-from local.dms import DmsStandIn  # noqa: E402
-from local.postgres import SOURCE_URL_VARIABLE  # noqa: E402
-from local.runtime import LocalRuntime, StandInRunner, local_bus  # noqa: E402
-
 PGBENCH_TABLES = ("pgbench_accounts", "pgbench_branches", "pgbench_tellers")
 
 

@@ -11,9 +11,6 @@ import argparse
 import sys
 from pathlib import Path
 
-# local puts functions/ (the deployed packages: dmsbus, glue, consumers ...) on the import
-# path as Lambda lays them out; it comes first so that config can import dmsbus.
-import local  # noqa: F401  isort: skip
 from dmsbus_cli import new_consumer, plan, redrive, replay, resync, status, tail, up, verify
 from local.__main__ import add_demo_command, run_command
 

@@ -4,13 +4,8 @@ Only what cannot run here is replaced: the source database is a real PostgreSQL 
 or any through ``DMSBUS_SOURCE_URL``), DMS is a stand-in that reads its logical
 replication slot, AWS is one moto server. Discovery, glue and consumers are the deployed
 handlers, unchanged.
+
+The deployed code (functions/: dmsbus, glue, discovery, consumers) is imported as Lambda
+imports it, as top-level packages: the dmsbus package installs them from functions/
+(pyproject.toml).
 """
-
-import sys
-from pathlib import Path
-
-# The deployed code (functions/: dmsbus, glue, discovery, consumers) is imported as Lambda
-# imports it: from its folder, as top-level packages.
-_FUNCTIONS = str(Path(__file__).resolve().parent.parent / "functions")
-if _FUNCTIONS not in sys.path:
-    sys.path.insert(0, _FUNCTIONS)

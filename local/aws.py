@@ -43,7 +43,7 @@ class LocalAws:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "local.moto_server", "--port", str(self.port)],
             cwd=root,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "functions")])},
+            env=dict(os.environ),
             # Its own session: a terminal's Ctrl-C is for the caller, which stops the server
             # once it has drained (dmsbus up), not for moto mid-drain.
             start_new_session=True,
