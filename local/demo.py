@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+import consumers.pg_mirror as pg_mirror_package
 from config.model import BusConfig
 from consumers.pg_mirror.schema import as_text
 from dmsbus.consumer import ChangeEvent, ConsumerHandler, consumer
@@ -105,8 +106,9 @@ class Workload:
     seed: int = 1
     committed: int = 0
     late_table_created: bool = False
-    #: The shared commit counter of a workload running in a process of its own (WorkloadProcess).
-    _shared: Any = field(default=None, repr=False)
+    #: Where a workload running in a process of its own (WorkloadProcess) reports its
+    #: commits: a shared counter (``.value``), or None.
+    committed_counter: Any = field(default=None, repr=False)
     _rng: random.Random = field(init=False)
     _ids: dict[str, list[Any]] = field(default_factory=dict)
     _next: dict[str, int] = field(default_factory=dict)
@@ -125,8 +127,8 @@ class Workload:
                     self.late_table_created = True
                 self.change(connection)
                 self.committed += 1
-                if self._shared is not None:
-                    self._shared.value = self.committed
+                if self.committed_counter is not None:
+                    self.committed_counter.value = self.committed
                 delay = start + (index + 1) / self.rate - time.monotonic()
                 if delay > 0:
                     stop.wait(delay)
@@ -298,7 +300,7 @@ class WorkloadProcess:
 def _run_workload(
     workload: Workload, committed: Any, stop: Any, changes: int, late_table_at: int | None
 ) -> None:
-    workload._shared = committed
+    workload.committed_counter = committed
     workload.run(changes=changes, stop=stop, late_table_at=late_table_at)
 
 
@@ -319,6 +321,11 @@ class Rebuilt:
     reads: int = 0
     last_read_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def snapshot(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """The tables as rebuilt so far: a copy, taken while no event is being applied."""
+        with self._lock:
+            return {table: dict(rows) for table, rows in self.tables.items()}
 
     def apply(self, event: ChangeEvent) -> None:
         received = time.time()
@@ -449,8 +456,7 @@ def verify(dms: DmsStandIn, rebuilt: Rebuilt, *, numbers: NumberMode = "string")
     extra: list[str] = []
     stale: list[str] = []
     added_columns: dict[str, set[str]] = {}
-    with rebuilt._lock:
-        actual = {table: dict(rows) for table, rows in rebuilt.tables.items()}
+    actual = rebuilt.snapshot()
     for table, rows in expected.items():
         got = actual.get(table, {})
         for key, row in rows.items():
@@ -467,14 +473,15 @@ def verify(dms: DmsStandIn, rebuilt: Rebuilt, *, numbers: NumberMode = "string")
     return Verification.of(expected, missing=missing, different=different, extra=extra, stale=stale)
 
 
-#: The shipped mirror consumer's folder: the demo checks its database too.
-PG_MIRROR_CODE = "functions/consumers/pg_mirror"
+#: The shipped mirror consumer's handler, named by its own package: the demo checks its
+#: database too.
+PG_MIRROR_HANDLER = f"{pg_mirror_package.__name__}.handler.handler"
 
 
 def mirror_schema_template(bus: BusConfig) -> str | None:
     """The schema template of the bus's pg_mirror consumer, or None if it has none."""
     for entry in bus.consumers:
-        if entry.code.rstrip("/") == PG_MIRROR_CODE:
+        if entry.handler == PG_MIRROR_HANDLER:
             return entry.environment.get("MIRROR_SCHEMA", "").strip() or "{schema}"
     return None
 

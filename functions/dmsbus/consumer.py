@@ -26,10 +26,11 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, Literal, overload
 
 from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 
@@ -260,6 +261,44 @@ class ConsumerHandler:
         return True
 
 
+# What the decorated function takes, per mode: mypy checks a user's handler against it.
+@overload
+def consumer(
+    *,
+    tables: Iterable[str] | None = None,
+    ops: Iterable[str] | None = None,
+    batch: Literal[False] = False,
+    records: Literal[False] = False,
+    dead_letters: DeadLettersSource = None,
+) -> Callable[[Callable[[ChangeEvent], object]], ConsumerHandler]: ...
+@overload
+def consumer(
+    *,
+    tables: Iterable[str] | None = None,
+    ops: Iterable[str] | None = None,
+    batch: Literal[True],
+    records: Literal[False] = False,
+    dead_letters: DeadLettersSource = None,
+) -> Callable[[Callable[[list[ChangeEvent]], object]], ConsumerHandler]: ...
+@overload
+def consumer(
+    *,
+    tables: Iterable[str] | None = None,
+    ops: Iterable[str] | None = None,
+    batch: Literal[False] = False,
+    records: Literal[True],
+    dead_letters: DeadLettersSource = None,
+) -> Callable[[Callable[[Received], object]], ConsumerHandler]: ...
+@overload
+def consumer(
+    *,
+    tables: Iterable[str] | None = None,
+    ops: Iterable[str] | None = None,
+    batch: Literal[True],
+    records: Literal[True],
+    dead_letters: DeadLettersSource = None,
+) -> Callable[[Callable[[list[Received]], object]], ConsumerHandler]: ...
+@overload
 def consumer(
     *,
     tables: Iterable[str] | None = None,
@@ -267,7 +306,15 @@ def consumer(
     batch: bool = False,
     records: bool = False,
     dead_letters: DeadLettersSource = None,
-) -> Callable[[Callable[..., Any]], ConsumerHandler]:
+) -> Callable[[Callable[..., object]], ConsumerHandler]: ...
+def consumer(
+    *,
+    tables: Iterable[str] | None = None,
+    ops: Iterable[str] | None = None,
+    batch: bool = False,
+    records: bool = False,
+    dead_letters: DeadLettersSource = None,
+) -> Callable[[Callable[..., object]], ConsumerHandler]:
     """Make a Lambda handler for the bus stream from a function of one ``ChangeEvent``
     (or, with ``batch=True``, of a list of them: one call per Lambda batch; with
     ``records=True``, of ``Received`` values instead of events).
@@ -277,7 +324,7 @@ def consumer(
     selection = Selection.of(tables, ops)
     source: DeadLettersSource = dead_letters if dead_letters is not None else _env_dead_letters
 
-    def decorate(function: Callable[..., Any]) -> ConsumerHandler:
+    def decorate(function: Callable[..., object]) -> ConsumerHandler:
         return ConsumerHandler(function, selection, batch=batch, dead_letters=source, records=records)
 
     return decorate
@@ -292,5 +339,6 @@ def _env_dead_letters() -> DeadLetterQueue | None:
 
 
 def dedup_key(event: ChangeEvent) -> str:
-    """The idempotency key of a change (its ``id``), for Powertools idempotency or an upsert."""
+    """Deprecated: ``event.id`` is the dedup key."""
+    warnings.warn("dedup_key(event) is deprecated: use event.id", DeprecationWarning, stacklevel=2)
     return event.id

@@ -7,6 +7,7 @@ consumer SDK parses it, local mode and the tests import it.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal, cast, get_args
@@ -75,7 +76,8 @@ class ChangeEvent:
 
     @property
     def idempotency_key(self) -> str:
-        """The dedup key: stable across retries and redeliveries (it is ``id``)."""
+        """Deprecated: ``id`` is the dedup key, stable across retries and redeliveries."""
+        warnings.warn("ChangeEvent.idempotency_key is deprecated: use id", DeprecationWarning, stacklevel=2)
         return self.id
 
     @property

@@ -119,10 +119,11 @@ def test_not_json_is_an_envelope_error() -> None:
         ChangeEvent.from_json(b"\xf3\x89\x9a\xc2garbage")
 
 
-def test_qualified_table_and_idempotency_key() -> None:
+def test_qualified_table_and_the_deprecated_idempotency_key() -> None:
     event = _event()
     assert event.qualified_table == "public.orders"
-    assert event.idempotency_key == event.id
+    with pytest.deprecated_call(match="use id"):
+        assert event.idempotency_key == event.id
 
 
 def test_backfill_read_event_round_trips_with_no_before() -> None:
