@@ -31,7 +31,6 @@ from config.functions import (
 )
 from config.loader import ConfigError, load_config
 from config.model import BusConfig, Config
-from consumers.pg_mirror.connection import MIRROR_URL_VARIABLE
 from local.functions import ACCOUNT, REGION, LocalFunction
 
 #: What a running ``dmsbus up`` notes in its state folder (its database, mirror, endpoint).
@@ -193,8 +192,8 @@ def connect(arguments: argparse.Namespace, command: str) -> Bus | None:
                 file=sys.stderr,
             )
             return None
-        environment = {MIRROR_URL_VARIABLE: values["mirror_url"]} if values.get("mirror_url") else {}
-        return Bus(config, local_session(), endpoint, environment)
+        # Functions run here read their secrets (the mirror's) from moto, as `up` made them.
+        return Bus(config, local_session(), endpoint)
     if arguments.endpoint_url:
         return Bus(config, local_session(region), arguments.endpoint_url)
     session = boto3.session.Session(profile_name=arguments.profile, region_name=region)

@@ -284,7 +284,7 @@ def add_command(commands: Any, repository: Path) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="environment for the consumer (e.g. DMSBUS_MIRROR_URL=postgresql://...); repeatable",
+        help="environment for the consumer (e.g. DMSBUS_SECRET=<the secret of another mirror>); repeatable",
     )
     command.set_defaults(run=run)
 

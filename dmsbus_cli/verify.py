@@ -21,14 +21,13 @@ from typing import Any
 
 from psycopg.conninfo import make_conninfo
 
-from consumers.pg_mirror.connection import MIRROR_URL_VARIABLE
 from dmsbus_cli.connect import UP_FILE
 from dmsbus_cli.connect import noted as noted_by_up
 from local.__main__ import config_and_source
 from local.demo import mirror_schema_template
 from local.dms import DmsStandIn
 from local.postgres import SOURCE_URL_VARIABLE
-from local.runtime import database_name
+from local.runtime import MIRROR_URL_VARIABLE, database_name
 from local.verify import DEFAULT_SAMPLE, check_mirror
 
 

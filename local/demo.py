@@ -21,7 +21,6 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-import consumers.pg_mirror as pg_mirror_package
 from config.model import BusConfig
 from consumers.pg_mirror.schema import as_text
 from dmsbus.consumer import ChangeEvent, ConsumerHandler, consumer
@@ -29,6 +28,7 @@ from dmsbus.ddbjson import Decoder, NumberMode
 from dmsbus.names import TableName, parse_table_name
 from local.children import SPAWN, start_child, stop_child
 from local.dms import DmsStandIn
+from local.runtime import PG_MIRROR_HANDLER
 from local.verify import mirror_columns, mirror_selection, mirror_value
 
 SCHEMA = """
@@ -471,11 +471,6 @@ def verify(dms: DmsStandIn, rebuilt: Rebuilt, *, numbers: NumberMode = "string")
         extra.extend(f"{table} {key}" for key in got.keys() - rows.keys())
     extra.extend(f"{table} (whole table)" for table in actual.keys() - expected.keys() if actual[table])
     return Verification.of(expected, missing=missing, different=different, extra=extra, stale=stale)
-
-
-#: The shipped mirror consumer's handler, named by its own package: the demo checks its
-#: database too.
-PG_MIRROR_HANDLER = f"{pg_mirror_package.__name__}.handler.handler"
 
 
 def mirror_schema_template(bus: BusConfig) -> str | None:

@@ -6,6 +6,7 @@ short sweep), the glue and the consumers.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import queue
@@ -23,9 +24,9 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+import consumers.pg_mirror as pg_mirror_package
 from config.functions import discovery_name
 from config.model import BusConfig, SourceConfig
-from consumers.pg_mirror.connection import MIRROR_URL_VARIABLE
 from local.aws import LocalAws
 from local.bus import LocalBus
 from local.children import SPAWN, start_child, stop_child
@@ -34,6 +35,39 @@ from local.lambda_service import LocalLambdaService, Schedule, TableRule
 from local.postgres import SOURCE_URL_VARIABLE, EmbeddedPostgres, check_logical
 
 logger = logging.getLogger("dmsbus.local")
+
+#: Where local mode's mirror database is (a PostgreSQL URL; default: ``<source>_mirror``).
+#: Local only: the deployed pg_mirror reads its Secrets Manager secret, which local mode
+#: makes in moto from this URL, as RDS makes one in AWS.
+MIRROR_URL_VARIABLE = "DMSBUS_MIRROR_URL"
+
+#: The shipped mirror consumer's handler, named by its own package.
+PG_MIRROR_HANDLER = f"{pg_mirror_package.__name__}.handler.handler"
+
+
+def rds_secret(url: str) -> str:
+    """A PostgreSQL URL as the JSON secret RDS and Aurora keep (host, port, username,
+    password, dbname; sslmode from the URL, else prefer: local servers have no TLS)."""
+    parts = conninfo_to_dict(url)
+    return json.dumps(
+        {
+            "engine": "postgres",
+            "host": parts.get("host", "localhost"),
+            "port": int(parts.get("port") or 5432),
+            "dbname": parts.get("dbname", "postgres"),
+            "username": parts.get("user", "postgres"),
+            "password": parts.get("password", ""),
+            "sslmode": parts.get("sslmode", "prefer"),
+        }
+    )
+
+
+def store_secret(secretsmanager: Any, name: str, url: str) -> None:
+    """Secret ``name`` in (moto's) Secrets Manager, holding ``url``'s database."""
+    try:
+        secretsmanager.create_secret(Name=name, SecretString=rds_secret(url))
+    except secretsmanager.exceptions.ResourceExistsException:
+        secretsmanager.put_secret_value(SecretId=name, SecretString=rds_secret(url))
 
 
 def local_bus(bus: BusConfig) -> BusConfig:
@@ -337,11 +371,17 @@ class LocalRuntime:
 
     def start_aws(self) -> None:
         self.aws.start()
-        environment = dict(self.function_environment)
-        if self.mirror_url:
-            environment.setdefault(MIRROR_URL_VARIABLE, self.mirror_url)
-        self.local_bus = LocalBus(self.bus, self.aws, extra_environment=environment)
+        self.local_bus = LocalBus(self.bus, self.aws, extra_environment=dict(self.function_environment))
         self.local_bus.provision()
+        # The mirror consumers' secrets, as RDS keeps them in AWS (their `secret` in config).
+        if self.mirror_url:
+            for entry in self.bus.consumers:
+                if (
+                    entry.handler == PG_MIRROR_HANDLER
+                    and entry.secret
+                    and not entry.secret.startswith("arn:")
+                ):
+                    store_secret(self.aws.client("secretsmanager"), entry.secret, self.mirror_url)
 
     def attach_logs(self) -> None:
         """Every registered function without a log gets its file under ``state_dir/logs``."""

@@ -1,5 +1,5 @@
-"""The deployed entry point: Kinesis records in, mirror rows out; the connection from
-``DMSBUS_MIRROR_URL`` or a Secrets Manager secret."""
+"""The deployed entry point: Kinesis records in, mirror rows out; the connection from the
+Secrets Manager secret ``DMSBUS_SECRET`` names (moto's here)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from consumers.pg_mirror import handler as pg_mirror
 from consumers.pg_mirror.connection import MirrorConnection, mirror_conninfo, secret_conninfo
 from dmsbus.envelope import ChangeEvent
 from dmsbus.settings import SettingsError
+from local.runtime import store_secret
 from tests.consumers.conftest import change
 
 
@@ -40,9 +41,12 @@ def kinesis_event(events: list[ChangeEvent]) -> dict[str, Any]:
 
 @pytest.fixture
 def mirror_url(database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    monkeypatch.setenv("DMSBUS_MIRROR_URL", database)
+    """The handler's mirror: ``database``, through its secret in moto's Secrets Manager."""
+    monkeypatch.setenv("DMSBUS_SECRET", "dmsbus/mirror")
     monkeypatch.setattr(pg_mirror, "DATABASE", MirrorConnection(pg_mirror.os.environ, pg_mirror._read_secret))
-    yield database
+    with mock_aws():
+        store_secret(boto3.client("secretsmanager", region_name="us-east-1"), "dmsbus/mirror", database)
+        yield database
     pg_mirror.DATABASE.close()
 
 
@@ -93,7 +97,6 @@ def test_given_an_rds_secret_in_secrets_manager_when_the_handler_connects_then_i
 ) -> None:
     # Given the mirror's connection in a Secrets Manager secret (moto), no URL
     parts = conninfo_to_dict(database)
-    monkeypatch.delenv("DMSBUS_MIRROR_URL", raising=False)
     monkeypatch.setenv("DMSBUS_SECRET", "dmsbus/mirror")
     with mock_aws():
         boto3.client("secretsmanager", region_name="us-east-1").create_secret(
@@ -145,6 +148,6 @@ def test_given_a_complete_secret_then_tls_is_required_by_default() -> None:
     )
 
 
-def test_given_neither_url_nor_secret_then_the_error_names_both_variables() -> None:
-    with pytest.raises(SettingsError, match=r"DMSBUS_MIRROR_URL .* or DMSBUS_SECRET"):
+def test_given_no_secret_then_the_error_names_the_variable_and_the_config_field() -> None:
+    with pytest.raises(SettingsError, match=r"needs DMSBUS_SECRET, .* set `secret` on the consumer"):
         mirror_conninfo({}, lambda secret: "")

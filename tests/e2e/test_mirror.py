@@ -11,7 +11,7 @@ import psycopg
 from config.functions import bucket_name, consumer_name
 from dmsbus_cli.main import main
 from local.demo import Workload
-from local.runtime import database_name, with_database
+from local.runtime import database_name, store_secret, with_database
 from tests.e2e.conftest import Pipeline
 
 
@@ -69,12 +69,14 @@ def test_given_the_archive_of_a_run_when_replayed_into_a_fresh_mirror_then_it_eq
         server.execute(f'CREATE DATABASE "{database_name(fresh)}"')
     bus = pipeline.runtime.bus
     (archive,) = [entry for entry in bus.consumers if entry.bucket is not None]
+    # (the fresh mirror's secret, as RDS would keep it; the consumer reads it by name)
+    store_secret(pipeline.runtime.aws.client("secretsmanager"), "dmsbus-test/replayed", fresh)
     command = [
         "replay",
         f"--bucket={bucket_name(consumer_name(bus.name, archive))}",
         f"--endpoint-url={pipeline.runtime.aws.endpoint_url}",
         "--consumer=pg-mirror",
-        f"--env=DMSBUS_MIRROR_URL={fresh}",
+        "--env=DMSBUS_SECRET=dmsbus-test/replayed",
     ]
     try:
         # When the whole archive is replayed into the pg_mirror consumer of a fresh database

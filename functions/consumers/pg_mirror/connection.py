@@ -1,7 +1,7 @@
-"""Where the mirror database is: ``DMSBUS_MIRROR_URL`` (local mode, tests), or in AWS the
-Secrets Manager secret named by ``DMSBUS_SECRET`` (the consumer's ``secret`` in config),
-in the shape RDS and Aurora give their secrets: ``host``, ``port``, ``username``,
-``password``, ``dbname``. TLS is required unless the secret says otherwise (``sslmode``).
+"""Where the mirror database is: the Secrets Manager secret named by ``DMSBUS_SECRET`` (the
+consumer's ``secret`` in config), in the shape RDS and Aurora give their secrets: ``host``,
+``port``, ``username``, ``password``, ``dbname``. TLS is required unless the secret says
+otherwise (``sslmode``). Local mode makes that secret in moto's Secrets Manager.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from psycopg.conninfo import make_conninfo
 
 from dmsbus.settings import SettingsError
 
-MIRROR_URL_VARIABLE = "DMSBUS_MIRROR_URL"
 SECRET_VARIABLE = "DMSBUS_SECRET"
 APPLICATION_NAME = "dmsbus-pg-mirror"
 
@@ -24,14 +23,11 @@ SecretReader = Callable[[str], str]
 
 
 def mirror_conninfo(environ: Mapping[str, str], read_secret: SecretReader) -> str:
-    url = environ.get(MIRROR_URL_VARIABLE, "").strip()
-    if url:
-        return make_conninfo(url, application_name=APPLICATION_NAME)
     secret_id = environ.get(SECRET_VARIABLE, "").strip()
     if not secret_id:
         raise SettingsError(
-            f"the pg_mirror consumer needs {MIRROR_URL_VARIABLE} (a PostgreSQL URL) or {SECRET_VARIABLE}"
-            " (a Secrets Manager secret: set `secret` on the consumer in config/bus.yaml)"
+            f"the pg_mirror consumer needs {SECRET_VARIABLE}, a Secrets Manager secret of the mirror "
+            "database: set `secret` on the consumer in config/bus.yaml"
         )
     return secret_conninfo(secret_id, read_secret(secret_id))
 
