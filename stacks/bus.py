@@ -23,6 +23,7 @@ from config.functions import (
     stream_name,
 )
 from config.model import BusConfig
+from dmsbus import metrics as emitted
 from stacks.building_blocks import (
     Alarms,
     BusFunction,
@@ -279,9 +280,9 @@ class BusStack(Stack):
         # Each data point is already a sum over one sweep period: take the largest, so a sweep
         # by hand in the same period does not count the same throttles twice.
         self.table_throttles = cloudwatch.Metric(
-            namespace="dmsbus",
-            metric_name="TableThrottleEvents",
-            dimensions_map={"service": "discovery"},
+            namespace=emitted.NAMESPACE,
+            metric_name=emitted.TABLE_THROTTLE_EVENTS,
+            dimensions_map={emitted.SERVICE_DIMENSION: emitted.DISCOVERY},
             statistic="Maximum",
             period=Duration.minutes(bus.discovery.sweep_minutes),
         )
@@ -299,9 +300,9 @@ class BusStack(Stack):
         dashboard = cloudwatch.Dashboard(self, "Dashboard", dashboard_name=f"dmsbus-{bus.name}")
         period = Duration.minutes(1)
         changes = cloudwatch.Metric(
-            namespace="dmsbus",
-            metric_name="Changes",
-            dimensions_map={"service": "glue"},
+            namespace=emitted.NAMESPACE,
+            metric_name=emitted.CHANGES,
+            dimensions_map={emitted.SERVICE_DIMENSION: emitted.GLUE},
             statistic="Sum",
             period=period,
         )

@@ -92,13 +92,14 @@ Status = Literal["done", "pending", "gone", "error"]
 @dataclass(frozen=True, slots=True)
 class MappingSettings:
     """The glue's event source mapping (bounded retries and age: an ordered stream must not
-    retry one batch forever)."""
+    retry one batch forever). No defaults here: config/model.py's ``GlueConfig`` holds them,
+    and the deployment always sets every one."""
 
-    batch_size: int = 1000
-    batching_window_seconds: int = 1
-    parallelization_factor: int = 1
-    max_retries: int = 10
-    max_record_age_seconds: int = 86_400
+    batch_size: int
+    batching_window_seconds: int
+    parallelization_factor: int
+    max_retries: int
+    max_record_age_seconds: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +107,8 @@ class DiscoverySettings:
     bus: str
     stream_name: str
     glue_function_name: str
+    mapping: MappingSettings
     glue_on_failure_arn: str | None = None
-    mapping: MappingSettings = field(default_factory=MappingSettings)
     keep_provisioned: bool = False
     backfill: bool = True
     numbers: NumberMode = "string"
@@ -117,24 +118,20 @@ class DiscoverySettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> DiscoverySettings:
-        defaults = MappingSettings()
+        who = "discovery (it attaches the glue with these)"
         return cls(
             bus=settings.required(environ, "BUS_NAME", "discovery"),
             stream_name=settings.required(environ, "BUS_STREAM_NAME", "discovery"),
             glue_function_name=settings.required(environ, "GLUE_FUNCTION_NAME", "discovery"),
             glue_on_failure_arn=settings.optional(environ, "GLUE_ON_FAILURE_ARN"),
             mapping=MappingSettings(
-                batch_size=settings.integer(environ, "GLUE_BATCH_SIZE", defaults.batch_size),
-                batching_window_seconds=settings.integer(
-                    environ, "GLUE_BATCHING_WINDOW_SECONDS", defaults.batching_window_seconds
+                batch_size=settings.required_integer(environ, "GLUE_BATCH_SIZE", who),
+                batching_window_seconds=settings.required_integer(
+                    environ, "GLUE_BATCHING_WINDOW_SECONDS", who
                 ),
-                parallelization_factor=settings.integer(
-                    environ, "GLUE_PARALLELIZATION_FACTOR", defaults.parallelization_factor
-                ),
-                max_retries=settings.integer(environ, "GLUE_MAX_RETRIES", defaults.max_retries),
-                max_record_age_seconds=settings.integer(
-                    environ, "GLUE_MAX_RECORD_AGE_SECONDS", defaults.max_record_age_seconds
-                ),
+                parallelization_factor=settings.required_integer(environ, "GLUE_PARALLELIZATION_FACTOR", who),
+                max_retries=settings.required_integer(environ, "GLUE_MAX_RETRIES", who),
+                max_record_age_seconds=settings.required_integer(environ, "GLUE_MAX_RECORD_AGE_SECONDS", who),
             ),
             keep_provisioned=settings.flag(environ, "KEEP_PROVISIONED", False),
             backfill=settings.flag(environ, "BACKFILL", True),

@@ -21,10 +21,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 
 from discovery.core import Discovery, DiscoverySettings, RunReport
+from dmsbus import metrics as emitted
 from dmsbus.publisher import KinesisPublisher
 
 logger = Logger(service="dmsbus-discovery")
-metrics = Metrics(namespace="dmsbus", service="discovery")
+metrics = Metrics(namespace=emitted.NAMESPACE, service=emitted.DISCOVERY)
 
 #: Kept back from the invocation's limit to report (and save a backfill's position) in time.
 DEADLINE_MARGIN_SECONDS = 20.0
@@ -100,7 +101,7 @@ def report(run: RunReport) -> dict[str, Any]:
         "TableErrors": len(run.errors),
     }
     if run.throttle_events is not None:
-        counts["TableThrottleEvents"] = run.throttle_events
+        counts[emitted.TABLE_THROTTLE_EVENTS] = run.throttle_events
     for name, value in counts.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     logger.info("discovery run", extra=counts)

@@ -23,6 +23,15 @@ def required(environ: Mapping[str, str], name: str, who: str) -> str:
     return value
 
 
+def required_integer(environ: Mapping[str, str], name: str, who: str) -> int:
+    """An integer the deployment always sets (its default lives in config/model.py only)."""
+    raw = required(environ, name, who)
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingsError(f"environment variable {name} must be an integer, not {raw!r}") from None
+
+
 def optional(environ: Mapping[str, str], name: str) -> str | None:
     return environ.get(name, "").strip() or None
 

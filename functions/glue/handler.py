@@ -13,6 +13,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 
+from dmsbus import metrics as emitted
 from dmsbus.changes import ChangeBuilder
 from dmsbus.ddbjson import NATIVE
 from dmsbus.deadletter import DeadLetterQueue
@@ -20,7 +21,7 @@ from dmsbus.publisher import KinesisPublisher
 from glue.core import GlueOutcome, GlueSettings, process_batch
 
 logger = Logger(service="dmsbus-glue")
-metrics = Metrics(namespace="dmsbus", service="glue")
+metrics = Metrics(namespace=emitted.NAMESPACE, service=emitted.GLUE)
 if not NATIVE:  # the layer ships it for arm64: without it decoding is ~8x slower
     logger.warning("the compiled decoder _dmsbus_ddbjson is missing; decoding in pure Python")
 
@@ -80,7 +81,7 @@ def _deadline(context: Any) -> float | None:
 
 def report(outcome: GlueOutcome) -> None:
     result = outcome.publish
-    metrics.add_metric(name="Changes", unit=MetricUnit.Count, value=outcome.changes)
+    metrics.add_metric(name=emitted.CHANGES, unit=MetricUnit.Count, value=outcome.changes)
     metrics.add_metric(name="RecordsPut", unit=MetricUnit.Count, value=result.kinesis_records)
     metrics.add_metric(name="PutRetries", unit=MetricUnit.Count, value=result.retries)
     metrics.add_metric(name="PoisonRecords", unit=MetricUnit.Count, value=outcome.poison)

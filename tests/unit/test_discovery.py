@@ -16,6 +16,8 @@ import pytest
 from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 from botocore.exceptions import ClientError
 
+from config.functions import discovery_environment
+from config.model import BusConfig, GlueConfig
 from discovery.core import (
     BACKFILL_TAG,
     CURSOR_TAG,
@@ -37,6 +39,19 @@ from tests.unit.conftest import STREAM
 REGION = "us-east-1"
 GLUE = "demo-glue"
 GLUE_FAILURES = "arn:aws:s3:::demo-failures"
+#: The glue mapping's settings by default: config/model.py's GlueConfig holds them, only there.
+GLUE_DEFAULTS = MappingSettings(
+    **{
+        name: getattr(GlueConfig(), name)
+        for name in (
+            "batch_size",
+            "batching_window_seconds",
+            "parallelization_factor",
+            "max_retries",
+            "max_record_age_seconds",
+        )
+    }
+)
 ORDERS = "demo.legacy.public.orders"
 LINES = "demo.legacy.public.order_lines"  # sorts before ORDERS ('_' < 's')
 SWEEP = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
@@ -194,7 +209,13 @@ def load_rows(dynamodb: Any, name: str, count: int) -> None:
 def make_discovery(
     dynamodb: Any, lambda_client: Any, kinesis: Any, clock: Clock, **settings: Any
 ) -> Discovery:
-    values = {"bus": BUS, "stream_name": STREAM, "glue_function_name": GLUE, **settings}
+    values = {
+        "bus": BUS,
+        "stream_name": STREAM,
+        "glue_function_name": GLUE,
+        "mapping": GLUE_DEFAULTS,
+        **settings,
+    }
     return Discovery(
         settings=DiscoverySettings(**values),
         dynamodb=dynamodb,
@@ -308,7 +329,7 @@ def test_a_create_table_event_puts_the_new_table_on_the_bus(
     assert mapping["EventSourceArn"] == table["LatestStreamArn"]
     assert mapping["FunctionArn"].endswith(f":function:{GLUE}")
     assert mapping["StartingPosition"] == "TRIM_HORIZON"
-    assert mapping["BatchSize"] == 1000
+    assert mapping["BatchSize"] == GlueConfig().batch_size
     assert mapping["MaximumBatchingWindowInSeconds"] == 1
     assert mapping["ParallelizationFactor"] == 1
     assert mapping["MaximumRetryAttempts"] == 10
@@ -876,11 +897,26 @@ def test_the_settings_come_from_the_environment() -> None:
     assert (settings.numbers, settings.publisher.aggregate) == ("number", False)
 
 
+#: What the deployment sets for the glue's mapping by default (config/model.py's GlueConfig).
+MAPPING_ENVIRONMENT = {
+    name: value
+    for name, value in discovery_environment(
+        BusConfig(name="demo"), stream="demo-bus", glue_function="demo-glue", glue_on_failure_arn=""
+    ).items()
+    if name.startswith("GLUE_") and name not in ("GLUE_FUNCTION_NAME", "GLUE_ON_FAILURE_ARN")
+}
+
+
 def test_the_settings_defaults() -> None:
     settings = DiscoverySettings.from_env(
-        {"BUS_NAME": "demo", "BUS_STREAM_NAME": "demo-bus", "GLUE_FUNCTION_NAME": "demo-glue"}
+        {
+            "BUS_NAME": "demo",
+            "BUS_STREAM_NAME": "demo-bus",
+            "GLUE_FUNCTION_NAME": "demo-glue",
+            **MAPPING_ENVIRONMENT,
+        }
     )
-    assert settings.mapping == MappingSettings()
+    assert settings.mapping == GLUE_DEFAULTS
     assert (settings.glue_on_failure_arn, settings.keep_provisioned, settings.backfill) == (None, False, True)
     assert (settings.numbers, settings.publisher.aggregate) == ("string", True)
 
@@ -895,11 +931,21 @@ def test_the_settings_defaults() -> None:
             "GLUE_BATCH_SIZE must be an integer, not 'many'",
         ),
         (
-            {"BUS_NAME": "d", "BUS_STREAM_NAME": "s", "GLUE_FUNCTION_NAME": "g", "BACKFILL": "perhaps"},
+            {"BUS_NAME": "d", "BUS_STREAM_NAME": "s", "GLUE_FUNCTION_NAME": "g", "GLUE_BATCH_SIZE": ""},
+            "GLUE_BATCH_SIZE is required by the discovery",
+        ),
+        (
+            {
+                "BUS_NAME": "d",
+                "BUS_STREAM_NAME": "s",
+                "GLUE_FUNCTION_NAME": "g",
+                **MAPPING_ENVIRONMENT,
+                "BACKFILL": "perhaps",
+            },
             "BACKFILL must be true or false, not 'perhaps'",
         ),
     ],
-    ids=["glue-function", "bus", "batch-size", "backfill"],
+    ids=["glue-function", "bus", "batch-size", "batch-size-unset", "backfill"],
 )
 def test_a_bad_environment_names_the_variable(environ: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
@@ -924,6 +970,7 @@ def discovery_handler(lambda_client: Any, monkeypatch: pytest.MonkeyPatch) -> An
         "BUS_STREAM_NAME": STREAM,
         "GLUE_FUNCTION_NAME": GLUE,
         "GLUE_ON_FAILURE_ARN": GLUE_FAILURES,
+        **MAPPING_ENVIRONMENT,
     }.items():
         monkeypatch.setenv(name, value)
     from discovery import handler
