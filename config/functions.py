@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 
 from config.model import BusConfig, ConsumerConfig
-from dmsbus.consumer import OPS_VARIABLE, TABLES_VARIABLE
+from dmsbus import variables as v
 
 #: Set by dmsbus on every consumer; a consumer's own ``environment`` may not use them.
 RESERVED_PREFIXES = ("BUS_", "DMSBUS_", "AWS_", "POWERTOOLS_SERVICE_NAME")
@@ -39,15 +39,15 @@ def dead_letter_name(function_name: str) -> str:
 def publishing_environment(bus: BusConfig, *, stream: str) -> dict[str, str]:
     """How the glue and the backfill write the stream."""
     return {
-        "BUS_NAME": bus.name,
-        "BUS_STREAM_NAME": stream,
-        "BUS_AGGREGATE": str(bus.glue.aggregate).lower(),
-        "BUS_NUMBERS": bus.glue.numbers,
+        v.BUS_NAME: bus.name,
+        v.STREAM_NAME: stream,
+        v.AGGREGATE: str(bus.glue.aggregate).lower(),
+        v.NUMBERS: bus.glue.numbers,
     }
 
 
 def glue_environment(bus: BusConfig, *, stream: str, dlq_url: str) -> dict[str, str]:
-    return {**publishing_environment(bus, stream=stream), "BUS_DLQ_URL": dlq_url}
+    return {**publishing_environment(bus, stream=stream), v.DLQ_URL: dlq_url}
 
 
 def discovery_environment(
@@ -58,16 +58,16 @@ def discovery_environment(
     glue = bus.glue
     return {
         **publishing_environment(bus, stream=stream),
-        "GLUE_FUNCTION_NAME": glue_function,
-        "GLUE_ON_FAILURE_ARN": glue_on_failure_arn,
-        "GLUE_BATCH_SIZE": str(glue.batch_size),
-        "GLUE_BATCHING_WINDOW_SECONDS": str(glue.batching_window_seconds),
-        "GLUE_PARALLELIZATION_FACTOR": str(glue.parallelization_factor),
-        "GLUE_MAX_RETRIES": str(glue.max_retries),
-        "GLUE_MAX_RECORD_AGE_SECONDS": str(glue.max_record_age_seconds),
-        "KEEP_PROVISIONED": str(bus.discovery.keep_provisioned).lower(),
-        "SWEEP_MINUTES": str(bus.discovery.sweep_minutes),
-        "BACKFILL": str(bus.discovery.backfill).lower(),
+        v.GLUE_FUNCTION_NAME: glue_function,
+        v.GLUE_ON_FAILURE_ARN: glue_on_failure_arn,
+        v.GLUE_BATCH_SIZE: str(glue.batch_size),
+        v.GLUE_BATCHING_WINDOW_SECONDS: str(glue.batching_window_seconds),
+        v.GLUE_PARALLELIZATION_FACTOR: str(glue.parallelization_factor),
+        v.GLUE_MAX_RETRIES: str(glue.max_retries),
+        v.GLUE_MAX_RECORD_AGE_SECONDS: str(glue.max_record_age_seconds),
+        v.KEEP_PROVISIONED: str(bus.discovery.keep_provisioned).lower(),
+        v.SWEEP_MINUTES: str(bus.discovery.sweep_minutes),
+        v.BACKFILL: str(bus.discovery.backfill).lower(),
     }
 
 
@@ -107,13 +107,13 @@ def consumer_environment(
         raise ConsumerError(
             f"consumer {consumer.name}: a bucket name goes with a `bucket` entry, and only then"
         )
-    environment = {**consumer.environment, "BUS_NAME": bus_name, "BUS_DLQ_URL": dlq_url}
+    environment = {**consumer.environment, v.BUS_NAME: bus_name, v.DLQ_URL: dlq_url}
     if consumer.secret is not None:
-        environment["DMSBUS_SECRET"] = consumer.secret
+        environment[v.SECRET] = consumer.secret
     if bucket is not None:
-        environment["DMSBUS_BUCKET"] = bucket
+        environment[v.BUCKET] = bucket
     if consumer.tables is not None:
-        environment[TABLES_VARIABLE] = ",".join(consumer.tables)
+        environment[v.TABLES] = ",".join(consumer.tables)
     if consumer.ops is not None:
-        environment[OPS_VARIABLE] = ",".join(consumer.ops)
+        environment[v.OPS] = ",".join(consumer.ops)
     return environment

@@ -31,6 +31,7 @@ from config.functions import consumer_environment, consumer_name, stream_name
 from config.loader import ConfigError, load_config
 from config.mappings import render_table_mappings, task_settings
 from config.model import BusConfig, ConsumerConfig, SourceConfig
+from dmsbus import variables
 from dmsbus.event_sources import mapping_request
 from dmsbus.table_mappings import MappingError, listed_tables, resolve, selected, tables_to_reload
 from dmsbus_cli.connect import Bus, add_arguments, connect, describe_task
@@ -57,7 +58,7 @@ MAPPING_SETTINGS = (
     "MaximumRecordAgeInSeconds",
 )
 #: Variables whose values the deployment fills in (queue URLs, bucket names): not compared.
-DEPLOYMENT_VALUES = ("BUS_DLQ_URL", "DMSBUS_BUCKET", "POWERTOOLS_SERVICE_NAME")
+DEPLOYMENT_VALUES = (variables.DLQ_URL, variables.BUCKET, "POWERTOOLS_SERVICE_NAME")
 #: What a task in a transitional state comes to, in the simulation.
 SETTLES_AS = {"stopping": "stopped", "starting": "running", "modifying": "stopped"}
 #: The request id of the simulated deploy.

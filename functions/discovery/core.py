@@ -52,7 +52,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from dmsbus import settings
+from dmsbus import settings, variables
 from dmsbus.backfill import read_records
 from dmsbus.changes import ChangeBuilder
 from dmsbus.ddbjson import NumberMode
@@ -120,24 +120,28 @@ class DiscoverySettings:
     def from_env(cls, environ: Mapping[str, str]) -> DiscoverySettings:
         who = "discovery (it attaches the glue with these)"
         return cls(
-            bus=settings.required(environ, "BUS_NAME", "discovery"),
-            stream_name=settings.required(environ, "BUS_STREAM_NAME", "discovery"),
-            glue_function_name=settings.required(environ, "GLUE_FUNCTION_NAME", "discovery"),
-            glue_on_failure_arn=settings.optional(environ, "GLUE_ON_FAILURE_ARN"),
+            bus=settings.required(environ, variables.BUS_NAME, "discovery"),
+            stream_name=settings.required(environ, variables.STREAM_NAME, "discovery"),
+            glue_function_name=settings.required(environ, variables.GLUE_FUNCTION_NAME, "discovery"),
+            glue_on_failure_arn=settings.optional(environ, variables.GLUE_ON_FAILURE_ARN),
             mapping=MappingSettings(
-                batch_size=settings.required_integer(environ, "GLUE_BATCH_SIZE", who),
+                batch_size=settings.required_integer(environ, variables.GLUE_BATCH_SIZE, who),
                 batching_window_seconds=settings.required_integer(
-                    environ, "GLUE_BATCHING_WINDOW_SECONDS", who
+                    environ, variables.GLUE_BATCHING_WINDOW_SECONDS, who
                 ),
-                parallelization_factor=settings.required_integer(environ, "GLUE_PARALLELIZATION_FACTOR", who),
-                max_retries=settings.required_integer(environ, "GLUE_MAX_RETRIES", who),
-                max_record_age_seconds=settings.required_integer(environ, "GLUE_MAX_RECORD_AGE_SECONDS", who),
+                parallelization_factor=settings.required_integer(
+                    environ, variables.GLUE_PARALLELIZATION_FACTOR, who
+                ),
+                max_retries=settings.required_integer(environ, variables.GLUE_MAX_RETRIES, who),
+                max_record_age_seconds=settings.required_integer(
+                    environ, variables.GLUE_MAX_RECORD_AGE_SECONDS, who
+                ),
             ),
-            keep_provisioned=settings.flag(environ, "KEEP_PROVISIONED", False),
-            backfill=settings.flag(environ, "BACKFILL", True),
+            keep_provisioned=settings.flag(environ, variables.KEEP_PROVISIONED, False),
+            backfill=settings.flag(environ, variables.BACKFILL, True),
             numbers=settings.numbers(environ),
             publisher=settings.publisher(environ),
-            sweep_minutes=settings.integer(environ, "SWEEP_MINUTES", 0) or None,
+            sweep_minutes=settings.integer(environ, variables.SWEEP_MINUTES, 0) or None,
         )
 
 

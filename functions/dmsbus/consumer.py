@@ -34,6 +34,7 @@ from typing import Any, Literal, overload
 
 from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 
+from dmsbus import variables
 from dmsbus.deadletter import DeadLetterQueue, dead_letters_from_env
 from dmsbus.envelope import OPS, ChangeEvent, EnvelopeError
 
@@ -42,8 +43,8 @@ __all__ = ["ChangeEvent", "ConsumerHandler", "Received", "Selection", "consumer"
 #: The deployment's own filter, set by the consumers stack from the consumer's config entry
 #: (comma-separated): an event reaches the function when it matches both the decorator's
 #: selection and this one.
-TABLES_VARIABLE = "DMSBUS_TABLES"
-OPS_VARIABLE = "DMSBUS_OPS"
+TABLES_VARIABLE = variables.TABLES
+OPS_VARIABLE = variables.OPS
 
 logger = logging.getLogger("dmsbus.consumer")
 

@@ -15,10 +15,12 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from dmsbus import variables
+
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
 
-DLQ_URL_VARIABLE = "BUS_DLQ_URL"
+DLQ_URL_VARIABLE = variables.DLQ_URL
 #: SQS's default message size; a larger record is parked gzip-compressed and base64'd
 #: (``record_gzip_base64``). dmsbus's queues take SQS's maximum, 1 MiB.
 PLAIN_LIMIT_BYTES = 256 * 1024

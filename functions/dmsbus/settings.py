@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from dmsbus import variables
 from dmsbus.ddbjson import NumberMode
 from dmsbus.publisher import PublisherSettings
 
@@ -58,12 +59,12 @@ def integer(environ: Mapping[str, str], name: str, default: int) -> int:
 
 
 def numbers(environ: Mapping[str, str]) -> NumberMode:
-    mode = environ.get("BUS_NUMBERS", "string").strip() or "string"
+    mode = environ.get(variables.NUMBERS, "string").strip() or "string"
     if mode == "string":
         return "string"
     if mode == "number":
         return "number"
-    raise SettingsError(f"BUS_NUMBERS must be 'string' or 'number', not {mode!r}")
+    raise SettingsError(f"{variables.NUMBERS} must be 'string' or 'number', not {mode!r}")
 
 
 def publisher(environ: Mapping[str, str]) -> PublisherSettings:
@@ -72,9 +73,9 @@ def publisher(environ: Mapping[str, str]) -> PublisherSettings:
     defaults = PublisherSettings()
     try:
         return PublisherSettings(
-            aggregate=flag(environ, "BUS_AGGREGATE", defaults.aggregate),
-            max_aggregate_bytes=integer(environ, "BUS_AGGREGATE_MAX_BYTES", defaults.max_aggregate_bytes),
-            max_attempts=integer(environ, "BUS_PUT_MAX_ATTEMPTS", defaults.max_attempts),
+            aggregate=flag(environ, variables.AGGREGATE, defaults.aggregate),
+            max_aggregate_bytes=integer(environ, variables.AGGREGATE_MAX_BYTES, defaults.max_aggregate_bytes),
+            max_attempts=integer(environ, variables.PUT_MAX_ATTEMPTS, defaults.max_attempts),
         )
     except SettingsError:
         raise

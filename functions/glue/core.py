@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dmsbus import settings
+from dmsbus import settings, variables
 from dmsbus.changes import ChangeBuilder, StreamRecordError, UserRecord, describe_stream_record
 from dmsbus.ddbjson import NumberMode
 from dmsbus.deadletter import DLQ_URL_VARIABLE, DeadLetterQueue
@@ -30,8 +30,8 @@ class GlueSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> GlueSettings:
         return cls(
-            bus=settings.required(environ, "BUS_NAME", "glue"),
-            stream_name=settings.required(environ, "BUS_STREAM_NAME", "glue"),
+            bus=settings.required(environ, variables.BUS_NAME, "glue"),
+            stream_name=settings.required(environ, variables.STREAM_NAME, "glue"),
             dlq_url=settings.optional(environ, DLQ_URL_VARIABLE),
             numbers=settings.numbers(environ),
             publisher=settings.publisher(environ),

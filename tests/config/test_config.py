@@ -487,3 +487,21 @@ def test_the_old_single_kinesis_throttle_threshold_still_loads_as_both() -> None
 
     alarms = AlarmConfig.model_validate({"kinesis_throttled": 5})
     assert (alarms.kinesis_write_throttled, alarms.kinesis_read_throttled) == (5, 5)
+
+
+def test_every_variable_the_deployment_sets_is_one_dmsbus_variables_names() -> None:
+    # The names are written once (dmsbus.variables), for config and the functions alike
+    from config.functions import consumer_environment, discovery_environment, glue_environment
+    from config.loader import load_config
+    from dmsbus import variables
+
+    known = {value for name, value in vars(variables).items() if name.isupper()}
+    bus = load_config(Path(__file__).resolve().parents[2] / "config").bus
+    written = set(glue_environment(bus, stream="s", dlq_url="q"))
+    written |= set(discovery_environment(bus, stream="s", glue_function="g", glue_on_failure_arn="a"))
+    for entry in bus.consumers:
+        bucket = "b" if entry.bucket is not None else None
+        written |= set(consumer_environment(bus.name, entry, dlq_url="q", bucket=bucket)) - set(
+            entry.environment
+        )
+    assert written - known == set()

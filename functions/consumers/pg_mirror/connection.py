@@ -13,9 +13,10 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
+from dmsbus import variables
 from dmsbus.settings import SettingsError
 
-SECRET_VARIABLE = "DMSBUS_SECRET"
+SECRET_VARIABLE = variables.SECRET
 APPLICATION_NAME = "dmsbus-pg-mirror"
 
 #: Reads a secret's string: ``lambda secret_id: client.get_secret_value(...)["SecretString"]``.

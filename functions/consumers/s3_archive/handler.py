@@ -19,11 +19,12 @@ import boto3
 from aws_lambda_powertools import Logger
 
 from consumers.s3_archive.archive import write
+from dmsbus import variables
 from dmsbus.consumer import Received, consumer
 from dmsbus.settings import required
 
 logger = Logger(service="s3_archive")
-BUCKET = required(os.environ, "DMSBUS_BUCKET", "s3_archive consumer")
+BUCKET = required(os.environ, variables.BUCKET, "s3_archive consumer")
 ROOT = os.environ.get("ARCHIVE_PREFIX", "").strip()
 S3 = boto3.client("s3")
 

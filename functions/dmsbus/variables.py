@@ -1,0 +1,34 @@
+"""The environment variables dmsbus's functions read: each name written once, here, for
+``config/functions.py``, which sets them, and for the handlers and cores, which read them."""
+
+from __future__ import annotations
+
+# Every function of the bus
+BUS_NAME = "BUS_NAME"
+#: The dead-letter queue a function parks poison records in.
+DLQ_URL = "BUS_DLQ_URL"
+
+# The glue and discovery's backfill: how the bus stream is written
+STREAM_NAME = "BUS_STREAM_NAME"
+AGGREGATE = "BUS_AGGREGATE"
+AGGREGATE_MAX_BYTES = "BUS_AGGREGATE_MAX_BYTES"
+PUT_MAX_ATTEMPTS = "BUS_PUT_MAX_ATTEMPTS"
+NUMBERS = "BUS_NUMBERS"
+
+# Discovery: the glue's event source mapping, and its own work
+GLUE_FUNCTION_NAME = "GLUE_FUNCTION_NAME"
+GLUE_ON_FAILURE_ARN = "GLUE_ON_FAILURE_ARN"
+GLUE_BATCH_SIZE = "GLUE_BATCH_SIZE"
+GLUE_BATCHING_WINDOW_SECONDS = "GLUE_BATCHING_WINDOW_SECONDS"
+GLUE_PARALLELIZATION_FACTOR = "GLUE_PARALLELIZATION_FACTOR"
+GLUE_MAX_RETRIES = "GLUE_MAX_RETRIES"
+GLUE_MAX_RECORD_AGE_SECONDS = "GLUE_MAX_RECORD_AGE_SECONDS"
+KEEP_PROVISIONED = "KEEP_PROVISIONED"
+BACKFILL = "BACKFILL"
+SWEEP_MINUTES = "SWEEP_MINUTES"
+
+# Consumers: the deployment's filter, and what their config entry gives them
+TABLES = "DMSBUS_TABLES"
+OPS = "DMSBUS_OPS"
+SECRET = "DMSBUS_SECRET"
+BUCKET = "DMSBUS_BUCKET"
