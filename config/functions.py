@@ -109,7 +109,7 @@ def consumer_environment(
         )
     environment = {**consumer.environment, v.BUS_NAME: bus_name, v.DLQ_URL: dlq_url}
     if consumer.secret is not None:
-        environment[v.SECRET] = consumer.secret
+        environment[v.CREDENTIALS_NAME] = consumer.secret
     if bucket is not None:
         environment[v.BUCKET] = bucket
     if consumer.tables is not None:

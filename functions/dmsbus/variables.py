@@ -30,5 +30,6 @@ SWEEP_MINUTES = "SWEEP_MINUTES"
 # Consumers: the deployment's filter, and what their config entry gives them
 TABLES = "DMSBUS_TABLES"
 OPS = "DMSBUS_OPS"
-SECRET = "DMSBUS_SECRET"
+#: The name (or ARN) of a Secrets Manager entry the consumer reads: a name, not a credential.
+CREDENTIALS_NAME = "DMSBUS_SECRET"
 BUCKET = "DMSBUS_BUCKET"

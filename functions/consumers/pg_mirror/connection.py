@@ -16,7 +16,7 @@ from psycopg.conninfo import make_conninfo
 from dmsbus import variables
 from dmsbus.settings import SettingsError
 
-SECRET_VARIABLE = variables.SECRET
+SECRET_VARIABLE = variables.CREDENTIALS_NAME
 APPLICATION_NAME = "dmsbus-pg-mirror"
 
 #: Reads a secret's string: ``lambda secret_id: client.get_secret_value(...)["SecretString"]``.
