@@ -28,9 +28,11 @@ from config.functions import (
     consumer_name,
     dead_letter_name,
     glue_environment,
+    glue_name,
+    stream_name,
 )
 from config.loader import ConfigError, load_config
-from config.model import BusConfig, Config
+from config.model import BusConfig, Config, ConsumerConfig
 from local.functions import ACCOUNT, REGION, LocalFunction
 
 #: What a running ``dmsbus up`` notes in its state folder (its database, mirror, endpoint).
@@ -129,32 +131,39 @@ class Bus:
     def _local_function(self, name: str, environment: Mapping[str, str]) -> LocalFunction:
         """A bus function as ``dmsbus up`` runs it: its code, the local bus's environment."""
         bus = self.bus
-        sqs = self.client("sqs")
-        dlq = sqs.get_queue_url(QueueName=dead_letter_name(name))["QueueUrl"]
+        dlq = self.client("sqs").get_queue_url(QueueName=dead_letter_name(name))["QueueUrl"]
         on_top = {"AWS_ENDPOINT_URL": str(self.endpoint_url), **environment}
-        if name == f"{bus.name}-glue":
-            stream = f"{bus.name}-bus"
+        if name == glue_name(bus):
             return LocalFunction(
                 name=name,
                 folder="glue",
-                environment={**glue_environment(bus, stream=stream, dlq_url=dlq), **on_top},
+                environment={**glue_environment(bus, stream=stream_name(bus), dlq_url=dlq), **on_top},
                 timeout_seconds=bus.glue.timeout_seconds,
                 memory_mb=bus.glue.memory_mb,
             )
         for consumer in bus.consumers:
             if consumer_name(bus.name, consumer) == name:
-                bucket = bucket_name(name) if consumer.bucket is not None else None
-                return LocalFunction(
-                    name=name,
-                    folder=consumer.code.removeprefix("functions/"),
-                    environment={
-                        **consumer_environment(bus.name, consumer, dlq_url=dlq, bucket=bucket),
-                        **on_top,
-                    },
-                    timeout_seconds=consumer.timeout_seconds,
-                    memory_mb=consumer.memory_mb,
-                )
+                return consumer_function(bus, consumer, on_top, dlq_url=dlq)
         raise InvokeError(f"{name} is neither the glue nor a consumer of bus {bus.name}")
+
+
+def consumer_function(
+    bus: BusConfig, consumer: ConsumerConfig, environment: Mapping[str, str], *, dlq_url: str = ""
+) -> LocalFunction:
+    """A consumer's handler, loaded here with its deployed environment and ``environment``
+    on top (without ``dlq_url``, a record that is not a change event stops it)."""
+    name = consumer_name(bus.name, consumer)
+    bucket = bucket_name(name) if consumer.bucket is not None else None
+    return LocalFunction(
+        name=name,
+        folder=consumer.code.removeprefix("functions/"),
+        environment={
+            **consumer_environment(bus.name, consumer, dlq_url=dlq_url, bucket=bucket),
+            **environment,
+        },
+        timeout_seconds=consumer.timeout_seconds,
+        memory_mb=consumer.memory_mb,
+    )
 
 
 def _lambda_invoker(lambda_client: Any) -> Invoke:

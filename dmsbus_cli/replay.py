@@ -29,16 +29,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from config.functions import bucket_name, consumer_environment, consumer_name
-from config.model import BusConfig, ConsumerConfig
 from consumers.s3_archive.archive import SUFFIX, read_lines
 from dmsbus.changes import UserRecord
 from dmsbus.envelope import ChangeEvent, EnvelopeError
 from dmsbus.names import version_rank
 from dmsbus.partition import hash_key, partition_key
 from dmsbus.publisher import KinesisPublisher
-from dmsbus_cli.connect import add_arguments, connect
-from local.functions import ACCOUNT, REGION, FunctionError, LocalFunction
+from dmsbus_cli.connect import add_arguments, connect, consumer_function
+from local.functions import ACCOUNT, REGION, FunctionError
 from local.streams import lambda_kinesis_record
 
 logger = logging.getLogger("dmsbus.replay")
@@ -336,20 +334,6 @@ def run(arguments: argparse.Namespace) -> int:
         return 1
     print(f"replay: {report.events} events from {report.table_hours} table-hours")
     return 0
-
-
-def consumer_function(bus: BusConfig, consumer: ConsumerConfig, environment: dict[str, str]) -> LocalFunction:
-    """The consumer's handler, loaded here with its deployed environment (no dead-letter
-    queue: an event that does not parse stops the replay) and ``environment`` on top."""
-    name = consumer_name(bus.name, consumer)
-    bucket = bucket_name(name) if consumer.bucket is not None else None
-    return LocalFunction(
-        name=name,
-        folder=consumer.code.removeprefix("functions/"),
-        environment={**consumer_environment(bus.name, consumer, dlq_url="", bucket=bucket), **environment},
-        timeout_seconds=consumer.timeout_seconds,
-        memory_mb=consumer.memory_mb,
-    )
 
 
 def _assignment(text: str) -> tuple[str, str]:
