@@ -21,11 +21,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 from botocore.exceptions import BotoCoreError, ClientError
 
 from config.functions import stream_name
 from dmsbus.envelope import ChangeEvent, EnvelopeError
+from dmsbus.kpl import unpack
 from dmsbus_cli.connect import add_arguments, connect
 
 #: Records per GetRecords call; the least time between two reads of a shard (a shard
@@ -171,9 +171,7 @@ def _events(records: list[dict[str, Any]], shard_id: str, selection: Filter) -> 
         }
         for record in records
     ]
-    for user_record in iter_deaggregate_records(lambda_shaped):
-        kinesis = user_record["kinesis"]
-        data = base64.b64decode(kinesis["data"])
+    for kinesis, data in unpack(lambda_shaped):
         try:
             event = ChangeEvent.from_json(data)
         except EnvelopeError as exc:

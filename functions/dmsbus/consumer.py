@@ -23,7 +23,6 @@ the exact bytes it came in and its Kinesis position (sinks that store events unm
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import warnings
@@ -32,11 +31,10 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Literal, overload
 
-from aws_kinesis_agg.deaggregator import iter_deaggregate_records
-
 from dmsbus import variables
 from dmsbus.deadletter import DeadLetterQueue, dead_letters_from_env
 from dmsbus.envelope import OPS, ChangeEvent, EnvelopeError
+from dmsbus.kpl import unpack
 
 __all__ = ["ChangeEvent", "ConsumerHandler", "Received", "Selection", "consumer", "dedup_key"]
 
@@ -212,10 +210,8 @@ class ConsumerHandler:
         """The matching events of one Kinesis record, or None if it must stop the batch."""
         events: list[ChangeEvent | Received] = []
         wanted, deployed = self.selection.matches, self.deployment.matches
-        for user_record in iter_deaggregate_records([dict(record)]):
-            kinesis = user_record["kinesis"]
+        for kinesis, data in unpack([record]):
             try:
-                data = base64.b64decode(kinesis["data"])
                 change = ChangeEvent.from_json(data)
             except (EnvelopeError, ValueError) as exc:
                 if not self._park(record, kinesis, exc):

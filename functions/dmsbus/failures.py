@@ -12,15 +12,13 @@ consumer's hold Kinesis records of the bus stream, each one or more change event
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from aws_kinesis_agg.deaggregator import iter_deaggregate_records
-
 from dmsbus.envelope import ChangeEvent, EnvelopeError
+from dmsbus.kpl import unpack
 
 #: Where Lambda puts failed batches in the bucket.
 PREFIX = "aws/lambda/"
@@ -106,11 +104,10 @@ class FailedBatch:
         """A consumer's failed batch as change events, deaggregated, in stream order."""
         if self.kind != "kinesis":
             raise FailedBatchError(f"{self.key}: holds DynamoDB stream records, not change events")
-        for user_record in iter_deaggregate_records([dict(record) for record in self.records]):
-            data = base64.b64decode(user_record["kinesis"]["data"])
+        for kinesis, data in unpack(self.records):
             try:
                 yield ChangeEvent.from_json(data)
             except EnvelopeError as exc:
                 raise FailedBatchError(
-                    f"{self.key}: record {user_record['kinesis'].get('sequenceNumber')} is not a change event: {exc}"
+                    f"{self.key}: record {kinesis.get('sequenceNumber')} is not a change event: {exc}"
                 ) from exc

@@ -6,14 +6,18 @@ partition-key table (field 1) and the user records (field 3), each a partition-k
 the size of every addition is known exactly before it is made, and it avoids building a
 protobuf object per user record. The output is byte-identical to aws-kinesis-agg's
 ``AggRecord`` for the same input (tests/unit/test_kpl.py); consumers read it with
-aws-kinesis-agg's deaggregator.
+aws-kinesis-agg's deaggregator (:func:`unpack`).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 
 MAGIC = b"\xf3\x89\x9a\xc2"
 DIGEST_SIZE = 16
@@ -113,3 +117,12 @@ def pack(partition_keys: Sequence[str], datas: Sequence[bytes], max_bytes: int) 
             )
         )
     return out
+
+
+def unpack(records: Iterable[Mapping[str, Any]]) -> Iterator[tuple[Mapping[str, Any], bytes]]:
+    """Lambda's Kinesis records (aggregated or plain), record by record and user record by
+    user record: each user record's ``kinesis`` part (partition key, sequence and
+    sub-sequence numbers) and its data, decoded. aws-kinesis-agg's deaggregator reads them."""
+    for user_record in iter_deaggregate_records([dict(record) for record in records]):
+        kinesis = user_record["kinesis"]
+        yield kinesis, base64.b64decode(kinesis["data"])
