@@ -28,7 +28,7 @@ import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from config.functions import consumer_name, dead_letter_name, failures_bucket_name, glue_name
 from dmsbus.deadletter import read_letter
@@ -65,14 +65,6 @@ class Report:
     left: list[tuple[str, int, str]] = field(default_factory=list)
     #: Failed batches of mappings that are not the chosen functions' current ones.
     other_batches: int = 0
-
-
-def _is_letter(message: Mapping[str, Any]) -> bool:
-    try:
-        body = json.loads(message["Body"])
-    except ValueError:
-        return False
-    return isinstance(body, dict) and body.get("dmsbus") == "dead-letter"
 
 
 def _record_identity(record: Mapping[str, Any]) -> str:
@@ -169,9 +161,12 @@ class Redrive:
         try:
             for message in self._messages(url):
                 hidden[message["MessageId"]] = message["ReceiptHandle"]
-                if self._redrive_letter(name, queue, url, message, invoked=invoked, report=report, say=say):
+                outcome = self._redrive_letter(
+                    name, queue, url, message, invoked=invoked, report=report, say=say
+                )
+                if outcome == "redriven":
                     del hidden[message["MessageId"]]
-                elif _is_letter(message):
+                elif outcome == "still poison":
                     still_poison += 1
                 else:
                     not_letters += 1
@@ -193,28 +188,28 @@ class Redrive:
         invoked: set[str],
         report: Report,
         say: Any,
-    ) -> bool:
-        """Hand one dead letter to the glue; False when it is left (not a dmsbus dead letter,
-        or a record this run handed already: still poison)."""
+    ) -> Literal["redriven", "still poison", "not a letter"]:
+        """Hand one dead letter to the glue, unless it is not a dmsbus dead letter, or a
+        record this run handed already (still poison): those are left."""
         where = f"{queue} message {message['MessageId']}"
         try:
             body = json.loads(message["Body"])
         except ValueError as exc:
             raise RedriveError(f"{where} is not JSON: {exc}") from exc
         if not isinstance(body, dict) or body.get("dmsbus") != "dead-letter":
-            return False
+            return "not a letter"
         letter = read_letter(message["Body"])
         if not isinstance(letter.get("record"), Mapping):
-            return False
+            return "not a letter"
         identity = _record_identity(letter["record"])
         if identity in invoked:
-            return False
+            return "still poison"
         say(f"redrive: {name} dead letter ({letter.get('reason', '?')})")
         self._invoke(name, {"Records": [letter["record"]]}, where)
         invoked.add(identity)
         self.sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
         report.letters += 1
-        return True
+        return "redriven"
 
     def _invoke(self, function: str, event: Mapping[str, Any], where: str) -> None:
         try:

@@ -18,6 +18,7 @@ from config.model import ConsumerConfig
 from dmsbus.consumer import ChangeEvent, consumer
 from local.demo import Rebuilt, Verification, create_schema, mirror_schema_template, verify, verify_mirror
 from local.runtime import LocalRuntime, local_bus
+from local.streams import DynamoDBStreamSource
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 CONFIG = load_config(REPOSITORY / "config")
@@ -27,6 +28,20 @@ MIRROR_TEMPLATE = mirror_schema_template(BUS)
 
 #: Called with each event before the rebuilding consumer applies it; raising fails it.
 Fault = Callable[[ChangeEvent], None]
+
+
+def corrupt_poison_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stream records of the customer named "poison" reach the glue with an attribute of an
+    unknown type: a record it cannot turn into an event."""
+    shape = DynamoDBStreamSource._lambda_record
+
+    def corrupt(self: DynamoDBStreamSource, record: dict[str, Any]) -> dict[str, Any]:
+        shaped: dict[str, Any] = shape(self, record)
+        if shaped["dynamodb"].get("NewImage", {}).get("name") == {"S": "poison"}:
+            shaped["dynamodb"]["NewImage"]["name"] = {"Q": "?"}
+        return shaped
+
+    monkeypatch.setattr(DynamoDBStreamSource, "_lambda_record", corrupt)
 
 
 def failing_on_customer(customer_id: int, fixed: list[bool] | None = None) -> Fault:

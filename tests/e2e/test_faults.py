@@ -17,8 +17,7 @@ from config.functions import dead_letter_name, glue_name
 from dmsbus.consumer import ChangeEvent
 from dmsbus.failures import PREFIX, FailedBatch
 from local.demo import LATE_SCHEMA, Workload
-from local.streams import DynamoDBStreamSource
-from tests.e2e.conftest import BUS, SOURCE, Pipeline, failing_on_customer
+from tests.e2e.conftest import BUS, SOURCE, Pipeline, corrupt_poison_records, failing_on_customer
 
 _real_api_call = BaseClient._make_api_call
 
@@ -37,15 +36,7 @@ def test_given_a_poison_stream_record_when_the_glue_reads_it_then_it_goes_to_the
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given stream records for the customer named "poison" arrive corrupted (an unknown type)
-    shape = DynamoDBStreamSource._lambda_record
-
-    def corrupt(self: DynamoDBStreamSource, record: dict[str, Any]) -> dict[str, Any]:
-        shaped = shape(self, record)
-        if shaped["dynamodb"].get("NewImage", {}).get("name") == {"S": "poison"}:
-            shaped["dynamodb"]["NewImage"]["name"] = {"Q": "?"}
-        return shaped
-
-    monkeypatch.setattr(DynamoDBStreamSource, "_lambda_record", corrupt)
+    corrupt_poison_records(monkeypatch)
     pipeline.wait_attached()
 
     # When the poison row is written among others, then written again cleanly

@@ -17,8 +17,7 @@ from config.functions import dead_letter_name, glue_name
 from dmsbus.failures import PREFIX, FailedBatch
 from dmsbus_cli.redrive import Redrive, RedriveError
 from local.demo import key_text
-from local.streams import DynamoDBStreamSource
-from tests.e2e.conftest import BUS, Pipeline, failing_on_customer
+from tests.e2e.conftest import BUS, Pipeline, corrupt_poison_records, failing_on_customer
 from tests.e2e.test_faults import assert_converged, run_workload
 
 _real_api_call = BaseClient._make_api_call
@@ -127,15 +126,7 @@ def test_a_glue_dead_letter_that_is_still_poison_is_handed_once_and_left(
     pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given the glue parked a corrupted stream record (an unknown attribute type)
-    shape = DynamoDBStreamSource._lambda_record
-
-    def corrupt(self: DynamoDBStreamSource, record: dict[str, Any]) -> dict[str, Any]:
-        shaped = shape(self, record)
-        if shaped["dynamodb"].get("NewImage", {}).get("name") == {"S": "poison"}:
-            shaped["dynamodb"]["NewImage"]["name"] = {"Q": "?"}
-        return shaped
-
-    monkeypatch.setattr(DynamoDBStreamSource, "_lambda_record", corrupt)
+    corrupt_poison_records(monkeypatch)
     pipeline.wait_attached()
     with psycopg.connect(pipeline.url, autocommit=True) as connection:
         connection.execute("INSERT INTO customers (id, name) VALUES (9995, 'poison')")
