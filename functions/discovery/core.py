@@ -371,8 +371,9 @@ class Discovery:
                 "images; disable its stream (or reload the table) and discovery will enable it"
             )
         stream_arn: str = description["LatestStreamArn"]
-        if self._attached(stream_arn):
-            self._keep_failures(item, stream_arn)
+        attached = self._stream_mappings(stream_arn)
+        if attached:
+            self._keep_failures(item, attached)
             return True
         if self.settings.backfill and not self._backfill(item, description, stream_arn, deadline):
             return True  # another run attached the glue while this one scanned
@@ -542,13 +543,13 @@ class Discovery:
         report.mapping_created = True
         report.actions.append("glue attached")
 
-    def _keep_failures(self, item: _Work, stream_arn: str) -> None:
+    def _keep_failures(self, item: _Work, mappings: list[dict[str, Any]]) -> None:
         """A mapping made before the failure bucket (or with another destination) is moved
         to the configured one: its failed batches then keep their records."""
         wanted = self.settings.glue_on_failure_arn
         if not wanted:
             return
-        for mapping in self._list_mappings(EventSourceArn=stream_arn):
+        for mapping in mappings:
             current = ((mapping.get("DestinationConfig") or {}).get("OnFailure") or {}).get("Destination")
             if current == wanted:
                 continue
@@ -594,9 +595,15 @@ class Discovery:
     def _attached(self, stream_arn: str) -> bool:
         """Whether the glue has a mapping for this stream (asked afresh: another run may have
         made one)."""
-        return any(
-            mapping.get("State") != "Deleting" for mapping in self._list_mappings(EventSourceArn=stream_arn)
-        )
+        return bool(self._stream_mappings(stream_arn))
+
+    def _stream_mappings(self, stream_arn: str) -> list[dict[str, Any]]:
+        """The glue's mappings of this stream that are not being deleted, asked afresh."""
+        return [
+            mapping
+            for mapping in self._list_mappings(EventSourceArn=stream_arn)
+            if mapping.get("State") != "Deleting"
+        ]
 
     def _glue_mappings(self) -> list[dict[str, Any]]:
         if self._mappings is None:
