@@ -22,17 +22,10 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from config.functions import (
-    bucket_name,
-    consumer_environment,
-    consumer_name,
-    dead_letter_name,
-    glue_environment,
-    glue_name,
-    stream_name,
-)
 from config.loader import ConfigError, load_config
 from config.model import BusConfig, Config, ConsumerConfig
+from config.plan import consumer_plan, deployment_plan
+from local.bus import local_function
 from local.functions import ACCOUNT, REGION, LocalFunction
 
 #: What a running ``dmsbus up`` notes in its state folder (its database, mirror, endpoint).
@@ -130,21 +123,16 @@ class Bus:
 
     def _local_function(self, name: str, environment: Mapping[str, str]) -> LocalFunction:
         """A bus function as ``dmsbus up`` runs it: its code, the local bus's environment."""
-        bus = self.bus
-        dlq = self.client("sqs").get_queue_url(QueueName=dead_letter_name(name))["QueueUrl"]
+        plan = deployment_plan(self.bus)
+        try:
+            planned = plan.function(name)
+        except KeyError:
+            raise InvokeError(f"{name} is neither the glue nor a consumer of bus {self.bus.name}") from None
+        if planned.kind == "discovery":
+            raise InvokeError(f"{name} is neither the glue nor a consumer of bus {self.bus.name}")
+        dlq = self.client("sqs").get_queue_url(QueueName=planned.dead_letters.name)["QueueUrl"]
         on_top = {"AWS_ENDPOINT_URL": str(self.endpoint_url), **environment}
-        if name == glue_name(bus):
-            return LocalFunction(
-                name=name,
-                folder="glue",
-                environment={**glue_environment(bus, stream=stream_name(bus), dlq_url=dlq), **on_top},
-                timeout_seconds=bus.glue.timeout_seconds,
-                memory_mb=bus.glue.memory_mb,
-            )
-        for consumer in bus.consumers:
-            if consumer_name(bus.name, consumer) == name:
-                return consumer_function(bus, consumer, on_top, dlq_url=dlq)
-        raise InvokeError(f"{name} is neither the glue nor a consumer of bus {bus.name}")
+        return local_function(self.bus, planned, dlq_url=dlq, environment=on_top)
 
 
 def consumer_function(
@@ -152,18 +140,7 @@ def consumer_function(
 ) -> LocalFunction:
     """A consumer's handler, loaded here with its deployed environment and ``environment``
     on top (without ``dlq_url``, a record that is not a change event stops it)."""
-    name = consumer_name(bus.name, consumer)
-    bucket = bucket_name(name) if consumer.bucket is not None else None
-    return LocalFunction(
-        name=name,
-        folder=consumer.code.removeprefix("functions/"),
-        environment={
-            **consumer_environment(bus.name, consumer, dlq_url=dlq_url, bucket=bucket),
-            **environment,
-        },
-        timeout_seconds=consumer.timeout_seconds,
-        memory_mb=consumer.memory_mb,
-    )
+    return local_function(bus, consumer_plan(bus, consumer), dlq_url=dlq_url, environment=environment)
 
 
 def _lambda_invoker(lambda_client: Any) -> Invoke:

@@ -27,12 +27,11 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from config.functions import consumer_environment, consumer_name, stream_name
+from config.functions import consumer_name, stream_name
 from config.loader import ConfigError, load_config
 from config.mappings import render_table_mappings, task_settings
 from config.model import BusConfig, ConsumerConfig, SourceConfig
-from dmsbus import variables
-from dmsbus.event_sources import mapping_request
+from config.plan import Ref, consumer_plan
 from dmsbus.table_mappings import MappingError, listed_tables, resolve, selected, tables_to_reload
 from dmsbus_cli.connect import Bus, add_arguments, connect, describe_task
 from task_lifecycle.core import (
@@ -57,8 +56,6 @@ MAPPING_SETTINGS = (
     "MaximumRetryAttempts",
     "MaximumRecordAgeInSeconds",
 )
-#: Variables whose values the deployment fills in (queue URLs, bucket names): not compared.
-DEPLOYMENT_VALUES = (variables.DLQ_URL, variables.BUCKET, "POWERTOOLS_SERVICE_NAME")
 #: What a task in a transitional state comes to, in the simulation.
 SETTLES_AS = {"stopping": "stopped", "starting": "running", "modifying": "stopped"}
 #: The request id of the simulated deploy.
@@ -217,18 +214,17 @@ def plan_consumers(bus: BusConfig, deployed: Mapping[str, Mapping[str, Any]]) ->
 
 
 def _differences(bus: BusConfig, entry: ConsumerConfig, deployed: Mapping[str, Any]) -> Iterator[str]:
-    environment = consumer_environment(
-        bus.name, entry, dlq_url="", bucket="" if entry.bucket is not None else None
-    )
-    now = {k: v for k, v in (deployed.get("environment") or {}).items() if k not in DEPLOYMENT_VALUES}
-    then = {k: v for k, v in environment.items() if k not in DEPLOYMENT_VALUES}
+    planned = consumer_plan(bus, entry)
+    # Values the deployment fills in (queue URLs, bucket names) are not compared.
+    filled = {key for key, value in planned.environment.items() if isinstance(value, Ref)}
+    now = {k: v for k, v in (deployed.get("environment") or {}).items() if k not in filled}
+    then = {k: v for k, v in planned.environment.items() if k not in filled}
     for key in sorted(set(now) | set(then)):
         if now.get(key) != then.get(key):
             yield f"environment {key}: {now.get(key)!r} -> {then.get(key)!r}"
     mapping = deployed.get("mapping") or {}
-    request = mapping_request(
-        entry, function_name="", stream_arn="", starting_position=entry.starting_position, on_failure=None
-    )
+    assert planned.mapping is not None
+    request = planned.mapping.request(function_name="", stream_arn="", on_failure=None)
     for setting in MAPPING_SETTINGS:
         if setting in mapping and mapping[setting] != request[setting]:
             yield f"mapping {setting}: {mapping[setting]} -> {request[setting]}"

@@ -12,22 +12,12 @@ import json
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
-from config.functions import (
-    bucket_name,
-    consumer_environment,
-    consumer_name,
-    dead_letter_name,
-    discovery_environment,
-    discovery_name,
-    failures_bucket_name,
-    glue_environment,
-    glue_name,
-    stream_name,
-)
+from config.functions import failures_bucket_name
 from config.model import BusConfig, ConsumerConfig
-from dmsbus.event_sources import mapping_request
+from config.plan import DeploymentPlan, FunctionPlan, consumer_plan, deployment_plan, resolve
 from local.functions import ACCOUNT, REGION, Handler, LocalFunction
 
 ROLE_NAME = "dmsbus-local-function"
@@ -38,7 +28,8 @@ ON_DEMAND_SHARDS = 4
 
 @dataclass
 class LocalBus:
-    """``provision()`` creates the resources; ``functions`` is the local Lambda registry."""
+    """The deployment plan rendered on the moto server: ``provision()`` creates the
+    resources; ``functions`` is the local Lambda registry."""
 
     config: BusConfig
     clients: Any  # LocalAws: .client(service) and .environment()
@@ -49,74 +40,51 @@ class LocalBus:
     buckets: dict[str, str] = field(default_factory=dict)
     failures: str = ""
     stream_arn: str = ""
+    #: The plan's references, resolved to the moto server's values.
+    values: dict[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def plan(self) -> DeploymentPlan:
+        return deployment_plan(self.config)
 
     @property
     def stream(self) -> str:
-        return stream_name(self.config)
+        return self.plan.stream.name
 
     def provision(self) -> dict[str, LocalFunction]:
-        bus = self.config
+        plan = self.plan
         self._stream()
-        role = self._role()
-        glue, discovery = glue_name(bus), discovery_name(bus)
         self.failures = self._bucket(
-            failures_bucket_name(bus, account=ACCOUNT, region=REGION), versioned=False
+            failures_bucket_name(self.config, account=ACCOUNT, region=REGION), versioned=False
         )
-        glue_dlq = self._queue(dead_letter_name(glue))
-        self._queue(dead_letter_name(discovery))
-        self._register(
-            LocalFunction(
-                name=glue,
-                folder="glue",
-                environment=glue_environment(bus, stream=self.stream, dlq_url=glue_dlq),
-                timeout_seconds=bus.glue.timeout_seconds,
-                memory_mb=bus.glue.memory_mb,
-            ),
-            role,
-        )
-        self._register(
-            LocalFunction(
-                name=discovery,
-                folder="discovery",
-                environment=discovery_environment(
-                    bus,
-                    stream=self.stream,
-                    glue_function=glue,
-                    glue_on_failure_arn=self.failures_arn,
-                ),
-                timeout_seconds=900,
-                memory_mb=512,
-            ),
-            role,
-        )
-        for consumer in bus.consumers:
-            self.add_consumer(consumer)
+        for function in plan.functions:
+            self.deploy(function)
         return self.functions
 
     def add_consumer(self, consumer: ConsumerConfig, *, handler: Handler | None = None) -> LocalFunction:
         """A configured consumer (its folder's handler) or a local one (``handler``), with
         the event source mapping the consumers stack gives every consumer."""
-        name = consumer_name(self.config.name, consumer)
-        dlq = self._queue(dead_letter_name(name))
-        bucket = self._bucket(bucket_name(name)) if consumer.bucket is not None else None
-        function = LocalFunction(
-            name=name,
-            folder=None if handler is not None else consumer.code.removeprefix("functions/"),
-            handler=handler,
-            environment=consumer_environment(self.config.name, consumer, dlq_url=dlq, bucket=bucket),
-            timeout_seconds=consumer.timeout_seconds,
-            memory_mb=consumer.memory_mb,
-        )
-        self._register(function, self._role())
-        self.clients.client("lambda").create_event_source_mapping(
-            **mapping_request(
-                consumer,
-                function_name=name,
-                stream_arn=self.stream_arn,
-                starting_position=consumer.starting_position,
-                on_failure=self.failures_arn,
+        return self.deploy(consumer_plan(self.config, consumer), handler=handler)
+
+    def deploy(self, plan: FunctionPlan, *, handler: Handler | None = None) -> LocalFunction:
+        """The plan's function, its queue and bucket, and its mapping when it reads the bus
+        stream (the glue's are discovery's to create, as in AWS). ``handler``: run this
+        callable instead of the folder's handler."""
+        dlq_url = self._queue(plan.dead_letters.name)
+        if plan.bucket is not None:
+            self._bucket(plan.bucket.key)
+        self.values.update(local_values(self.config, plan, dlq_url=dlq_url))
+        function = local_function(self.config, plan, dlq_url=dlq_url, handler=handler)
+        self._register(function, plan, self._role())
+        mapping = plan.mapping
+        if mapping is not None and mapping.source == "bus-stream":
+            self.clients.client("lambda").create_event_source_mapping(
+                **mapping.request(
+                    function_name=plan.name,
+                    stream_arn=self.stream_arn,
+                    on_failure=self.values[mapping.on_failure],
+                )
             )
-        )
         return function
 
     def queue_arn(self, name: str) -> str:
@@ -134,6 +102,7 @@ class LocalBus:
         self.stream_arn = kinesis.describe_stream_summary(StreamName=self.stream)["StreamDescriptionSummary"][
             "StreamARN"
         ]
+        assert self.stream_arn == stream_arn(self.stream), "moto's stream ARN moved"
 
     def _queue(self, name: str) -> str:
         url: str = self.clients.client("sqs").create_queue(QueueName=name)["QueueUrl"]
@@ -143,7 +112,7 @@ class LocalBus:
     @property
     def failures_arn(self) -> str:
         """The failure bucket: every mapping's on-failure destination."""
-        return f"arn:aws:s3:::{self.failures}"
+        return bucket_arn(self.failures)
 
     def _bucket(self, name: str, *, versioned: bool = True) -> str:
         """As the stacks make it (KMS and lifecycle do not apply here): a consumer's bucket
@@ -176,7 +145,7 @@ class LocalBus:
             ]
         return arn
 
-    def _register(self, function: LocalFunction, role: str) -> None:
+    def _register(self, function: LocalFunction, plan: FunctionPlan, role: str) -> None:
         # Lambda's API holds what the stacks set; the function runs with local mode's too.
         deployed = dict(function.environment)
         function.environment = {
@@ -193,13 +162,70 @@ class LocalBus:
                 FunctionName=function.name,
                 Runtime="python3.12",
                 Role=role,
-                Handler="handler.handler",
+                Handler=plan.handler,
                 Code={"ZipFile": _placeholder_zip()},
                 Timeout=function.timeout_seconds,
                 MemorySize=function.memory_mb,
                 Architectures=["arm64"],
                 Environment={"Variables": deployed},
             )
+            if plan.reserved_concurrency is not None:
+                client.put_function_concurrency(
+                    FunctionName=function.name, ReservedConcurrentExecutions=plan.reserved_concurrency
+                )
+
+
+def stream_arn(name: str) -> str:
+    return f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{name}"
+
+
+def bucket_arn(name: str) -> str:
+    return f"arn:aws:s3:::{name}"
+
+
+def local_values(bus: BusConfig, plan: FunctionPlan, *, dlq_url: str) -> dict[str, str]:
+    """What local mode resolves ``plan``'s references to: the names and ARNs of its
+    resources on the moto server, and ``dlq_url``."""
+    deployment = deployment_plan(bus)
+    failures = failures_bucket_name(bus, account=ACCOUNT, region=REGION)
+    values: dict[str, str] = {
+        deployment.stream.name_ref: deployment.stream.name,
+        deployment.stream.arn: stream_arn(deployment.stream.name),
+        deployment.failures.name: failures,
+        deployment.failures.arn: bucket_arn(failures),
+        plan.name_ref: plan.name,
+        plan.dead_letters.url: dlq_url,
+    }
+    for function in deployment.functions:
+        # Discovery names the glue; local mode runs every function under its plan name.
+        values[function.name_ref] = function.name
+    if plan.bucket is not None:
+        # A consumer's bucket: CloudFormation names it in AWS, the plan's key here.
+        values[plan.bucket.name] = plan.bucket.key
+    return values
+
+
+def local_function(
+    bus: BusConfig,
+    plan: FunctionPlan,
+    *,
+    dlq_url: str,
+    environment: Mapping[str, str] | None = None,
+    handler: Handler | None = None,
+) -> LocalFunction:
+    """``plan``'s function as local mode runs it: its folder's handler (or ``handler``),
+    its references resolved by :func:`local_values`, ``environment`` on top."""
+    return LocalFunction(
+        name=plan.name,
+        folder=None if handler is not None else plan.folder,
+        handler=handler,
+        environment={
+            **resolve(plan.environment, local_values(bus, plan, dlq_url=dlq_url)),
+            **(environment or {}),
+        },
+        timeout_seconds=plan.timeout_seconds,
+        memory_mb=plan.memory_mb,
+    )
 
 
 def _placeholder_zip() -> bytes:

@@ -8,6 +8,7 @@ from aws_cdk import App, Environment, Tags, Validations
 from cdk_nag import AwsSolutionsChecks, ServerlessChecks
 
 from config.model import Config
+from config.plan import deployment_plan
 from stacks.bus import BusStack
 from stacks.consumers import ConsumersStack
 from stacks.source import SourceStack
@@ -22,9 +23,10 @@ class Stacks:
 
 def build(app: App, config: Config, *, env: Environment | None = None, nag: bool = True) -> Stacks:
     bus = config.bus
+    plan = deployment_plan(bus)
     prefix = f"dmsbus-{bus.name}"
     bus_stack = BusStack(
-        app, prefix, bus=bus, env=env, description=f"dmsbus {bus.name}: stream, glue, discovery"
+        app, prefix, plan=plan, env=env, description=f"dmsbus {bus.name}: stream, glue, discovery"
     )
     sources = {}
     for source in config.sources:
@@ -42,7 +44,7 @@ def build(app: App, config: Config, *, env: Environment | None = None, nag: bool
     consumers = ConsumersStack(
         app,
         f"{prefix}-consumers",
-        bus=bus,
+        plan=plan,
         stream=bus_stack.stream,
         key=bus_stack.key,
         failures=bus_stack.failures,

@@ -22,6 +22,7 @@ from constructs import Construct
 
 from config.functions import failures_bucket_name
 from config.model import BusConfig
+from config.plan import FunctionPlan, resolve
 from stacks.nag import acknowledge
 from stacks.packaging import ARCHITECTURE, RUNTIME, function_code, handler_name
 
@@ -35,6 +36,7 @@ class DeadLetterQueue(Construct):
 
     def __init__(self, scope: Construct, id_: str, *, queue_name: str, key: kms.IKey) -> None:
         super().__init__(scope, id_)
+        self.queue_name = queue_name
         self.queue = sqs.Queue(
             self,
             "Queue",
@@ -230,6 +232,35 @@ class BusFunction(Construct):
             "AwsSolutions-IAM5[Resource::*]",
             f"{unscoped_actions} take no resource.",
         )
+
+
+def planned_function(
+    scope: Construct,
+    id_: str,
+    *,
+    plan: FunctionPlan,
+    values: Mapping[str, str],
+    layer: lambda_.ILayerVersion,
+    unscoped_actions: str = "X-Ray's trace actions",
+    dead_letter_queue: sqs.IQueue | None = None,
+    network: VpcPlacement | None = None,
+) -> BusFunction:
+    """The plan's function, its references resolved to ``values`` (tokens of this app)."""
+    return BusFunction(
+        scope,
+        id_,
+        function_name=plan.name,
+        folder=plan.folder,
+        entry=plan.entry,
+        layer=layer,
+        memory_mb=plan.memory_mb,
+        timeout_seconds=plan.timeout_seconds,
+        reserved_concurrency=plan.reserved_concurrency,
+        environment=resolve(plan.environment, values),
+        dead_letter_queue=dead_letter_queue,
+        unscoped_actions=unscoped_actions,
+        network=network,
+    )
 
 
 class Alarms(Construct):

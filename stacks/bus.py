@@ -12,25 +12,20 @@ from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from config.functions import (
-    dead_letter_name,
-    discovery_environment,
-    discovery_name,
-    glue_environment,
-    glue_name,
-    stream_name,
-)
 from config.model import BusConfig
+from config.plan import DeploymentPlan, Grant
 from dmsbus import metrics as emitted
 from stacks.building_blocks import (
     Alarms,
-    BusFunction,
     DeadLetterQueue,
     FailureBucket,
     acknowledge_kms_grant,
     acknowledge_stream_invoked,
+    planned_function,
 )
 from stacks.nag import acknowledge
 from stacks.packaging import dependencies_layer
@@ -45,9 +40,14 @@ DMS_ACCOUNT_ROLES = {
 
 
 class BusStack(Stack):
-    def __init__(self, scope: Construct, id_: str, *, bus: BusConfig, **kwargs: Any) -> None:
+    def __init__(self, scope: Construct, id_: str, *, plan: DeploymentPlan, **kwargs: Any) -> None:
         super().__init__(scope, id_, **kwargs)
+        bus = plan.bus
         self.bus = bus
+        self.plan = plan
+        #: The plan's references, resolved to this stack's tokens.
+        self.values: dict[str, str] = {}
+        self.queues: dict[str, sqs.IQueue] = {}
         self.key: kms.IKey = (
             kms.Key.from_key_arn(self, "Key", bus.kinesis.kms_key_arn)
             if bus.kinesis.kms_key_arn
@@ -63,7 +63,7 @@ class BusStack(Stack):
         self.stream = kinesis.Stream(
             self,
             "Stream",
-            stream_name=stream_name(bus),
+            stream_name=plan.stream.name,
             encryption=kinesis.StreamEncryption.KMS,
             encryption_key=self.key,
             stream_mode=kinesis.StreamMode.PROVISIONED if provisioned else kinesis.StreamMode.ON_DEMAND,
@@ -75,9 +75,13 @@ class BusStack(Stack):
             "AwsSolutions-KDS3",
             "The stream uses a customer-managed key (rotation on, or the one config names): stricter than aws/kinesis.",
         )
+        self.values[plan.stream.name_ref] = self.stream.stream_name
+        self.values[plan.stream.arn] = self.stream.stream_arn
         self.layer = dependencies_layer(self, "Dependencies")
         self.alarms = Alarms(self, "Alarms", topic_arn=bus.alarms.topic_arn)
         self.failures = FailureBucket(self, "Failures", bus=bus, key=self.key)
+        self.values[plan.failures.arn] = self.failures.bucket_arn
+        self.values[plan.failures.name] = self.failures.bucket_name
         self.alarms.add(
             "FailedBatches",
             metric=self.failures.metric_failed_batches(),
@@ -125,107 +129,119 @@ class BusStack(Stack):
         self.dashboard = self._dashboard(bus)
 
     def _glue(self, bus: BusConfig) -> None:
-        glue = bus.glue
+        plan = self.plan.glue
         self.glue_dlq = DeadLetterQueue(
-            self, "GlueDeadLetters", queue_name=dead_letter_name(glue_name(bus)), key=self.key
+            self, "GlueDeadLetters", queue_name=plan.dead_letters.name, key=self.key
         )
-        self.glue = BusFunction(
+        self.values[plan.dead_letters.url] = self.glue_dlq.queue.queue_url
+        self.queues[plan.dead_letters.name] = self.glue_dlq.queue
+        self.glue = planned_function(
             self,
             "Glue",
-            function_name=glue_name(bus),
-            unscoped_actions="dynamodb:ListStreams and X-Ray's trace actions",
-            folder="glue",
+            plan=plan,
+            values=self.values,
             layer=self.layer,
-            memory_mb=glue.memory_mb,
-            timeout_seconds=glue.timeout_seconds,
-            environment=glue_environment(
-                bus, stream=self.stream.stream_name, dlq_url=self.glue_dlq.queue.queue_url
-            ),
+            unscoped_actions="dynamodb:ListStreams and X-Ray's trace actions",
         )
         function = self.glue.function
-        self.stream.grant_write(function)
+        self.values[plan.name_ref] = function.function_name
         # Poison records go to the queue (the code sends them); failed batches to the
         # failure bucket (the event source mapping, which discovery creates, writes with
         # the function's role).
-        self.glue_dlq.queue.grant_send_messages(function)
-        self.failures.grant_put(function)
+        for grant in plan.grants:
+            self._grant(function, grant)
         acknowledge_kms_grant(self.glue.role)
         acknowledge_stream_invoked(function)
-        # Event source mappings read the streams of this bus's tables only.
-        function.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"],
-                resources=[self._table_arn(f"{bus.name}.*/stream/*")],
-            )
-        )
-        function.add_to_role_policy(iam.PolicyStatement(actions=["dynamodb:ListStreams"], resources=["*"]))
         self.alarms.stream_function(
             "Glue", function, errors=bus.alarms.function_errors, iterator_age_ms=bus.alarms.iterator_age_ms
         )
         self.alarms.queue_depth("GlueDeadLetterDepth", self.glue_dlq.queue, messages=bus.alarms.dlq_messages)
 
+    def _grant(self, function: lambda_.IFunction, grant: Grant) -> None:
+        """One of the plan's grants on the bus's resources."""
+        match grant.access:
+            case "stream:write" if grant.resource == self.plan.stream.name:
+                self.stream.grant_write(function)
+            case "queue:send":
+                self.queues[grant.resource].grant_send_messages(function)
+            case "failures:put" if grant.resource == self.plan.failures.key:
+                self.failures.grant_put(function)
+            case "table-streams:read":
+                # Event source mappings read the streams of this bus's tables only.
+                function.add_to_role_policy(
+                    iam.PolicyStatement(
+                        actions=[
+                            "dynamodb:DescribeStream",
+                            "dynamodb:GetRecords",
+                            "dynamodb:GetShardIterator",
+                        ],
+                        resources=[self._table_arn(f"{grant.resource}.*/stream/*")],
+                    )
+                )
+                function.add_to_role_policy(
+                    iam.PolicyStatement(actions=["dynamodb:ListStreams"], resources=["*"])
+                )
+            case "tables:manage":
+                function.add_to_role_policy(
+                    iam.PolicyStatement(
+                        actions=[
+                            "dynamodb:DescribeTable",
+                            "dynamodb:UpdateTable",
+                            "dynamodb:ListTagsOfResource",
+                            "dynamodb:TagResource",
+                            "dynamodb:Scan",
+                        ],
+                        resources=[self._table_arn(f"{grant.resource}.*")],
+                    )
+                )
+                # ListTables and GetMetricData (a sweep counts the bus tables' throttles)
+                # take no resource.
+                function.add_to_role_policy(
+                    iam.PolicyStatement(
+                        actions=["dynamodb:ListTables", "cloudwatch:GetMetricData"], resources=["*"]
+                    )
+                )
+            case "glue-mappings:manage" if grant.resource == self.plan.glue.name:
+                # Listing takes no resource; the changes are limited to the glue's mappings.
+                function.add_to_role_policy(
+                    iam.PolicyStatement(actions=["lambda:ListEventSourceMappings"], resources=["*"])
+                )
+                function.add_to_role_policy(
+                    iam.PolicyStatement(
+                        actions=[
+                            "lambda:CreateEventSourceMapping",
+                            "lambda:UpdateEventSourceMapping",
+                            "lambda:DeleteEventSourceMapping",
+                        ],
+                        resources=["*"],
+                        conditions={"StringEquals": {"lambda:FunctionArn": self.glue.function.function_arn}},
+                    )
+                )
+            case _:
+                raise ValueError(f"the bus stack cannot grant {grant}")
+
     def _discovery(self, bus: BusConfig) -> None:
+        plan = self.plan.discovery
         self.discovery_dlq = DeadLetterQueue(
-            self, "DiscoveryDeadLetters", queue_name=dead_letter_name(discovery_name(bus)), key=self.key
+            self, "DiscoveryDeadLetters", queue_name=plan.dead_letters.name, key=self.key
         )
-        self.discovery = BusFunction(
+        self.values[plan.dead_letters.url] = self.discovery_dlq.queue.queue_url
+        self.queues[plan.dead_letters.name] = self.discovery_dlq.queue
+        self.discovery = planned_function(
             self,
             "Discovery",
-            function_name=discovery_name(bus),
+            plan=plan,
+            values=self.values,
+            layer=self.layer,
             # The mapping calls are conditioned on lambda:FunctionArn = the glue.
             unscoped_actions=(
                 "dynamodb:ListTables, lambda:*EventSourceMapping(s), cloudwatch:GetMetricData and X-Ray's trace actions"
             ),
-            folder="discovery",
-            layer=self.layer,
-            memory_mb=512,
-            # A sweep waits for tables to become ACTIVE and backfills: give it the most.
-            timeout_seconds=900,
-            dead_letter_queue=self.discovery_dlq.queue,
-            # One run at a time: overlapping runs are safe but scan twice.
-            reserved_concurrency=1,
-            environment=discovery_environment(
-                bus,
-                stream=self.stream.stream_name,
-                glue_function=self.glue.function.function_name,
-                glue_on_failure_arn=self.failures.bucket_arn,
-            ),
+            dead_letter_queue=self.discovery_dlq.queue if plan.asynchronous_dead_letters else None,
         )
         function = self.discovery.function
-        tables = self._table_arn(f"{bus.name}.*")
-        function.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "dynamodb:DescribeTable",
-                    "dynamodb:UpdateTable",
-                    "dynamodb:ListTagsOfResource",
-                    "dynamodb:TagResource",
-                    "dynamodb:Scan",
-                ],
-                resources=[tables],
-            )
-        )
-        # ListTables, ListEventSourceMappings and GetMetricData (the sweep counts the bus
-        # tables' throttles) take no resource; the mapping calls are limited to mappings of
-        # the glue function.
-        function.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=["dynamodb:ListTables", "lambda:ListEventSourceMappings", "cloudwatch:GetMetricData"],
-                resources=["*"],
-            )
-        )
-        function.add_to_role_policy(
-            iam.PolicyStatement(
-                actions=[
-                    "lambda:CreateEventSourceMapping",
-                    "lambda:UpdateEventSourceMapping",
-                    "lambda:DeleteEventSourceMapping",
-                ],
-                resources=["*"],
-                conditions={"StringEquals": {"lambda:FunctionArn": self.glue.function.function_arn}},
-            )
-        )
-        self.stream.grant_write(function)  # the backfill publishes op "r" events
+        for grant in plan.grants:
+            self._grant(function, grant)
         acknowledge_kms_grant(self.discovery.role)
         acknowledge(
             self.discovery.role,

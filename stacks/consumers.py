@@ -4,6 +4,7 @@ bucket to write to."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aws_cdk import Duration, RemovalPolicy, Stack
@@ -17,17 +18,18 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from config.functions import ConsumerError, consumer_environment, consumer_name, dead_letter_name
-from config.model import BusConfig, ConsumerBucket, ConsumerConfig, ConsumerNetwork
+from config.functions import ConsumerError
+from config.model import ConsumerBucket, ConsumerNetwork
+from config.plan import DeploymentPlan, FunctionPlan, Grant
 from stacks.building_blocks import (
     Alarms,
-    BusFunction,
     DeadLetterQueue,
     FailureBucket,
     FailureBucketDestination,
     VpcPlacement,
     acknowledge_kms_grant,
     acknowledge_stream_invoked,
+    planned_function,
 )
 from stacks.nag import acknowledge
 from stacks.packaging import dependencies_layer
@@ -99,84 +101,91 @@ class Consumer(Construct):
         scope: Construct,
         id_: str,
         *,
-        bus_name: str,
-        consumer: ConsumerConfig,
+        plan: FunctionPlan,
+        values: Mapping[str, str],
         stream: kinesis.IStream,
         key: kms.IKey,
         failures: FailureBucket,
         layer: lambda_.ILayerVersion,
     ) -> None:
+        """``values``: the bus's references (its stream, its failure bucket) as tokens."""
         super().__init__(scope, id_)
-        name = consumer_name(bus_name, consumer)
-        self.dead_letters = DeadLetterQueue(self, "DeadLetters", queue_name=dead_letter_name(name), key=key)
+        mapping = plan.mapping
+        if mapping is None or mapping.source != "bus-stream":
+            raise ValueError(f"consumer {plan.name} must read the bus stream")
+        name = plan.name
+        self.values = dict(values)
+        self.dead_letters = DeadLetterQueue(self, "DeadLetters", queue_name=plan.dead_letters.name, key=key)
+        self.values[plan.dead_letters.url] = self.dead_letters.queue.queue_url
+        archive = plan.bucket.archive if plan.bucket is not None else None
         self.archive = (
-            ArchiveBucket(self, "Archive", settings=consumer.bucket, key=key) if consumer.bucket else None
+            ArchiveBucket(self, "Archive", settings=archive, key=key) if archive is not None else None
         )
-        environment = consumer_environment(
-            bus_name,
-            consumer,
-            dlq_url=self.dead_letters.queue.queue_url,
-            bucket=self.archive.bucket.bucket_name if self.archive else None,
-        )
+        if plan.bucket is not None and self.archive is not None:
+            self.values[plan.bucket.name] = self.archive.bucket.bucket_name
         self.security_group: ec2.ISecurityGroup | None = None
-        network = self._network(consumer.network, name) if consumer.network else None
-        bus_function = BusFunction(
-            self,
-            "Function",
-            function_name=name,
-            folder=consumer.code.removeprefix("functions/"),
-            layer=layer,
-            memory_mb=consumer.memory_mb,
-            timeout_seconds=consumer.timeout_seconds,
-            environment=environment,
-            network=network,
+        network = self._network(plan.network, name) if plan.network else None
+        self.bus_function = planned_function(
+            self, "Function", plan=plan, values=self.values, layer=layer, network=network
         )
-        self.function = bus_function.function
-        self.dead_letters.queue.grant_send_messages(self.function)
-        if self.archive is not None:
-            # PutObject only: no delete, no read, no multipart (objects are one batch each).
-            # A retried batch's overwrite keeps the earlier copy as a version.
-            self.function.add_to_role_policy(
-                iam.PolicyStatement(
-                    actions=["s3:PutObject"], resources=[self.archive.bucket.arn_for_objects("*")]
-                )
-            )
-            key.grant(self.function, "kms:GenerateDataKey")
-            bucket_id = Stack.of(self).get_logical_id(self.archive.bucket.node.default_child)  # type: ignore[arg-type]
-            acknowledge(
-                bus_function.role,
-                f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/*]",
-                "Objects are named per batch: putting them needs the bucket's object ARNs.",
-            )
-        if consumer.secret is not None:
-            self.secret = (
-                secretsmanager.Secret.from_secret_complete_arn(self, "Secret", consumer.secret)
-                if consumer.secret.startswith("arn:")
-                else secretsmanager.Secret.from_secret_name_v2(self, "Secret", consumer.secret)
-            )
-            self.secret.grant_read(self.function)
-            if not consumer.secret.startswith("arn:"):
-                acknowledge(
-                    bus_function.role,
-                    f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:{consumer.secret}-??????]",
-                    "A secret named without its ARN: Secrets Manager appends six random characters.",
-                )
-        acknowledge_kms_grant(bus_function.role)
+        self.function = self.bus_function.function
+        self.key = key
+        for grant in plan.grants:
+            self._grant(grant)
+        acknowledge_kms_grant(self.bus_function.role)
         acknowledge_stream_invoked(self.function)
         self.function.add_event_source(
             event_sources.KinesisEventSource(
                 stream,
-                starting_position=lambda_.StartingPosition[consumer.starting_position],
-                batch_size=consumer.batch_size,
-                max_batching_window=Duration.seconds(consumer.batching_window_seconds),
-                parallelization_factor=consumer.parallelization_factor,
-                retry_attempts=consumer.max_retries,
-                max_record_age=Duration.seconds(consumer.max_record_age_seconds),
-                bisect_batch_on_error=True,
-                report_batch_item_failures=True,
+                starting_position=lambda_.StartingPosition[mapping.starting_position],
+                batch_size=mapping.batch_size,
+                max_batching_window=Duration.seconds(mapping.batching_window_seconds),
+                parallelization_factor=mapping.parallelization_factor,
+                retry_attempts=mapping.max_retries,
+                max_record_age=Duration.seconds(mapping.max_record_age_seconds),
+                bisect_batch_on_error=mapping.bisect_batch_on_error,
+                report_batch_item_failures=mapping.report_batch_item_failures,
                 on_failure=FailureBucketDestination(failures),
             )
         )
+
+    def _grant(self, grant: Grant) -> None:
+        """One of the plan's grants on this consumer's resources."""
+        role = self.bus_function.role
+        match grant.access:
+            case "queue:send" if grant.resource == self.dead_letters.queue_name:
+                self.dead_letters.queue.grant_send_messages(self.function)
+            case "bucket:put" if self.archive is not None:
+                # PutObject only: no delete, no read, no multipart (objects are one batch each).
+                # A retried batch's overwrite keeps the earlier copy as a version.
+                self.function.add_to_role_policy(
+                    iam.PolicyStatement(
+                        actions=["s3:PutObject"], resources=[self.archive.bucket.arn_for_objects("*")]
+                    )
+                )
+                self.key.grant(self.function, "kms:GenerateDataKey")
+                bucket_id = Stack.of(self).get_logical_id(self.archive.bucket.node.default_child)  # type: ignore[arg-type]
+                acknowledge(
+                    role,
+                    f"AwsSolutions-IAM5[Resource::<{bucket_id}.Arn>/*]",
+                    "Objects are named per batch: putting them needs the bucket's object ARNs.",
+                )
+            case "secret:read":
+                secret = grant.resource
+                self.secret = (
+                    secretsmanager.Secret.from_secret_complete_arn(self, "Secret", secret)
+                    if secret.startswith("arn:")
+                    else secretsmanager.Secret.from_secret_name_v2(self, "Secret", secret)
+                )
+                self.secret.grant_read(self.function)
+                if not secret.startswith("arn:"):
+                    acknowledge(
+                        role,
+                        f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:{secret}-??????]",
+                        "A secret named without its ARN: Secrets Manager appends six random characters.",
+                    )
+            case _:
+                raise ValueError(f"the consumers stack cannot grant {grant}")
 
     def _network(self, network: ConsumerNetwork, name: str) -> VpcPlacement:
         vpc = ec2.Vpc.from_vpc_attributes(
@@ -212,22 +221,29 @@ class ConsumersStack(Stack):
         scope: Construct,
         id_: str,
         *,
-        bus: BusConfig,
+        plan: DeploymentPlan,
         stream: kinesis.IStream,
         key: kms.IKey,
         failures: FailureBucket,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, id_, **kwargs)
+        bus = plan.bus
         layer = dependencies_layer(self, "Dependencies")
         self.alarms = Alarms(self, "Alarms", topic_arn=bus.alarms.topic_arn)
+        values: dict[str, str] = {
+            plan.stream.name_ref: stream.stream_name,
+            plan.stream.arn: stream.stream_arn,
+            plan.failures.arn: failures.bucket_arn,
+            plan.failures.name: failures.bucket_name,
+        }
         self.consumers: dict[str, Consumer] = {}
-        for config in bus.consumers:
+        for config, planned in zip(bus.consumers, plan.consumers, strict=True):
             consumer = Consumer(
                 self,
                 f"Consumer-{config.name}",
-                bus_name=bus.name,
-                consumer=config,
+                plan=planned,
+                values=values,
                 stream=stream,
                 key=key,
                 failures=failures,

@@ -52,13 +52,12 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from dmsbus import settings, variables
+from discovery.settings import DiscoverySettings
 from dmsbus.backfill import read_records
 from dmsbus.changes import ChangeBuilder
-from dmsbus.ddbjson import NumberMode
 from dmsbus.event_sources import mapping_request
 from dmsbus.names import TableName, TableNameError, bus_table, table_from_stream_arn
-from dmsbus.publisher import KinesisPublisher, PublisherSettings
+from dmsbus.publisher import KinesisPublisher
 
 logger = logging.getLogger("dmsbus.discovery")
 
@@ -87,62 +86,6 @@ METRIC_DELAY = timedelta(minutes=5)
 MAX_TAG_VALUE = 256
 
 Status = Literal["done", "pending", "gone", "error"]
-
-
-@dataclass(frozen=True, slots=True)
-class MappingSettings:
-    """The glue's event source mapping (bounded retries and age: an ordered stream must not
-    retry one batch forever). No defaults here: config/model.py's ``GlueConfig`` holds them,
-    and the deployment always sets every one."""
-
-    batch_size: int
-    batching_window_seconds: int
-    parallelization_factor: int
-    max_retries: int
-    max_record_age_seconds: int
-
-
-@dataclass(frozen=True, slots=True)
-class DiscoverySettings:
-    bus: str
-    stream_name: str
-    glue_function_name: str
-    mapping: MappingSettings
-    glue_on_failure_arn: str | None = None
-    keep_provisioned: bool = False
-    backfill: bool = True
-    numbers: NumberMode = "string"
-    publisher: PublisherSettings = field(default_factory=PublisherSettings)
-    #: A sweep's period: a sweep counts the bus tables' throttle events over it (None: no count).
-    sweep_minutes: int | None = None
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> DiscoverySettings:
-        who = "discovery (it attaches the glue with these)"
-        return cls(
-            bus=settings.required(environ, variables.BUS_NAME, "discovery"),
-            stream_name=settings.required(environ, variables.STREAM_NAME, "discovery"),
-            glue_function_name=settings.required(environ, variables.GLUE_FUNCTION_NAME, "discovery"),
-            glue_on_failure_arn=settings.optional(environ, variables.GLUE_ON_FAILURE_ARN),
-            mapping=MappingSettings(
-                batch_size=settings.required_integer(environ, variables.GLUE_BATCH_SIZE, who),
-                batching_window_seconds=settings.required_integer(
-                    environ, variables.GLUE_BATCHING_WINDOW_SECONDS, who
-                ),
-                parallelization_factor=settings.required_integer(
-                    environ, variables.GLUE_PARALLELIZATION_FACTOR, who
-                ),
-                max_retries=settings.required_integer(environ, variables.GLUE_MAX_RETRIES, who),
-                max_record_age_seconds=settings.required_integer(
-                    environ, variables.GLUE_MAX_RECORD_AGE_SECONDS, who
-                ),
-            ),
-            keep_provisioned=settings.flag(environ, variables.KEEP_PROVISIONED, False),
-            backfill=settings.flag(environ, variables.BACKFILL, True),
-            numbers=settings.numbers(environ),
-            publisher=settings.publisher(environ),
-            sweep_minutes=settings.integer(environ, variables.SWEEP_MINUTES, 0) or None,
-        )
 
 
 @dataclass(slots=True)

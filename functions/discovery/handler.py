@@ -20,7 +20,8 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.config import Config
 
-from discovery.core import Discovery, DiscoverySettings, RunReport
+from discovery.core import Discovery, RunReport
+from discovery.settings import DiscoverySettings
 from dmsbus import metrics as emitted
 from dmsbus.publisher import KinesisPublisher
 
@@ -38,7 +39,7 @@ class DiscoveryError(RuntimeError):
 @cache
 def settings() -> DiscoverySettings:
     """The environment, parsed once per container."""
-    return DiscoverySettings.from_env(os.environ)
+    return DiscoverySettings.from_environ(os.environ)
 
 
 @cache

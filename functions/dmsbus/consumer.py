@@ -32,17 +32,16 @@ from fnmatch import fnmatchcase
 from typing import Any, Literal, overload
 
 from dmsbus import variables
-from dmsbus.deadletter import DeadLetterQueue, dead_letters_from_env
+from dmsbus.deadletter import DeadLetterQueue
 from dmsbus.envelope import OPS, ChangeEvent, EnvelopeError
 from dmsbus.kpl import unpack
+from dmsbus.settings import ConsumerSettings, SettingsError
 
 __all__ = ["ChangeEvent", "ConsumerHandler", "Received", "Selection", "consumer", "dedup_key"]
 
 #: The deployment's own filter, set by the consumers stack from the consumer's config entry
 #: (comma-separated): an event reaches the function when it matches both the decorator's
 #: selection and this one.
-TABLES_VARIABLE = variables.TABLES
-OPS_VARIABLE = variables.OPS
 
 logger = logging.getLogger("dmsbus.consumer")
 
@@ -87,16 +86,12 @@ class Selection:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Selection:
-        """The deployment's selection from ``DMSBUS_TABLES`` / ``DMSBUS_OPS`` (unset: all)."""
-
-        def items(variable: str) -> list[str] | None:
-            raw = environ.get(variable, "").strip()
-            return [item.strip() for item in raw.split(",") if item.strip()] if raw else None
-
+        """The deployment's selection: ``ConsumerSettings``' tables and ops (unset: all)."""
+        deployed = ConsumerSettings.from_environ(environ)
         try:
-            selection = cls.of(items(TABLES_VARIABLE), items(OPS_VARIABLE))
+            selection = cls.of(deployed.tables, deployed.ops)
         except ValueError as exc:
-            raise ValueError(f"{TABLES_VARIABLE}/{OPS_VARIABLE}: {exc}") from None
+            raise SettingsError(f"{variables.TABLES}/{variables.OPS}: {exc}") from None
         # Lambda's own variable: the function this deployment is.
         function = environ.get("AWS_LAMBDA_FUNCTION_NAME") or None
         return cls(selection.tables, selection.ops, function)
@@ -332,7 +327,12 @@ def _event(item: ChangeEvent | Received) -> ChangeEvent:
 
 
 def _env_dead_letters() -> DeadLetterQueue | None:
-    return dead_letters_from_env("consumer")
+    url = ConsumerSettings.from_environ(os.environ).dlq_url
+    if url is None:
+        return None
+    import boto3
+
+    return DeadLetterQueue(boto3.client("sqs"), url, stage="consumer")
 
 
 def dedup_key(event: ChangeEvent) -> str:

@@ -10,17 +10,13 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import os
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from dmsbus import variables
-
 if TYPE_CHECKING:
     from mypy_boto3_sqs.client import SQSClient
 
-DLQ_URL_VARIABLE = variables.DLQ_URL
 #: SQS's default message size; a larger record is parked gzip-compressed and base64'd
 #: (``record_gzip_base64``). dmsbus's queues take SQS's maximum, 1 MiB.
 PLAIN_LIMIT_BYTES = 256 * 1024
@@ -60,13 +56,3 @@ def read_letter(body: str) -> dict[str, Any]:
     if packed is not None:
         letter["record"] = json.loads(gzip.decompress(base64.b64decode(packed)))
     return letter
-
-
-def dead_letters_from_env(stage: str, environ: Mapping[str, str] = os.environ) -> DeadLetterQueue | None:
-    """The queue named by ``BUS_DLQ_URL``, or None when it is not set."""
-    url = environ.get(DLQ_URL_VARIABLE, "").strip()
-    if not url:
-        return None
-    import boto3
-
-    return DeadLetterQueue(boto3.client("sqs"), url, stage=stage)

@@ -4,38 +4,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from dmsbus import settings, variables
 from dmsbus.changes import ChangeBuilder, StreamRecordError, UserRecord, describe_stream_record
-from dmsbus.ddbjson import NumberMode
-from dmsbus.deadletter import DLQ_URL_VARIABLE, DeadLetterQueue
-from dmsbus.publisher import KinesisPublisher, PublisherSettings, PublishResult
+from dmsbus.deadletter import DeadLetterQueue
+from dmsbus.publisher import KinesisPublisher, PublishResult
 from dmsbus.settings import SettingsError
+from glue.settings import GlueSettings
 
 logger = logging.getLogger("dmsbus.glue")
 
 __all__ = ["GlueOutcome", "GlueSettings", "SettingsError", "process_batch"]
-
-
-@dataclass(frozen=True, slots=True)
-class GlueSettings:
-    bus: str
-    stream_name: str
-    dlq_url: str | None = None
-    numbers: NumberMode = "string"
-    publisher: PublisherSettings = field(default_factory=PublisherSettings)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> GlueSettings:
-        return cls(
-            bus=settings.required(environ, variables.BUS_NAME, "glue"),
-            stream_name=settings.required(environ, variables.STREAM_NAME, "glue"),
-            dlq_url=settings.optional(environ, DLQ_URL_VARIABLE),
-            numbers=settings.numbers(environ),
-            publisher=settings.publisher(environ),
-        )
 
 
 @dataclass(slots=True)

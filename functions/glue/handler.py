@@ -18,7 +18,8 @@ from dmsbus.changes import ChangeBuilder
 from dmsbus.ddbjson import NATIVE
 from dmsbus.deadletter import DeadLetterQueue
 from dmsbus.publisher import KinesisPublisher
-from glue.core import GlueOutcome, GlueSettings, process_batch
+from glue.core import GlueOutcome, process_batch
+from glue.settings import GlueSettings
 
 logger = Logger(service="dmsbus-glue")
 metrics = Metrics(namespace=emitted.NAMESPACE, service=emitted.GLUE)
@@ -40,7 +41,7 @@ class Glue:
 @cache
 def glue() -> Glue:
     """Built once per container, at the first invocation."""
-    settings = GlueSettings.from_env(os.environ)
+    settings = GlueSettings.from_environ(os.environ)
     config = Config(retries={"mode": "standard", "max_attempts": 3})
     return Glue(
         settings=settings,

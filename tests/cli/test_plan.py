@@ -106,13 +106,19 @@ def test_consumers_added_changed_and_removed_against_the_deployed_functions() ->
             "environment": {
                 "BUS_NAME": "demo",
                 "BUS_DLQ_URL": "https://q",
+                "POWERTOOLS_SERVICE_NAME": "demo-log-changes",
                 "DMSBUS_TABLES": "public.orders",
                 "DMSBUS_OPS": "c,u,d,r",
             },
             "mapping": {"BatchSize": 10, "MaximumRetryAttempts": log_changes.max_retries},
         },
         "demo-archive": {
-            "environment": {"BUS_NAME": "demo", "BUS_DLQ_URL": "https://q", "DMSBUS_BUCKET": "b"},
+            "environment": {
+                "BUS_NAME": "demo",
+                "BUS_DLQ_URL": "https://q",
+                "DMSBUS_BUCKET": "b",
+                "POWERTOOLS_SERVICE_NAME": "demo-archive",
+            },
             "mapping": {"BatchSize": archive.batch_size},
         },
         "demo-old": {"environment": {}, "mapping": {}},

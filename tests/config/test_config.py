@@ -491,17 +491,19 @@ def test_the_old_single_kinesis_throttle_threshold_still_loads_as_both() -> None
 
 def test_every_variable_the_deployment_sets_is_one_dmsbus_variables_names() -> None:
     # The names are written once (dmsbus.variables), for config and the functions alike
-    from config.functions import consumer_environment, discovery_environment, glue_environment
     from config.loader import load_config
+    from config.plan import deployment_plan
     from dmsbus import variables
+    from dmsbus.settings import ConsumerSettings
 
     known = {value for name, value in vars(variables).items() if name.isupper()}
-    bus = load_config(Path(__file__).resolve().parents[2] / "config").bus
-    written = set(glue_environment(bus, stream="s", dlq_url="q"))
-    written |= set(discovery_environment(bus, stream="s", glue_function="g", glue_on_failure_arn="a"))
-    for entry in bus.consumers:
-        bucket = "b" if entry.bucket is not None else None
-        written |= set(consumer_environment(bus.name, entry, dlq_url="q", bucket=bucket)) - set(
-            entry.environment
-        )
+    plan = deployment_plan(load_config(Path(__file__).resolve().parents[2] / "config").bus)
+    written: set[str] = set()
+    for function in plan.functions:
+        # A consumer's own variables (MIRROR_SCHEMA, say) are its model's to name
+        dmsbus_sets = set(ConsumerSettings.variables()) if function.kind == "consumer" else None
+        written |= {
+            name for name in function.settings.environment() if dmsbus_sets is None or name in dmsbus_sets
+        }
     assert written - known == set()
+    assert {"BUS_STREAM_NAME", "GLUE_BATCH_SIZE", "DMSBUS_SECRET", "DMSBUS_BUCKET"} <= written

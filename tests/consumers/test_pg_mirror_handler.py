@@ -4,8 +4,10 @@ Secrets Manager secret ``DMSBUS_SECRET`` names (moto's here)."""
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Any
 
 import boto3
@@ -14,8 +16,8 @@ import pytest
 from moto import mock_aws
 from psycopg.conninfo import conninfo_to_dict
 
-from consumers.pg_mirror import handler as pg_mirror
-from consumers.pg_mirror.connection import MirrorConnection, mirror_conninfo, secret_conninfo
+from consumers.pg_mirror.connection import MirrorConnection, secret_conninfo
+from consumers.pg_mirror.settings import PgMirrorSettings
 from dmsbus.envelope import ChangeEvent
 from dmsbus.settings import SettingsError
 from local.runtime import store_secret
@@ -40,17 +42,25 @@ def kinesis_event(events: list[ChangeEvent]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def mirror_url(database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The handler's mirror: ``database``, through its secret in moto's Secrets Manager."""
+def pg_mirror(database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """The handler module loaded as at a cold start, its mirror ``database`` reached
+    through its secret in moto's Secrets Manager."""
     monkeypatch.setenv("DMSBUS_SECRET", "dmsbus/mirror")
-    monkeypatch.setattr(pg_mirror, "DATABASE", MirrorConnection(pg_mirror.os.environ, pg_mirror._read_secret))
     with mock_aws():
         store_secret(boto3.client("secretsmanager", region_name="us-east-1"), "dmsbus/mirror", database)
-        yield database
-    pg_mirror.DATABASE.close()
+        module = importlib.reload(importlib.import_module("consumers.pg_mirror.handler"))
+        yield module
+        module.DATABASE.close()
 
 
-def test_given_kinesis_records_when_the_handler_runs_then_the_mirror_holds_the_rows(mirror_url: str) -> None:
+@pytest.fixture
+def mirror_url(database: str, pg_mirror: ModuleType) -> str:
+    return database
+
+
+def test_given_kinesis_records_when_the_handler_runs_then_the_mirror_holds_the_rows(
+    pg_mirror: ModuleType, mirror_url: str
+) -> None:
     # Given a Lambda batch of three changes
     event = kinesis_event(
         [
@@ -73,7 +83,7 @@ def test_given_kinesis_records_when_the_handler_runs_then_the_mirror_holds_the_r
 
 
 def test_given_a_batch_that_fails_when_the_handler_runs_then_every_record_is_reported(
-    mirror_url: str,
+    pg_mirror: ModuleType, mirror_url: str
 ) -> None:
     # Given a batch whose second change has an attribute name PostgreSQL cannot hold
     event = kinesis_event(
@@ -113,7 +123,10 @@ def test_given_an_rds_secret_in_secrets_manager_when_the_handler_connects_then_i
                 }
             ),
         )
-        connection = MirrorConnection(pg_mirror.os.environ, pg_mirror._read_secret)
+        secrets = boto3.client("secretsmanager", region_name="us-east-1")
+        connection = MirrorConnection(
+            "dmsbus/mirror", lambda secret: str(secrets.get_secret_value(SecretId=secret)["SecretString"])
+        )
 
         # When the handler's connection opens
         db = connection.get()
@@ -149,5 +162,17 @@ def test_given_a_complete_secret_then_tls_is_required_by_default() -> None:
 
 
 def test_given_no_secret_then_the_error_names_the_variable_and_the_config_field() -> None:
-    with pytest.raises(SettingsError, match=r"needs DMSBUS_SECRET, .* set `secret` on the consumer"):
-        mirror_conninfo({}, lambda secret: "")
+    with pytest.raises(SettingsError) as raised:
+        PgMirrorSettings.from_environ({"MIRROR_SCHEMA": "{source}_{schema}"})
+    assert str(raised.value) == (
+        "environment variable DMSBUS_SECRET is required by the pg_mirror consumer and is not set: "
+        "the name of a Secrets Manager secret of the mirror database: "
+        "set `secret` on the consumer in config/bus.yaml"
+    )
+
+
+def test_given_a_mirror_schema_then_the_settings_hold_it() -> None:
+    settings = PgMirrorSettings.from_environ(
+        {"DMSBUS_SECRET": "dmsbus/mirror", "MIRROR_SCHEMA": "{source}_x"}
+    )
+    assert (settings.secret, settings.mirror_schema) == ("dmsbus/mirror", "{source}_x")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import importlib
 from collections.abc import Iterator
+from dataclasses import replace
 from types import ModuleType
 from typing import Any
 
@@ -112,7 +113,7 @@ def test_given_the_bucket_is_unreachable_when_a_batch_comes_then_every_record_is
 ) -> None:
     # Given the archive pointed at a bucket that does not exist
     handler, _ = archive
-    monkeypatch.setattr(handler, "BUCKET", "no-such-bucket")
+    monkeypatch.setattr(handler, "SETTINGS", replace(handler.SETTINGS, bucket="no-such-bucket"))
 
     # When a batch comes
     response = handler.handler(kinesis_event([event.to_json() for event in events()[:2]]), None)

@@ -16,23 +16,22 @@ import pytest
 from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 from botocore.exceptions import ClientError
 
-from config.functions import discovery_environment
-from config.model import BusConfig, GlueConfig
+from config.model import DiscoveryConfig, GlueConfig
 from discovery.core import (
     BACKFILL_TAG,
     CURSOR_TAG,
     Discovery,
-    DiscoverySettings,
-    MappingSettings,
     read_cursor,
     tables_in_event,
     write_cursor,
 )
+from discovery.settings import DiscoverySettings, MappingSettings
 from dmsbus.changes import ChangeBuilder
 from dmsbus.consumer import ChangeEvent, consumer
 from dmsbus.publisher import KinesisPublisher
 from dmsbus.settings import SettingsError
 from glue.core import process_batch
+from tests.plans import deployed_environment
 from tests.streams import BUS, kinesis_event, modify, read_shards
 from tests.unit.conftest import STREAM
 
@@ -214,6 +213,11 @@ def make_discovery(
         "stream_name": STREAM,
         "glue_function_name": GLUE,
         "mapping": GLUE_DEFAULTS,
+        # config/model.py's defaults, as the deployment writes them
+        "aggregate": GlueConfig().aggregate,
+        "numbers": GlueConfig().numbers,
+        "keep_provisioned": DiscoveryConfig().keep_provisioned,
+        "backfill": DiscoveryConfig().backfill,
         **settings,
     }
     return Discovery(
@@ -865,7 +869,7 @@ def test_a_scan_position_survives_the_tag(key: dict[str, Any]) -> None:
 
 
 def test_the_settings_come_from_the_environment() -> None:
-    settings = DiscoverySettings.from_env(
+    settings = DiscoverySettings.from_environ(
         {
             "BUS_NAME": "demo",
             "BUS_STREAM_NAME": "demo-bus",
@@ -897,59 +901,38 @@ def test_the_settings_come_from_the_environment() -> None:
     assert (settings.numbers, settings.publisher.aggregate) == ("number", False)
 
 
-#: What the deployment sets for the glue's mapping by default (config/model.py's GlueConfig).
-MAPPING_ENVIRONMENT = {
-    name: value
-    for name, value in discovery_environment(
-        BusConfig(name="demo"), stream="demo-bus", glue_function="demo-glue", glue_on_failure_arn=""
-    ).items()
-    if name.startswith("GLUE_") and name not in ("GLUE_FUNCTION_NAME", "GLUE_ON_FAILURE_ARN")
-}
+#: Discovery's environment as the deployment writes it for a bus of config defaults.
+DEPLOYED = deployed_environment("discovery")
 
 
-def test_the_settings_defaults() -> None:
-    settings = DiscoverySettings.from_env(
-        {
-            "BUS_NAME": "demo",
-            "BUS_STREAM_NAME": "demo-bus",
-            "GLUE_FUNCTION_NAME": "demo-glue",
-            **MAPPING_ENVIRONMENT,
-        }
-    )
+def test_the_settings_as_deployed_by_default() -> None:
+    settings = DiscoverySettings.from_environ(DEPLOYED)
     assert settings.mapping == GLUE_DEFAULTS
-    assert (settings.glue_on_failure_arn, settings.keep_provisioned, settings.backfill) == (None, False, True)
+    assert (settings.glue_function_name, settings.glue_on_failure_arn) == ("demo-glue-name", "failures-arn")
+    assert (settings.keep_provisioned, settings.backfill, settings.sweep_minutes) == (False, True, 15)
     assert (settings.numbers, settings.publisher.aggregate) == ("string", True)
+
+
+def _without(*names: str) -> dict[str, str]:
+    return {name: value for name, value in DEPLOYED.items() if name not in names}
 
 
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
-        ({"BUS_NAME": "demo", "BUS_STREAM_NAME": "s"}, "GLUE_FUNCTION_NAME is required by the discovery"),
-        ({"BUS_STREAM_NAME": "s", "GLUE_FUNCTION_NAME": "g"}, "BUS_NAME is required by the discovery"),
-        (
-            {"BUS_NAME": "d", "BUS_STREAM_NAME": "s", "GLUE_FUNCTION_NAME": "g", "GLUE_BATCH_SIZE": "many"},
-            "GLUE_BATCH_SIZE must be an integer, not 'many'",
-        ),
-        (
-            {"BUS_NAME": "d", "BUS_STREAM_NAME": "s", "GLUE_FUNCTION_NAME": "g", "GLUE_BATCH_SIZE": ""},
-            "GLUE_BATCH_SIZE is required by the discovery",
-        ),
-        (
-            {
-                "BUS_NAME": "d",
-                "BUS_STREAM_NAME": "s",
-                "GLUE_FUNCTION_NAME": "g",
-                **MAPPING_ENVIRONMENT,
-                "BACKFILL": "perhaps",
-            },
-            "BACKFILL must be true or false, not 'perhaps'",
-        ),
+        (_without("GLUE_FUNCTION_NAME"), "GLUE_FUNCTION_NAME is required by the discovery"),
+        (_without("BUS_NAME"), "BUS_NAME is required by the discovery"),
+        ({**DEPLOYED, "GLUE_BATCH_SIZE": "many"}, "GLUE_BATCH_SIZE must be an integer, not 'many'"),
+        ({**DEPLOYED, "GLUE_BATCH_SIZE": ""}, "GLUE_BATCH_SIZE is required by the discovery"),
+        (_without("KEEP_PROVISIONED"), "KEEP_PROVISIONED is required by the discovery"),
+        ({**DEPLOYED, "BACKFILL": "perhaps"}, "BACKFILL must be true or false, not 'perhaps'"),
+        ({**DEPLOYED, "BUS_NUMBERS": "float"}, "BUS_NUMBERS must be 'string' or 'number', not 'float'"),
     ],
-    ids=["glue-function", "bus", "batch-size", "batch-size-unset", "backfill"],
+    ids=["glue-function", "bus", "batch-size", "batch-size-unset", "keep-provisioned", "backfill", "numbers"],
 )
 def test_a_bad_environment_names_the_variable(environ: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
-        DiscoverySettings.from_env(environ)
+        DiscoverySettings.from_environ(environ)
 
 
 class _Context:
@@ -966,11 +949,12 @@ class _Context:
 def discovery_handler(lambda_client: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """The Lambda entry point with the bus stack's environment, built afresh for the test."""
     for name, value in {
+        # Without a sweep period: no throttle count (moto has no CloudWatch metrics for it)
+        **_without("SWEEP_MINUTES"),
         "BUS_NAME": BUS,
         "BUS_STREAM_NAME": STREAM,
         "GLUE_FUNCTION_NAME": GLUE,
         "GLUE_ON_FAILURE_ARN": GLUE_FAILURES,
-        **MAPPING_ENVIRONMENT,
     }.items():
         monkeypatch.setenv(name, value)
     from discovery import handler

@@ -13,7 +13,9 @@ from boto3.dynamodb.types import Binary
 from dmsbus.changes import ChangeBuilder
 from dmsbus.deadletter import DeadLetterQueue
 from dmsbus.envelope import ChangeEvent
-from glue.core import GlueSettings, SettingsError, process_batch
+from glue.core import SettingsError, process_batch
+from glue.settings import GlueSettings
+from tests.plans import deployed_environment
 from tests.streams import events_in, insert, modify, read_shards, remove, stream_record
 from tests.unit.conftest import STREAM, Sleeps, dead_letters
 
@@ -415,9 +417,11 @@ def test_shard_map_is_cached_between_batches(
 def test_handler_publishes_and_reports_metrics(
     kinesis: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Given the glue's environment
-    monkeypatch.setenv("BUS_NAME", "demo")
+    # Given the glue's environment as deployed (no dead-letter queue: nothing is poison)
+    for name, value in DEPLOYED.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("BUS_STREAM_NAME", STREAM)
+    monkeypatch.delenv("BUS_DLQ_URL")
     from glue import handler as glue_handler
 
     glue_handler.glue.cache_clear()
@@ -442,26 +446,40 @@ class _Context:
         return 60_000
 
 
+#: The glue's environment as the deployment writes it for a bus of config defaults.
+DEPLOYED = deployed_environment("glue")
+
+
 def test_settings_require_the_bus_and_stream_names() -> None:
-    with pytest.raises(SettingsError, match="BUS_STREAM_NAME is required"):
-        GlueSettings.from_env({"BUS_NAME": "demo"})
+    without = {k: v for k, v in DEPLOYED.items() if k not in ("BUS_NAME", "BUS_STREAM_NAME")}
+    with pytest.raises(SettingsError) as raised:
+        GlueSettings.from_environ(without)
+    assert str(raised.value) == (
+        "environment variable BUS_NAME is required by the glue and is not set; "
+        "environment variable BUS_STREAM_NAME is required by the glue and is not set"
+    )
 
 
 def test_settings_reject_a_malformed_flag() -> None:
     with pytest.raises(SettingsError, match="BUS_AGGREGATE must be true or false, not 'maybe'"):
-        GlueSettings.from_env({"BUS_NAME": "demo", "BUS_STREAM_NAME": "s", "BUS_AGGREGATE": "maybe"})
+        GlueSettings.from_environ({**DEPLOYED, "BUS_AGGREGATE": "maybe"})
 
 
-def test_settings_defaults() -> None:
-    settings = GlueSettings.from_env({"BUS_NAME": "demo", "BUS_STREAM_NAME": "s"})
-    assert (settings.publisher.aggregate, settings.dlq_url, settings.numbers) == (True, None, "string")
+def test_settings_as_deployed_by_default() -> None:
+    settings = GlueSettings.from_environ(DEPLOYED)
+    assert (settings.publisher.aggregate, settings.dlq_url, settings.numbers) == (
+        True,
+        "demo-glue-dlq-url",
+        "string",
+    )
+    assert (settings.bus, settings.stream_name) == ("demo", "demo-bus-name")
 
 
 def test_plain_mode_setting() -> None:
-    settings = GlueSettings.from_env({"BUS_NAME": "demo", "BUS_STREAM_NAME": "s", "BUS_AGGREGATE": "false"})
+    settings = GlueSettings.from_environ({**DEPLOYED, "BUS_AGGREGATE": "false"})
     assert settings.publisher.aggregate is False
 
 
 def test_unknown_publisher_limits_are_rejected() -> None:
     with pytest.raises(SettingsError, match="max_aggregate_bytes must be between"):
-        GlueSettings.from_env({"BUS_NAME": "d", "BUS_STREAM_NAME": "s", "BUS_AGGREGATE_MAX_BYTES": "10"})
+        GlueSettings.from_environ({**DEPLOYED, "BUS_AGGREGATE_MAX_BYTES": "10"})

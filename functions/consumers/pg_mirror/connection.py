@@ -7,30 +7,18 @@ otherwise (``sslmode``). Local mode makes that secret in moto's Secrets Manager.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from dmsbus import variables
 from dmsbus.settings import SettingsError
 
-SECRET_VARIABLE = variables.CREDENTIALS_NAME
 APPLICATION_NAME = "dmsbus-pg-mirror"
 
 #: Reads a secret's string: ``lambda secret_id: client.get_secret_value(...)["SecretString"]``.
 SecretReader = Callable[[str], str]
-
-
-def mirror_conninfo(environ: Mapping[str, str], read_secret: SecretReader) -> str:
-    secret_id = environ.get(SECRET_VARIABLE, "").strip()
-    if not secret_id:
-        raise SettingsError(
-            f"the pg_mirror consumer needs {SECRET_VARIABLE}, a Secrets Manager secret of the mirror "
-            "database: set `secret` on the consumer in config/bus.yaml"
-        )
-    return secret_conninfo(secret_id, read_secret(secret_id))
 
 
 def secret_conninfo(secret_id: str, secret_string: str) -> str:
@@ -68,15 +56,17 @@ def secret_conninfo(secret_id: str, secret_string: str) -> str:
 class MirrorConnection:
     """One autocommit connection per Lambda container, opened again after it broke."""
 
-    def __init__(self, environ: Mapping[str, str], read_secret: SecretReader) -> None:
-        self._environ = environ
+    def __init__(self, secret_id: str, read_secret: SecretReader) -> None:
+        self._secret_id = secret_id
         self._read_secret = read_secret
         self._connection: psycopg.Connection[Any] | None = None
 
     def get(self) -> psycopg.Connection[Any]:
         connection = self._connection
         if connection is None or connection.closed or connection.broken:
-            connection = psycopg.connect(mirror_conninfo(self._environ, self._read_secret), autocommit=True)
+            connection = psycopg.connect(
+                secret_conninfo(self._secret_id, self._read_secret(self._secret_id)), autocommit=True
+            )
             self._connection = connection
         return connection
 

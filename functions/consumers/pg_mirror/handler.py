@@ -21,10 +21,12 @@ from aws_lambda_powertools import Logger
 
 from consumers.pg_mirror.connection import MirrorConnection
 from consumers.pg_mirror.mirror import Mirror
+from consumers.pg_mirror.settings import PgMirrorSettings
 from dmsbus.consumer import ChangeEvent, consumer
 
 logger = Logger(service="pg_mirror")
-MIRROR = Mirror(schema_template=os.environ.get("MIRROR_SCHEMA", "").strip() or "{schema}")
+SETTINGS = PgMirrorSettings.from_environ(os.environ)
+MIRROR = Mirror(schema_template=SETTINGS.mirror_schema)
 
 
 def _read_secret(secret_id: str) -> str:
@@ -32,7 +34,7 @@ def _read_secret(secret_id: str) -> str:
     return str(response["SecretString"])
 
 
-DATABASE = MirrorConnection(os.environ, _read_secret)
+DATABASE = MirrorConnection(SETTINGS.secret, _read_secret)
 
 
 @consumer(batch=True)

@@ -19,17 +19,15 @@ import boto3
 from aws_lambda_powertools import Logger
 
 from consumers.s3_archive.archive import write
-from dmsbus import variables
+from consumers.s3_archive.settings import S3ArchiveSettings
 from dmsbus.consumer import Received, consumer
-from dmsbus.settings import required
 
 logger = Logger(service="s3_archive")
-BUCKET = required(os.environ, variables.BUCKET, "s3_archive consumer")
-ROOT = os.environ.get("ARCHIVE_PREFIX", "").strip()
+SETTINGS = S3ArchiveSettings.from_environ(os.environ)
 S3 = boto3.client("s3")
 
 
 @consumer(batch=True, records=True)
 def handler(batch: list[Received]) -> None:
-    keys = write(S3, BUCKET, batch, root=ROOT)
+    keys = write(S3, SETTINGS.bucket, batch, root=SETTINGS.archive_prefix)
     logger.info("archived", extra={"events": len(batch), "objects": len(keys), "keys": keys})

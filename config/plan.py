@@ -1,0 +1,441 @@
+"""The deployment plan: what a bus deploys, as data, from its config alone.
+
+For each function: its code folder, name, handler, memory and timeout, its typed settings
+(the model its handler reads, ``dmsbus.settings``), its event source mapping with every
+Lambda setting, its dead-letter queue, bucket, secret, network and grants. ``stacks/``
+renders the plan into CDK constructs and ``local/`` into the local Lambda service, so both
+deploy the same topology (tests/test_plan_agreement.py builds both and compares them).
+Adding a function is one entry here.
+
+Values known only once deployed (a queue's URL, the stream's ARN) are :class:`Ref`\\ s:
+each renderer resolves them, stacks to CloudFormation tokens and local mode to the moto
+server's values (:func:`resolve`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from config.functions import (
+    RESERVED_PREFIXES,
+    ConsumerError,
+    bucket_name,
+    consumer_name,
+    dead_letter_name,
+    discovery_name,
+    glue_name,
+    stream_name,
+)
+from config.model import BusConfig, ConsumerBucket, ConsumerConfig, ConsumerNetwork, StreamMapping
+from discovery.settings import DiscoverySettings, MappingSettings
+from dmsbus.event_sources import mapping_request
+from dmsbus.settings import ConsumerSettings, Settings, SettingsError
+from glue.settings import GlueSettings
+
+RefAttribute = Literal["name", "url", "arn"]
+#: Discovery's function: a sweep waits for tables to become ACTIVE and backfills, so it gets
+#: Lambda's longest timeout; one run at a time (overlapping runs are safe but scan twice).
+DISCOVERY_MEMORY_MB = 512
+DISCOVERY_TIMEOUT_SECONDS = 900
+DISCOVERY_CONCURRENCY = 1
+#: The key of the failure bucket among the plan's references.
+FAILURES = "failures"
+
+
+class Ref(str):
+    """A value known once deployed: ``attribute`` of the plan's resource ``resource``.
+
+    A str, so a settings model holds it where the deployed value goes, spelled
+    ``${resource.attribute}`` in the plan's own rendering."""
+
+    resource: str
+    attribute: RefAttribute
+
+    def __new__(cls, resource: str, attribute: RefAttribute) -> Ref:
+        made = super().__new__(cls, f"${{{resource}.{attribute}}}")
+        made.resource = resource
+        made.attribute = attribute
+        return made
+
+
+class UnresolvedError(KeyError):
+    """A renderer was asked for a reference it has no value for."""
+
+
+def resolve(environment: Mapping[str, str], values: Mapping[str, str]) -> dict[str, str]:
+    """``environment`` with each reference replaced by its value in ``values``."""
+    resolved: dict[str, str] = {}
+    for name, value in environment.items():
+        if isinstance(value, Ref):
+            if value not in values:
+                raise UnresolvedError(f"{name}: nothing deployed for {value}")
+            resolved[name] = values[value]
+        else:
+            resolved[name] = value
+    return resolved
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    name: str
+
+    @property
+    def name_ref(self) -> Ref:
+        return Ref(self.name, "name")
+
+    @property
+    def arn(self) -> Ref:
+        return Ref(self.name, "arn")
+
+
+@dataclass(frozen=True)
+class QueuePlan:
+    """A dead-letter queue (KMS, TLS-only, 14 days, 1 MiB messages in AWS)."""
+
+    name: str
+
+    @property
+    def url(self) -> Ref:
+        return Ref(self.name, "url")
+
+    @property
+    def arn(self) -> Ref:
+        return Ref(self.name, "arn")
+
+
+@dataclass(frozen=True)
+class BucketPlan:
+    """The failure bucket (named per account and region) or a consumer's archive bucket
+    (``archive``: its settings; CloudFormation names it, local mode uses ``key``)."""
+
+    key: str
+    archive: ConsumerBucket | None = None
+
+    @property
+    def name(self) -> Ref:
+        return Ref(self.key, "name")
+
+    @property
+    def arn(self) -> Ref:
+        return Ref(self.key, "arn")
+
+
+Access = Literal[
+    # PutRecord(s) on the bus stream
+    "stream:write",
+    # SendMessage to a queue
+    "queue:send",
+    # PutObject under aws/lambda/ and ListBucket of the failure bucket (a mapping's
+    # on-failure destination writes with the function's role)
+    "failures:put",
+    # PutObject of a consumer's bucket
+    "bucket:put",
+    # GetSecretValue of a secret
+    "secret:read",
+    # Describe, update, tag and scan the bus's tables (discovery)
+    "tables:manage",
+    # Read the streams of the bus's tables (the glue's mappings)
+    "table-streams:read",
+    # Create, update and delete the glue's event source mappings (discovery)
+    "glue-mappings:manage",
+]
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a function's role may do to one of the plan's resources (``resource``: a
+    queue's or the stream's name, a bucket's key, a secret's name or ARN, the glue's
+    function name). A mapping's own needs (reading the bus stream, writing its failure
+    destination) come with the mapping and are not listed."""
+
+    access: Access
+    resource: str
+
+
+@dataclass(frozen=True)
+class MappingPlan:
+    """An event source mapping with every Lambda setting: partial batch failures reported,
+    bisect on error, bounded retries and record age, failed batches to ``on_failure``.
+    ``source``: the bus stream (a consumer's, made by the stacks) or the bus's table
+    streams (the glue's, one per table, made by discovery from its settings)."""
+
+    source: Literal["bus-stream", "table-streams"]
+    starting_position: Literal["TRIM_HORIZON", "LATEST"]
+    batch_size: int
+    batching_window_seconds: int
+    parallelization_factor: int
+    max_retries: int
+    max_record_age_seconds: int
+    on_failure: Ref
+    bisect_batch_on_error: bool = True
+    report_batch_item_failures: bool = True
+
+    def request(self, *, function_name: str, stream_arn: str, on_failure: str | None) -> dict[str, Any]:
+        """CreateEventSourceMapping's arguments, as discovery and local mode call it."""
+        return mapping_request(
+            self,
+            function_name=function_name,
+            stream_arn=stream_arn,
+            starting_position=self.starting_position,
+            on_failure=on_failure,
+        )
+
+
+FunctionKind = Literal["glue", "discovery", "consumer"]
+
+
+@dataclass(frozen=True)
+class FunctionPlan:
+    kind: FunctionKind
+    name: str
+    #: Under ``functions/``: ``glue``, ``consumers/pg_mirror``.
+    folder: str
+    memory_mb: int
+    timeout_seconds: int
+    settings: Settings
+    dead_letters: QueuePlan
+    #: A consumer's own variables (its config entry's ``environment``).
+    own_environment: Mapping[str, str] = field(default_factory=dict)
+    #: The queue is also Lambda's dead-letter queue for asynchronous invokes (discovery).
+    asynchronous_dead_letters: bool = False
+    reserved_concurrency: int | None = None
+    mapping: MappingPlan | None = None
+    bucket: BucketPlan | None = None
+    secret: str | None = None
+    network: ConsumerNetwork | None = None
+    grants: tuple[Grant, ...] = ()
+    #: The function Lambda calls in ``<folder>/handler.py``.
+    entry: str = "handler"
+
+    @property
+    def name_ref(self) -> Ref:
+        """The deployed function's name (a reference: it makes the glue's stack resource a
+        dependency of discovery's)."""
+        return Ref(self.name, "name")
+
+    @property
+    def handler(self) -> str:
+        return self.folder.replace("/", ".") + f".handler.{self.entry}"
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """What Lambda's configuration holds: the settings' variables, the consumer's own,
+        and Powertools' service name."""
+        return {**self.own_environment, "POWERTOOLS_SERVICE_NAME": self.name, **self.settings.environment()}
+
+
+@dataclass(frozen=True)
+class DeploymentPlan:
+    bus: BusConfig
+    stream: StreamPlan
+    failures: BucketPlan
+    functions: tuple[FunctionPlan, ...]
+
+    def function(self, name: str) -> FunctionPlan:
+        """The function deployed as ``name``."""
+        for planned in self.functions:
+            if planned.name == name:
+                return planned
+        raise KeyError(f"bus {self.bus.name} deploys no function {name}")
+
+    @property
+    def glue(self) -> FunctionPlan:
+        return next(planned for planned in self.functions if planned.kind == "glue")
+
+    @property
+    def discovery(self) -> FunctionPlan:
+        return next(planned for planned in self.functions if planned.kind == "discovery")
+
+    @property
+    def consumers(self) -> tuple[FunctionPlan, ...]:
+        return tuple(planned for planned in self.functions if planned.kind == "consumer")
+
+    @property
+    def queues(self) -> tuple[QueuePlan, ...]:
+        return tuple(planned.dead_letters for planned in self.functions)
+
+    @property
+    def buckets(self) -> tuple[BucketPlan, ...]:
+        return (self.failures, *(planned.bucket for planned in self.functions if planned.bucket))
+
+
+def deployment_plan(bus: BusConfig) -> DeploymentPlan:
+    stream = StreamPlan(stream_name(bus))
+    failures = BucketPlan(FAILURES)
+    glue = _glue(bus, stream, failures)
+    functions = (
+        glue,
+        _discovery(bus, stream, failures, glue),
+        *(consumer_plan(bus, consumer, stream=stream, failures=failures) for consumer in bus.consumers),
+    )
+    return DeploymentPlan(bus=bus, stream=stream, failures=failures, functions=functions)
+
+
+def _mapping(
+    config: StreamMapping,
+    *,
+    source: Literal["bus-stream", "table-streams"],
+    starting_position: Literal["TRIM_HORIZON", "LATEST"],
+    failures: BucketPlan,
+) -> MappingPlan:
+    return MappingPlan(
+        source=source,
+        starting_position=starting_position,
+        batch_size=config.batch_size,
+        batching_window_seconds=config.batching_window_seconds,
+        parallelization_factor=config.parallelization_factor,
+        max_retries=config.max_retries,
+        max_record_age_seconds=config.max_record_age_seconds,
+        on_failure=failures.arn,
+    )
+
+
+def _glue(bus: BusConfig, stream: StreamPlan, failures: BucketPlan) -> FunctionPlan:
+    config = bus.glue
+    dead_letters = QueuePlan(dead_letter_name(glue_name(bus)))
+    return FunctionPlan(
+        kind="glue",
+        name=glue_name(bus),
+        folder="glue",
+        memory_mb=config.memory_mb,
+        timeout_seconds=config.timeout_seconds,
+        settings=GlueSettings(
+            bus=bus.name,
+            stream_name=stream.name_ref,
+            aggregate=config.aggregate,
+            numbers=config.numbers,
+            dlq_url=dead_letters.url,
+        ),
+        dead_letters=dead_letters,
+        # A table's stream is read from its start: discovery attaches the glue before DMS
+        # writes, or backfills what came before.
+        mapping=_mapping(config, source="table-streams", starting_position="TRIM_HORIZON", failures=failures),
+        grants=(
+            Grant("stream:write", stream.name),
+            Grant("queue:send", dead_letters.name),
+            Grant("failures:put", failures.key),
+            Grant("table-streams:read", bus.name),
+        ),
+    )
+
+
+def _discovery(bus: BusConfig, stream: StreamPlan, failures: BucketPlan, glue: FunctionPlan) -> FunctionPlan:
+    mapping = glue.mapping
+    assert mapping is not None
+    return FunctionPlan(
+        kind="discovery",
+        name=discovery_name(bus),
+        folder="discovery",
+        memory_mb=DISCOVERY_MEMORY_MB,
+        timeout_seconds=DISCOVERY_TIMEOUT_SECONDS,
+        reserved_concurrency=DISCOVERY_CONCURRENCY,
+        settings=DiscoverySettings(
+            bus=bus.name,
+            stream_name=stream.name_ref,
+            aggregate=bus.glue.aggregate,
+            numbers=bus.glue.numbers,
+            glue_function_name=glue.name_ref,
+            glue_on_failure_arn=mapping.on_failure,
+            mapping=MappingSettings(
+                batch_size=mapping.batch_size,
+                batching_window_seconds=mapping.batching_window_seconds,
+                parallelization_factor=mapping.parallelization_factor,
+                max_retries=mapping.max_retries,
+                max_record_age_seconds=mapping.max_record_age_seconds,
+            ),
+            keep_provisioned=bus.discovery.keep_provisioned,
+            backfill=bus.discovery.backfill,
+            sweep_minutes=bus.discovery.sweep_minutes,
+        ),
+        dead_letters=QueuePlan(dead_letter_name(discovery_name(bus))),
+        asynchronous_dead_letters=True,
+        grants=(
+            Grant("tables:manage", bus.name),
+            Grant("glue-mappings:manage", glue.name),
+            Grant("stream:write", stream.name),  # the backfill publishes op "r" events
+        ),
+    )
+
+
+def consumer_plan(
+    bus: BusConfig,
+    consumer: ConsumerConfig,
+    *,
+    stream: StreamPlan | None = None,
+    failures: BucketPlan | None = None,
+) -> FunctionPlan:
+    """A consumer entry's function: its settings model (:func:`settings_model`) holds what
+    dmsbus sets and the variables of its ``environment`` it declares; the rest of its
+    ``environment`` goes beside."""
+    stream = stream or StreamPlan(stream_name(bus))
+    failures = failures or BucketPlan(FAILURES)
+    name = consumer_name(bus.name, consumer)
+    reserved = sorted(key for key in consumer.environment if key.startswith(RESERVED_PREFIXES))
+    if reserved:
+        raise ConsumerError(f"consumer {consumer.name}: environment {reserved} is set by dmsbus")
+    folder = consumer.code.removeprefix("functions/")
+    dead_letters = QueuePlan(dead_letter_name(name))
+    bucket = BucketPlan(bucket_name(name), archive=consumer.bucket) if consumer.bucket is not None else None
+    given = ConsumerSettings(
+        bus=bus.name,
+        dlq_url=dead_letters.url,
+        tables=tuple(consumer.tables) if consumer.tables is not None else None,
+        ops=tuple(consumer.ops) if consumer.ops is not None else None,
+        secret=consumer.secret,
+        bucket=bucket.name if bucket is not None else None,
+    )
+    model = settings_model(folder)
+    try:
+        # The consumer's own model reads its variables now, at synth, as at its cold start.
+        parsed = model.from_environ({**consumer.environment, **given.environment()})
+    except SettingsError as exc:
+        raise ConsumerError(f"consumer {consumer.name}: {exc}") from None
+    # What dmsbus sets keeps its references (parsing made them plain strings).
+    settings = dataclasses.replace(
+        parsed, **{item.name: getattr(given, item.name) for item in dataclasses.fields(given)}
+    )
+    own = {key: value for key, value in consumer.environment.items() if key not in model.variables()}
+    grants = [Grant("queue:send", dead_letters.name)]
+    if bucket is not None:
+        grants.append(Grant("bucket:put", bucket.key))
+    if consumer.secret is not None:
+        grants.append(Grant("secret:read", consumer.secret))
+    return FunctionPlan(
+        kind="consumer",
+        name=name,
+        folder=folder,
+        memory_mb=consumer.memory_mb,
+        timeout_seconds=consumer.timeout_seconds,
+        settings=settings,
+        own_environment=own,
+        dead_letters=dead_letters,
+        mapping=_mapping(
+            consumer, source="bus-stream", starting_position=consumer.starting_position, failures=failures
+        ),
+        bucket=bucket,
+        secret=consumer.secret,
+        network=consumer.network,
+        grants=tuple(grants),
+    )
+
+
+def settings_model(folder: str) -> type[ConsumerSettings]:
+    """The settings model of the consumer in ``functions/<folder>``: ``MODEL`` in its
+    ``settings.py`` (pg_mirror's, s3_archive's), else the one every consumer has."""
+    module_name = folder.replace("/", ".") + ".settings"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and module_name.startswith(exc.name):
+            return ConsumerSettings
+        raise
+    model = getattr(module, "MODEL", None)
+    if model is None:
+        return ConsumerSettings
+    if not (isinstance(model, type) and issubclass(model, ConsumerSettings)):
+        raise ConsumerError(f"functions/{folder}/settings.py: MODEL must be a ConsumerSettings subclass")
+    return model

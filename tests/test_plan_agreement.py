@@ -1,0 +1,324 @@
+"""The stacks and local mode render one deployment plan (config/plan.py). Built from the
+sample config, the synthesized templates and a local bus on a moto server are compared
+with the plan and with each other: every function (handler, memory, timeout, runtime,
+concurrency), every environment variable, every event source mapping setting.
+
+A reference in the plan (a queue's URL, the stream's name) is checked for what it points
+at: in a template, the resource it names; locally, the moto resource its value is."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from aws_cdk.assertions import Template
+
+from config.functions import failures_bucket_name
+from config.loader import load_config
+from config.plan import DeploymentPlan, FunctionPlan, Ref, deployment_plan
+from local.aws import LocalAws
+from local.bus import LocalBus
+from stacks.packaging import ARCHITECTURE, RUNTIME
+from tests.infrastructure.conftest import REPO, Synthesized, synthesize
+
+CONFIG = load_config(REPO / "config")
+PLAN = deployment_plan(CONFIG.bus)
+#: CreateEventSourceMapping's settings, as CloudFormation and Lambda's API both name them.
+MAPPING_SETTINGS = (
+    "StartingPosition",
+    "BatchSize",
+    "MaximumBatchingWindowInSeconds",
+    "ParallelizationFactor",
+    "MaximumRetryAttempts",
+    "MaximumRecordAgeInSeconds",
+    "BisectBatchOnFunctionError",
+    "FunctionResponseTypes",
+)
+
+
+@dataclass
+class Deployed:
+    """One function as a renderer deployed it, references written as the plan's."""
+
+    function: dict[str, Any]
+    environment: dict[str, str]
+    mapping: dict[str, Any] | None
+
+
+def planned(function: FunctionPlan) -> Deployed:
+    mapping = None
+    if function.mapping is not None and function.mapping.source == "bus-stream":
+        request = function.mapping.request(
+            function_name=function.name, stream_arn=PLAN.stream.arn, on_failure=function.mapping.on_failure
+        )
+        mapping = {
+            **{key: request[key] for key in MAPPING_SETTINGS},
+            "EventSourceArn": request["EventSourceArn"],
+            "OnFailure": request["DestinationConfig"]["OnFailure"]["Destination"],
+        }
+    return Deployed(
+        function={
+            "Handler": function.handler,
+            "MemorySize": function.memory_mb,
+            "Timeout": function.timeout_seconds,
+            "Runtime": RUNTIME.name,
+            "Architectures": [ARCHITECTURE.name],
+            "ReservedConcurrentExecutions": function.reserved_concurrency,
+        },
+        environment=dict(function.environment),
+        mapping=mapping,
+    )
+
+
+# ---- the stacks ------------------------------------------------------------------------------
+
+
+class TemplateReader:
+    """Names what a template's value points at, in the plan's words."""
+
+    def __init__(self, templates: Mapping[str, Template], plan: DeploymentPlan) -> None:
+        self.resources: dict[str, dict[str, Any]] = {}
+        self.exports: dict[str, Any] = {}
+        for template in templates.values():
+            body = template.to_json()
+            self.resources.update(body["Resources"])
+            for output in body.get("Outputs", {}).values():
+                if "Export" in output:
+                    self.exports[output["Export"]["Name"]] = output["Value"]
+        failures = failures_bucket_name(plan.bus, account="<AWS::AccountId>", region="<AWS::Region>")
+        self.failures_arn = f"arn:<AWS::Partition>:s3:::{failures}"
+
+    def functions(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for logical_id, resource in self.resources.items():
+            if resource["Type"] == "AWS::Lambda::Function":
+                yield logical_id, resource["Properties"]
+
+    def points_at(self, value: Any, ref: Ref, owner: str) -> bool:
+        """Whether ``value`` is ``ref`` (``owner``: the function whose it is)."""
+        if isinstance(value, dict) and "Fn::ImportValue" in value:
+            return self.points_at(self.exports[value["Fn::ImportValue"]], ref, owner)
+        if isinstance(value, dict) and "Fn::Join" in value:
+            separator, parts = value["Fn::Join"]
+            text = separator.join(
+                f"<{part['Ref']}>"
+                if isinstance(part, dict) and part.get("Ref", "").startswith("AWS::")
+                else part
+                for part in parts
+            )
+            return ref == PLAN.failures.arn and text == self.failures_arn
+        if isinstance(value, dict) and "Ref" in value:
+            logical_id, attribute = value["Ref"], ("url" if ref.attribute == "url" else "name")
+        elif isinstance(value, dict) and "Fn::GetAtt" in value:
+            logical_id, attribute = value["Fn::GetAtt"][0], "arn"
+        else:
+            return False
+        if ref.attribute != attribute:
+            return False
+        resource = self.resources[logical_id]
+        kind, properties = resource["Type"], resource["Properties"]
+        if kind == "AWS::SQS::Queue":
+            return properties["QueueName"] == ref.resource
+        if kind == "AWS::Kinesis::Stream":
+            return properties["Name"] == ref.resource
+        if kind == "AWS::Lambda::Function":
+            return properties["FunctionName"] == ref.resource
+        if kind == "AWS::S3::Bucket":
+            # CloudFormation names a consumer's bucket: it must be the one of that consumer.
+            consumer = PLAN.function(owner)
+            construct = re.sub(
+                r"[^A-Za-z0-9]", "", f"Consumer-{consumer.name.removeprefix(PLAN.bus.name + '-')}"
+            )
+            return (
+                consumer.bucket is not None
+                and ref == consumer.bucket.name
+                and logical_id.startswith(construct)
+            )
+        return False
+
+    def written(self, value: Any, planned_value: str, owner: str) -> Any:
+        """``value`` as the plan writes it, when it points where the plan's reference does."""
+        if isinstance(planned_value, Ref) and self.points_at(value, planned_value, owner):
+            return planned_value
+        return value
+
+
+@pytest.fixture(scope="module")
+def stacks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Deployed]:
+    synthesized: Synthesized = synthesize(CONFIG, tmp_path_factory.mktemp("cdk.out"))
+    reader = TemplateReader(
+        {
+            "bus": synthesized.template(synthesized.stacks.bus),
+            "consumers": synthesized.template(synthesized.stacks.consumers),
+        },
+        PLAN,
+    )
+    deployed: dict[str, Deployed] = {}
+    by_logical_id: dict[str, str] = {}
+    for logical_id, properties in reader.functions():
+        name = properties.get("FunctionName")
+        if not isinstance(name, str) or name not in {f.name for f in PLAN.functions}:
+            continue  # CDK's own (the task lifecycle's provider framework)
+        by_logical_id[logical_id] = name
+        plan = PLAN.function(name)
+        variables = properties["Environment"]["Variables"]
+        deployed[name] = Deployed(
+            function={
+                "Handler": properties["Handler"],
+                "MemorySize": properties["MemorySize"],
+                "Timeout": properties["Timeout"],
+                "Runtime": properties["Runtime"],
+                "Architectures": properties["Architectures"],
+                "ReservedConcurrentExecutions": properties.get("ReservedConcurrentExecutions"),
+            },
+            environment={
+                key: reader.written(value, plan.environment.get(key, ""), name)
+                for key, value in variables.items()
+            },
+            mapping=None,
+        )
+    for resource in reader.resources.values():
+        if resource["Type"] != "AWS::Lambda::EventSourceMapping":
+            continue
+        properties = resource["Properties"]
+        name = by_logical_id[properties["FunctionName"]["Ref"]]
+        deployed[name].mapping = {
+            **{key: properties.get(key) for key in MAPPING_SETTINGS},
+            "EventSourceArn": reader.written(properties["EventSourceArn"], PLAN.stream.arn, name),
+            "OnFailure": reader.written(
+                properties["DestinationConfig"]["OnFailure"]["Destination"], PLAN.failures.arn, name
+            ),
+        }
+    return deployed
+
+
+# ---- local mode ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local() -> Iterator[dict[str, Deployed]]:
+    aws = LocalAws()
+    aws.start()
+    try:
+        bus = LocalBus(CONFIG.bus, aws)
+        bus.provision()
+        yield {name: local_function(aws, bus, name) for name in bus.functions}
+    finally:
+        aws.stop()
+
+
+def local_function(aws: LocalAws, bus: LocalBus, name: str) -> Deployed:
+    """What Lambda's API (moto's) holds for ``name``, each value checked against moto."""
+    lambda_client, sqs = aws.client("lambda"), aws.client("sqs")
+    configuration = lambda_client.get_function_configuration(FunctionName=name)
+    concurrency = lambda_client.get_function_concurrency(FunctionName=name)
+    plan = PLAN.function(name)
+    queues = {url: url.rsplit("/", 1)[1] for url in sqs.list_queues()["QueueUrls"]}
+    streams = set(aws.client("kinesis").list_streams()["StreamNames"])
+    buckets = {bucket["Name"] for bucket in aws.client("s3").list_buckets()["Buckets"]}
+
+    def written(value: str, planned_value: str) -> str:
+        if not isinstance(planned_value, Ref):
+            return value
+        ref = planned_value
+        pointed = {
+            "url": ref.attribute == "url" and queues.get(value) == ref.resource,
+            "name": ref.attribute == "name"
+            and (
+                (ref.resource in streams and value == ref.resource)
+                or (ref.resource == name == value)
+                or (ref.resource in {f.name for f in PLAN.functions} and value == ref.resource)
+                or (plan.bucket is not None and ref == plan.bucket.name and value in buckets)
+            ),
+            "arn": ref.attribute == "arn"
+            and (
+                (ref == PLAN.failures.arn and value == bus.failures_arn and bus.failures in buckets)
+                or (ref == PLAN.stream.arn and value == bus.stream_arn)
+            ),
+        }
+        return ref if pointed[ref.attribute] else value
+
+    mappings = lambda_client.list_event_source_mappings(FunctionName=name)["EventSourceMappings"]
+    mapping = None
+    if mappings:
+        (found,) = mappings
+        mapping = {
+            **{key: found.get(key) for key in MAPPING_SETTINGS},
+            "EventSourceArn": written(found["EventSourceArn"], PLAN.stream.arn),
+            "OnFailure": written(found["DestinationConfig"]["OnFailure"]["Destination"], PLAN.failures.arn),
+        }
+    return Deployed(
+        function={
+            "Handler": configuration["Handler"],
+            "MemorySize": configuration["MemorySize"],
+            "Timeout": configuration["Timeout"],
+            "Runtime": configuration["Runtime"],
+            "Architectures": configuration["Architectures"],
+            "ReservedConcurrentExecutions": concurrency.get("ReservedConcurrentExecutions"),
+        },
+        environment={
+            key: written(value, plan.environment.get(key, ""))
+            for key, value in configuration["Environment"]["Variables"].items()
+        },
+        mapping=mapping,
+    )
+
+
+# ---- the comparisons -------------------------------------------------------------------------
+
+
+def test_both_deploy_every_function_of_the_plan_and_no_other(
+    stacks: dict[str, Deployed], local: dict[str, Deployed]
+) -> None:
+    names = sorted(function.name for function in PLAN.functions)
+    assert sorted(stacks) == names
+    assert sorted(local) == names
+    assert len(PLAN.consumers) == len(CONFIG.bus.consumers) == 3
+
+
+@pytest.mark.parametrize("name", [function.name for function in PLAN.functions])
+def test_a_function_is_configured_alike(
+    name: str, stacks: dict[str, Deployed], local: dict[str, Deployed]
+) -> None:
+    assert stacks[name].function == planned(PLAN.function(name)).function
+    assert local[name].function == stacks[name].function
+
+
+@pytest.mark.parametrize("name", [function.name for function in PLAN.functions])
+def test_a_function_has_the_same_environment(
+    name: str, stacks: dict[str, Deployed], local: dict[str, Deployed]
+) -> None:
+    assert stacks[name].environment == planned(PLAN.function(name)).environment
+    assert local[name].environment == stacks[name].environment
+
+
+@pytest.mark.parametrize("name", [function.name for function in PLAN.functions])
+def test_a_function_reads_the_bus_stream_with_the_same_mapping(
+    name: str, stacks: dict[str, Deployed], local: dict[str, Deployed]
+) -> None:
+    assert stacks[name].mapping == planned(PLAN.function(name)).mapping
+    assert local[name].mapping == stacks[name].mapping
+
+
+def test_the_references_were_checked_not_copied(
+    stacks: dict[str, Deployed], local: dict[str, Deployed]
+) -> None:
+    # Every reference of the plan's environments came out as the plan's: had a renderer
+    # pointed one elsewhere, its deployed value would have stayed (a token or a URL).
+    references = [
+        (function.name, key)
+        for function in PLAN.functions
+        for key, value in function.environment.items()
+        if isinstance(value, Ref)
+    ]
+    assert {
+        ("demo-glue", "BUS_DLQ_URL"),
+        ("demo-discovery", "GLUE_FUNCTION_NAME"),
+        ("demo-discovery", "GLUE_ON_FAILURE_ARN"),
+        ("demo-archive", "DMSBUS_BUCKET"),
+    } <= set(references)
+    for name, key in references:
+        assert isinstance(stacks[name].environment[key], Ref), (name, key)
+        assert isinstance(local[name].environment[key], Ref), (name, key)

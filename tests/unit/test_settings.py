@@ -1,0 +1,158 @@
+"""Typed settings (dmsbus.settings): each function's model, written by the deployment plan
+and read by the function, with errors that name the variable and defaults defined once."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import pytest
+
+from config.functions import ConsumerError
+from config.loader import load_config
+from config.model import BusConfig, ConsumerConfig
+from config.plan import Ref, consumer_plan, deployment_plan, settings_model
+from consumers.pg_mirror.settings import PgMirrorSettings
+from consumers.s3_archive.settings import S3ArchiveSettings
+from discovery.settings import DiscoverySettings
+from dmsbus.settings import ConsumerSettings, Settings, SettingsError, variable
+from glue.settings import GlueSettings
+from tests.infrastructure.conftest import REPO
+
+SAMPLE = load_config(REPO / "config").bus
+MODELS: tuple[type[Settings], ...] = (
+    GlueSettings,
+    DiscoverySettings,
+    ConsumerSettings,
+    PgMirrorSettings,
+    S3ArchiveSettings,
+)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Example(Settings):
+    WHO: ClassVar[str] = "example"
+
+    name: str = variable("EXAMPLE_NAME")
+    count: int = variable("EXAMPLE_COUNT", default=3)
+    on: bool = variable("EXAMPLE_ON", default=False)
+    tables: tuple[str, ...] | None = variable("EXAMPLE_TABLES", default=None)
+
+
+def test_given_a_model_when_its_environment_is_read_back_then_it_is_the_same() -> None:
+    # Given a model with every kind of field set off its default
+    written = Example(name="n", count=7, on=True, tables=("public.a", "audit.*"))
+    # When its environment is written and read back
+    environment = written.environment()
+    # Then the values round-trip through the variables
+    assert environment == {
+        "EXAMPLE_NAME": "n",
+        "EXAMPLE_COUNT": "7",
+        "EXAMPLE_ON": "true",
+        "EXAMPLE_TABLES": "public.a,audit.*",
+    }
+    assert Example.from_environ(environment) == written
+
+
+def test_a_value_at_its_default_or_unset_is_not_written() -> None:
+    assert Example(name="n").environment() == {"EXAMPLE_NAME": "n"}
+
+
+def test_every_bad_variable_is_named_in_one_error() -> None:
+    with pytest.raises(SettingsError) as raised:
+        Example.from_environ({"EXAMPLE_COUNT": "lots", "EXAMPLE_ON": "maybe"})
+    assert str(raised.value) == (
+        "environment variable EXAMPLE_NAME is required by the example and is not set; "
+        "environment variable EXAMPLE_COUNT must be an integer, not 'lots'; "
+        "environment variable EXAMPLE_ON must be true or false, not 'maybe'"
+    )
+
+
+def test_a_reference_stays_one_when_written() -> None:
+    # A plan's reference (a str) is written as it is, for the renderer to resolve
+    reference = Ref("demo-glue-dlq", "url")
+    written = GlueSettings(
+        bus="demo", stream_name="demo-bus", aggregate=True, numbers="string", dlq_url=reference
+    ).environment()
+    assert isinstance(written["BUS_DLQ_URL"], Ref)
+
+
+def test_a_field_that_is_not_a_variable_is_refused() -> None:
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Loose(Settings):
+        name: str = "x"
+
+    with pytest.raises(TypeError, match=r"Loose.name is neither a variable\(\) nor a nested model"):
+        Loose.from_environ({})
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda model: model.__name__)
+def test_a_default_in_a_model_is_never_written_by_the_plan(model: type[Settings]) -> None:
+    # Each default is defined once: a variable the plan writes has no default in the
+    # model (config/model.py holds it), or it may be unset (None); one with a default in
+    # the model is a tunable the deployment leaves alone.
+    written: set[str] = set()
+    # Flipped: a model default equal to config/model.py's would hide in the default bus
+    flipped = BusConfig.model_validate(
+        {
+            "name": "flipped",
+            "glue": {"aggregate": False, "numbers": "number"},
+            "discovery": {"keep_provisioned": True, "backfill": False},
+        }
+    )
+    for bus in (SAMPLE, BusConfig(name="demo"), flipped):
+        for function in deployment_plan(bus).functions:
+            if isinstance(function.settings, model):
+                written |= set(function.settings.environment())
+    defaults = {
+        item.metadata["dmsbus.variable"]: item.default
+        for item in dataclasses.fields(model)
+        if "dmsbus.variable" in item.metadata
+    }
+    assert {
+        name for name in written if defaults.get(name, dataclasses.MISSING) not in (dataclasses.MISSING, None)
+    } == set()
+
+
+def test_the_sample_consumers_get_their_own_models() -> None:
+    models = {function.name: type(function.settings) for function in deployment_plan(SAMPLE).consumers}
+    assert models == {
+        "demo-log-changes": ConsumerSettings,
+        "demo-pg-mirror": PgMirrorSettings,
+        "demo-archive": S3ArchiveSettings,
+    }
+    assert settings_model("consumers/log_changes") is ConsumerSettings
+
+
+def test_a_consumers_own_variable_goes_through_its_model() -> None:
+    # Given pg-mirror with its schema template in its config entry
+    entry = ConsumerConfig(
+        name="mirror",
+        code="functions/consumers/pg_mirror",
+        secret="dmsbus/mirror",
+        environment={"MIRROR_SCHEMA": "{source}_{schema}", "LOG_LEVEL": "DEBUG"},
+    )
+    # When planned
+    planned = consumer_plan(SAMPLE, entry)
+    # Then the model holds its variable, and the rest is the consumer's own
+    assert isinstance(planned.settings, PgMirrorSettings)
+    assert planned.settings.mirror_schema == "{source}_{schema}"
+    assert planned.own_environment == {"LOG_LEVEL": "DEBUG"}
+    assert planned.environment["MIRROR_SCHEMA"] == "{source}_{schema}"
+
+
+def test_a_consumer_its_model_cannot_run_is_refused_at_synth() -> None:
+    # pg_mirror without a secret would fail at its cold start: the plan says so first
+    entry = ConsumerConfig(name="mirror", code="functions/consumers/pg_mirror")
+    with pytest.raises(
+        ConsumerError, match=r"^consumer mirror: environment variable DMSBUS_SECRET is required"
+    ):
+        consumer_plan(SAMPLE, entry)
+
+
+def test_a_consumer_may_not_set_what_dmsbus_sets() -> None:
+    entry = ConsumerConfig(
+        name="x", code="functions/consumers/log_changes", environment={"BUS_NAME": "other"}
+    )
+    with pytest.raises(ConsumerError, match=r"consumer x: environment \['BUS_NAME'\] is set by dmsbus"):
+        consumer_plan(SAMPLE, entry)
