@@ -6,9 +6,10 @@ from __future__ import annotations
 import hashlib
 
 from config.model import BusConfig, ConsumerConfig
+from dmsbus import variables
 
 #: Set by dmsbus on every consumer; a consumer's own ``environment`` may not use them.
-RESERVED_PREFIXES = ("BUS_", "DMSBUS_", "AWS_", "POWERTOOLS_SERVICE_NAME")
+RESERVED_PREFIXES = ("BUS_", "DMSBUS_", "AWS_", variables.POWERTOOLS_SERVICE)
 
 
 def stream_name(bus: BusConfig) -> str:

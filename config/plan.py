@@ -31,7 +31,8 @@ from config.functions import (
     stream_name,
 )
 from config.model import BusConfig, ConsumerBucket, ConsumerConfig, ConsumerNetwork, StreamMapping
-from discovery.settings import DiscoverySettings, MappingSettings
+from discovery.settings import GLUE_STARTING_POSITION, DiscoverySettings, MappingSettings
+from dmsbus import variables
 from dmsbus.event_sources import mapping_request
 from dmsbus.settings import ConsumerSettings, Settings, SettingsError
 from glue.settings import GlueSettings
@@ -60,6 +61,10 @@ class Ref(str):
         made.resource = resource
         made.attribute = attribute
         return made
+
+    def __reduce__(self) -> tuple[type[Ref], tuple[str, RefAttribute]]:
+        # copy, deepcopy and pickle make a Ref again, not a str
+        return (Ref, (self.resource, self.attribute))
 
 
 class UnresolvedError(KeyError):
@@ -182,6 +187,8 @@ class MappingPlan:
             stream_arn=stream_arn,
             starting_position=self.starting_position,
             on_failure=on_failure,
+            bisect_batch_on_error=self.bisect_batch_on_error,
+            report_batch_item_failures=self.report_batch_item_failures,
         )
 
 
@@ -205,7 +212,6 @@ class FunctionPlan:
     reserved_concurrency: int | None = None
     mapping: MappingPlan | None = None
     bucket: BucketPlan | None = None
-    secret: str | None = None
     network: ConsumerNetwork | None = None
     grants: tuple[Grant, ...] = ()
     #: The function Lambda calls in ``<folder>/handler.py``.
@@ -225,7 +231,11 @@ class FunctionPlan:
     def environment(self) -> dict[str, str]:
         """What Lambda's configuration holds: the settings' variables, the consumer's own,
         and Powertools' service name."""
-        return {**self.own_environment, "POWERTOOLS_SERVICE_NAME": self.name, **self.settings.environment()}
+        return {
+            **self.own_environment,
+            variables.POWERTOOLS_SERVICE: self.name,
+            **self.settings.environment(),
+        }
 
 
 @dataclass(frozen=True)
@@ -254,14 +264,6 @@ class DeploymentPlan:
     def consumers(self) -> tuple[FunctionPlan, ...]:
         return tuple(planned for planned in self.functions if planned.kind == "consumer")
 
-    @property
-    def queues(self) -> tuple[QueuePlan, ...]:
-        return tuple(planned.dead_letters for planned in self.functions)
-
-    @property
-    def buckets(self) -> tuple[BucketPlan, ...]:
-        return (self.failures, *(planned.bucket for planned in self.functions if planned.bucket))
-
 
 def deployment_plan(bus: BusConfig) -> DeploymentPlan:
     stream = StreamPlan(stream_name(bus))
@@ -272,6 +274,13 @@ def deployment_plan(bus: BusConfig) -> DeploymentPlan:
         _discovery(bus, stream, failures, glue),
         *(consumer_plan(bus, consumer, stream=stream, failures=failures) for consumer in bus.consumers),
     )
+    for function in functions:
+        # What each function reads at its cold start, read now: a required value written
+        # empty fails the synth, naming the variable, not the first invocation.
+        try:
+            type(function.settings).from_environ(function.settings.environment())
+        except SettingsError as exc:
+            raise ConsumerError(f"function {function.name}: {exc}") from None
     return DeploymentPlan(bus=bus, stream=stream, failures=failures, functions=functions)
 
 
@@ -311,9 +320,9 @@ def _glue(bus: BusConfig, stream: StreamPlan, failures: BucketPlan) -> FunctionP
             dlq_url=dead_letters.url,
         ),
         dead_letters=dead_letters,
-        # A table's stream is read from its start: discovery attaches the glue before DMS
-        # writes, or backfills what came before.
-        mapping=_mapping(config, source="table-streams", starting_position="TRIM_HORIZON", failures=failures),
+        mapping=_mapping(
+            config, source="table-streams", starting_position=GLUE_STARTING_POSITION, failures=failures
+        ),
         grants=(
             Grant("stream:write", stream.name),
             Grant("queue:send", dead_letters.name),
@@ -417,7 +426,6 @@ def consumer_plan(
             consumer, source="bus-stream", starting_position=consumer.starting_position, failures=failures
         ),
         bucket=bucket,
-        secret=consumer.secret,
         network=consumer.network,
         grants=tuple(grants),
     )
@@ -438,4 +446,13 @@ def settings_model(folder: str) -> type[ConsumerSettings]:
         return ConsumerSettings
     if not (isinstance(model, type) and issubclass(model, ConsumerSettings)):
         raise ConsumerError(f"functions/{folder}/settings.py: MODEL must be a ConsumerSettings subclass")
+    # What dmsbus sets is read by the consumer SDK through ConsumerSettings: a model may
+    # make such a variable required, never give it another default.
+    base = {item.name: item.default for item in dataclasses.fields(ConsumerSettings)}
+    for item in dataclasses.fields(model):
+        if item.name in base and item.default not in (base[item.name], dataclasses.MISSING):
+            raise ConsumerError(
+                f"functions/{folder}/settings.py: {model.__name__}.{item.name} may be required, "
+                "but its default is ConsumerSettings' (the consumer SDK reads it from there)"
+            )
     return model

@@ -132,7 +132,7 @@ class Bus:
             raise InvokeError(f"{name} is neither the glue nor a consumer of bus {self.bus.name}")
         dlq = self.client("sqs").get_queue_url(QueueName=planned.dead_letters.name)["QueueUrl"]
         on_top = {"AWS_ENDPOINT_URL": str(self.endpoint_url), **environment}
-        return local_function(self.bus, planned, dlq_url=dlq, environment=on_top)
+        return local_function(plan, planned, dlq_url=dlq, environment=on_top)
 
 
 def consumer_function(
@@ -140,7 +140,9 @@ def consumer_function(
 ) -> LocalFunction:
     """A consumer's handler, loaded here with its deployed environment and ``environment``
     on top (without ``dlq_url``, a record that is not a change event stops it)."""
-    return local_function(bus, consumer_plan(bus, consumer), dlq_url=dlq_url, environment=environment)
+    return local_function(
+        deployment_plan(bus), consumer_plan(bus, consumer), dlq_url=dlq_url, environment=environment
+    )
 
 
 def _lambda_invoker(lambda_client: Any) -> Invoke:

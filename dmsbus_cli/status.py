@@ -33,11 +33,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from config.functions import (
     consumer_name,
-    dead_letter_name,
-    discovery_name,
     failures_bucket_name,
     glue_name,
 )
+from config.plan import deployment_plan
 from discovery.core import BACKFILL_TAG
 from dmsbus.failures import PREFIX
 from dmsbus.names import bus_table
@@ -243,11 +242,8 @@ def _iterator_age(cloudwatch: Any, function: str, now: datetime) -> float | None
 
 def _failures(bus: Bus, status: Status) -> None:
     sqs = bus.client("sqs")
-    functions = [glue_name(bus.bus), discovery_name(bus.bus)] + [
-        consumer_name(bus.bus.name, entry) for entry in bus.bus.consumers
-    ]
-    for function in functions:
-        queue = dead_letter_name(function)
+    for function in deployment_plan(bus.bus).functions:
+        queue = function.dead_letters.name
         try:
             url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
         except ClientError as exc:

@@ -73,8 +73,8 @@ class LocalBus:
         dlq_url = self._queue(plan.dead_letters.name)
         if plan.bucket is not None:
             self._bucket(plan.bucket.key)
-        self.values.update(local_values(self.config, plan, dlq_url=dlq_url))
-        function = local_function(self.config, plan, dlq_url=dlq_url, handler=handler)
+        self.values.update(local_values(self.plan, plan, dlq_url=dlq_url))
+        function = local_function(self.plan, plan, dlq_url=dlq_url, handler=handler)
         self._register(function, plan, self._role())
         mapping = plan.mapping
         if mapping is not None and mapping.source == "bus-stream":
@@ -168,6 +168,11 @@ class LocalBus:
                 MemorySize=function.memory_mb,
                 Architectures=["arm64"],
                 Environment={"Variables": deployed},
+                **(
+                    {"DeadLetterConfig": {"TargetArn": self.queue_arn(plan.dead_letters.name)}}
+                    if plan.asynchronous_dead_letters
+                    else {}
+                ),
             )
             if plan.reserved_concurrency is not None:
                 client.put_function_concurrency(
@@ -183,11 +188,10 @@ def bucket_arn(name: str) -> str:
     return f"arn:aws:s3:::{name}"
 
 
-def local_values(bus: BusConfig, plan: FunctionPlan, *, dlq_url: str) -> dict[str, str]:
+def local_values(deployment: DeploymentPlan, plan: FunctionPlan, *, dlq_url: str) -> dict[str, str]:
     """What local mode resolves ``plan``'s references to: the names and ARNs of its
     resources on the moto server, and ``dlq_url``."""
-    deployment = deployment_plan(bus)
-    failures = failures_bucket_name(bus, account=ACCOUNT, region=REGION)
+    failures = failures_bucket_name(deployment.bus, account=ACCOUNT, region=REGION)
     values: dict[str, str] = {
         deployment.stream.name_ref: deployment.stream.name,
         deployment.stream.arn: stream_arn(deployment.stream.name),
@@ -206,7 +210,7 @@ def local_values(bus: BusConfig, plan: FunctionPlan, *, dlq_url: str) -> dict[st
 
 
 def local_function(
-    bus: BusConfig,
+    deployment: DeploymentPlan,
     plan: FunctionPlan,
     *,
     dlq_url: str,
@@ -220,7 +224,7 @@ def local_function(
         folder=None if handler is not None else plan.folder,
         handler=handler,
         environment={
-            **resolve(plan.environment, local_values(bus, plan, dlq_url=dlq_url)),
+            **resolve(plan.environment, local_values(deployment, plan, dlq_url=dlq_url)),
             **(environment or {}),
         },
         timeout_seconds=plan.timeout_seconds,

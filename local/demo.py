@@ -22,13 +22,14 @@ import psycopg
 from psycopg import sql
 
 from config.model import BusConfig
+from config.plan import deployment_plan
 from consumers.pg_mirror.schema import as_text
+from consumers.pg_mirror.settings import PgMirrorSettings
 from dmsbus.consumer import ChangeEvent, ConsumerHandler, consumer
 from dmsbus.ddbjson import Decoder, NumberMode
 from dmsbus.names import TableName, parse_table_name
 from local.children import SPAWN, start_child, stop_child
 from local.dms import DmsStandIn
-from local.runtime import PG_MIRROR_HANDLER
 from local.verify import mirror_columns, mirror_selection, mirror_value
 
 SCHEMA = """
@@ -475,9 +476,9 @@ def verify(dms: DmsStandIn, rebuilt: Rebuilt, *, numbers: NumberMode = "string")
 
 def mirror_schema_template(bus: BusConfig) -> str | None:
     """The schema template of the bus's pg_mirror consumer, or None if it has none."""
-    for entry in bus.consumers:
-        if entry.handler == PG_MIRROR_HANDLER:
-            return entry.environment.get("MIRROR_SCHEMA", "").strip() or "{schema}"
+    for planned in deployment_plan(bus).consumers:
+        if isinstance(planned.settings, PgMirrorSettings):
+            return planned.settings.mirror_schema
     return None
 
 

@@ -23,6 +23,7 @@ from constructs import Construct
 from config.functions import failures_bucket_name
 from config.model import BusConfig
 from config.plan import FunctionPlan, resolve
+from dmsbus import variables
 from stacks.nag import acknowledge
 from stacks.packaging import ARCHITECTURE, RUNTIME, function_code, handler_name
 
@@ -205,7 +206,7 @@ class BusFunction(Construct):
             layers=[layer],
             memory_size=memory_mb,
             timeout=Duration.seconds(timeout_seconds),
-            environment={"POWERTOOLS_SERVICE_NAME": function_name, **environment},
+            environment={variables.POWERTOOLS_SERVICE: function_name, **environment},
             tracing=lambda_.Tracing.ACTIVE,
             log_group=self.log_group,
             dead_letter_queue=dead_letter_queue,

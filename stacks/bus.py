@@ -21,6 +21,7 @@ from config.plan import DeploymentPlan, Grant
 from dmsbus import metrics as emitted
 from stacks.building_blocks import (
     Alarms,
+    BusFunction,
     DeadLetterQueue,
     FailureBucket,
     acknowledge_kms_grant,
@@ -29,6 +30,13 @@ from stacks.building_blocks import (
 )
 from stacks.nag import acknowledge
 from stacks.packaging import dependencies_layer
+
+#: Actions of a grant that take no resource (cdk-nag's acknowledgement names them).
+UNSCOPED: dict[str, tuple[str, ...]] = {
+    "table-streams:read": ("dynamodb:ListStreams",),
+    "tables:manage": ("dynamodb:ListTables", "cloudwatch:GetMetricData"),
+    "glue-mappings:manage": ("lambda:ListEventSourceMappings (the changes are conditioned on the glue)",),
+}
 
 #: The roles DMS needs in every account (security-iam, CHAP_Security.APIRole): to place
 #: replication instances in a VPC, and to write task logs to CloudWatch Logs. Their names
@@ -106,6 +114,11 @@ class BusStack(Stack):
                 threshold=threshold,
                 description=f"{what} the bus stream are throttled: more shards, or fewer readers",
             )
+        self.dead_letters: dict[str, DeadLetterQueue] = {}
+        self.bus_functions: dict[str, BusFunction] = {}
+        functions = self._functions()
+        self.glue, self.discovery = functions["glue"], functions["discovery"]
+        self.glue_dlq, self.discovery_dlq = self.dead_letters["glue"], self.dead_letters["discovery"]
         self._glue(bus)
         self._discovery(bus)
         wanted = {"DmsVpcRole": bus.dms_vpc_role, "DmsCloudWatchLogsRole": bus.dms_cloudwatch_logs_role}
@@ -128,29 +141,44 @@ class BusStack(Stack):
             self.dms_roles[role_name] = role
         self.dashboard = self._dashboard(bus)
 
+    def _functions(self) -> dict[str, BusFunction]:
+        """The plan's bus functions (all but the consumers): each with its dead-letter queue
+        and its grants. What is particular to one (its triggers, alarms) is wired after."""
+        functions: dict[str, BusFunction] = {}
+        for planned in self.plan.functions:
+            if planned.kind == "consumer":
+                continue
+            construct = planned.kind.title()  # "Glue", "Discovery": the logical ids' stem
+            dead_letters = DeadLetterQueue(
+                self, f"{construct}DeadLetters", queue_name=planned.dead_letters.name, key=self.key
+            )
+            self.values[planned.dead_letters.url] = dead_letters.queue.queue_url
+            self.queues[planned.dead_letters.name] = dead_letters.queue
+            self.dead_letters[planned.kind] = dead_letters
+            unscoped = [action for grant in planned.grants for action in UNSCOPED.get(grant.access, ())]
+            bus_function = planned_function(
+                self,
+                construct,
+                plan=planned,
+                values=self.values,
+                layer=self.layer,
+                unscoped_actions=", ".join([*unscoped, "X-Ray's trace actions"]),
+                dead_letter_queue=dead_letters.queue if planned.asynchronous_dead_letters else None,
+            )
+            self.values[planned.name_ref] = bus_function.function.function_name
+            functions[planned.kind] = self.bus_functions[planned.name] = bus_function
+        for planned in self.plan.functions:
+            if planned.name in self.bus_functions:
+                for grant in planned.grants:
+                    self._grant(self.bus_functions[planned.name].function, grant)
+                acknowledge_kms_grant(self.bus_functions[planned.name].role)
+        return functions
+
     def _glue(self, bus: BusConfig) -> None:
-        plan = self.plan.glue
-        self.glue_dlq = DeadLetterQueue(
-            self, "GlueDeadLetters", queue_name=plan.dead_letters.name, key=self.key
-        )
-        self.values[plan.dead_letters.url] = self.glue_dlq.queue.queue_url
-        self.queues[plan.dead_letters.name] = self.glue_dlq.queue
-        self.glue = planned_function(
-            self,
-            "Glue",
-            plan=plan,
-            values=self.values,
-            layer=self.layer,
-            unscoped_actions="dynamodb:ListStreams and X-Ray's trace actions",
-        )
         function = self.glue.function
-        self.values[plan.name_ref] = function.function_name
         # Poison records go to the queue (the code sends them); failed batches to the
         # failure bucket (the event source mapping, which discovery creates, writes with
         # the function's role).
-        for grant in plan.grants:
-            self._grant(function, grant)
-        acknowledge_kms_grant(self.glue.role)
         acknowledge_stream_invoked(function)
         self.alarms.stream_function(
             "Glue", function, errors=bus.alarms.function_errors, iterator_age_ms=bus.alarms.iterator_age_ms
@@ -201,7 +229,7 @@ class BusStack(Stack):
                         actions=["dynamodb:ListTables", "cloudwatch:GetMetricData"], resources=["*"]
                     )
                 )
-            case "glue-mappings:manage" if grant.resource == self.plan.glue.name:
+            case "glue-mappings:manage" if grant.resource in self.bus_functions:
                 # Listing takes no resource; the changes are limited to the glue's mappings.
                 function.add_to_role_policy(
                     iam.PolicyStatement(actions=["lambda:ListEventSourceMappings"], resources=["*"])
@@ -214,35 +242,18 @@ class BusStack(Stack):
                             "lambda:DeleteEventSourceMapping",
                         ],
                         resources=["*"],
-                        conditions={"StringEquals": {"lambda:FunctionArn": self.glue.function.function_arn}},
+                        conditions={
+                            "StringEquals": {
+                                "lambda:FunctionArn": self.bus_functions[grant.resource].function.function_arn
+                            }
+                        },
                     )
                 )
             case _:
                 raise ValueError(f"the bus stack cannot grant {grant}")
 
     def _discovery(self, bus: BusConfig) -> None:
-        plan = self.plan.discovery
-        self.discovery_dlq = DeadLetterQueue(
-            self, "DiscoveryDeadLetters", queue_name=plan.dead_letters.name, key=self.key
-        )
-        self.values[plan.dead_letters.url] = self.discovery_dlq.queue.queue_url
-        self.queues[plan.dead_letters.name] = self.discovery_dlq.queue
-        self.discovery = planned_function(
-            self,
-            "Discovery",
-            plan=plan,
-            values=self.values,
-            layer=self.layer,
-            # The mapping calls are conditioned on lambda:FunctionArn = the glue.
-            unscoped_actions=(
-                "dynamodb:ListTables, lambda:*EventSourceMapping(s), cloudwatch:GetMetricData and X-Ray's trace actions"
-            ),
-            dead_letter_queue=self.discovery_dlq.queue if plan.asynchronous_dead_letters else None,
-        )
         function = self.discovery.function
-        for grant in plan.grants:
-            self._grant(function, grant)
-        acknowledge_kms_grant(self.discovery.role)
         acknowledge(
             self.discovery.role,
             f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:dynamodb:<AWS::Region>:<AWS::AccountId>:table/{bus.name}.*]",

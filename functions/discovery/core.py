@@ -52,7 +52,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from discovery.settings import DiscoverySettings
+from discovery.settings import GLUE_STARTING_POSITION, DiscoverySettings
 from dmsbus.backfill import read_records
 from dmsbus.changes import ChangeBuilder
 from dmsbus.event_sources import mapping_request
@@ -571,7 +571,7 @@ class Discovery:
             self.settings.mapping,
             function_name=self.settings.glue_function_name,
             stream_arn=stream_arn,
-            starting_position="TRIM_HORIZON",
+            starting_position=GLUE_STARTING_POSITION,
             on_failure=self.settings.glue_on_failure_arn,
         )
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from dmsbus import variables
 from dmsbus.settings import PublishingSettings, Settings, variable
 
 _ATTACH = "discovery (it attaches the glue with these)"
+#: Where the glue's mapping starts reading a table's stream: at its start, for discovery
+#: attaches the glue before DMS writes, or backfills what came before.
+GLUE_STARTING_POSITION: Final = "TRIM_HORIZON"
 
 
 @dataclass(frozen=True, kw_only=True)

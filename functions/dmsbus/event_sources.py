@@ -31,6 +31,8 @@ def mapping_request(
     stream_arn: str,
     starting_position: str,
     on_failure: str | None,
+    bisect_batch_on_error: bool = True,
+    report_batch_item_failures: bool = True,
 ) -> dict[str, Any]:
     """CreateEventSourceMapping's arguments: the settings, bisect on error, partial batch
     failures reported, failed batches to ``on_failure`` (the failure bucket's ARN) when given."""
@@ -43,8 +45,8 @@ def mapping_request(
         "ParallelizationFactor": settings.parallelization_factor,
         "MaximumRetryAttempts": settings.max_retries,
         "MaximumRecordAgeInSeconds": settings.max_record_age_seconds,
-        "BisectBatchOnFunctionError": True,
-        "FunctionResponseTypes": ["ReportBatchItemFailures"],
+        "BisectBatchOnFunctionError": bisect_batch_on_error,
+        "FunctionResponseTypes": ["ReportBatchItemFailures"] if report_batch_item_failures else [],
     }
     if on_failure:
         request["DestinationConfig"] = {"OnFailure": {"Destination": on_failure}}

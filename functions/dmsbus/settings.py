@@ -17,6 +17,7 @@ no more than this.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -91,13 +92,19 @@ def _fields(cls: type[Settings]) -> tuple[tuple[dataclasses.Field[Any], Any], ..
     known = _FIELDS.get(cls)
     if known is not None:
         return known
+    for klass in cls.__mro__:
+        loose = [name for name, value in vars(klass).items() if isinstance(value, dataclasses.Field)]
+        if loose:
+            raise TypeError(f"{klass.__name__} declares {loose} but is not a @dataclass: decorate it")
     hints = typing.get_type_hints(cls)
     found: list[tuple[dataclasses.Field[Any], Any]] = []
     for item in dataclasses.fields(cls):
         kind = hints[item.name]
         nested = isinstance(kind, type) and issubclass(kind, Settings)
-        if not nested and _VARIABLE not in item.metadata:
-            raise TypeError(f"{cls.__name__}.{item.name} is neither a variable() nor a nested model")
+        if not nested:
+            _check_type(f"{cls.__name__}.{item.name}", kind)
+            if _VARIABLE not in item.metadata:
+                raise TypeError(f"{cls.__name__}.{item.name} is neither a variable() nor a nested model")
         found.append((item, kind))
     _FIELDS[cls] = tuple(found)
     return _FIELDS[cls]
@@ -118,7 +125,10 @@ def _values(cls: type[Settings], environ: Mapping[str, str], who: str, problems:
         if isinstance(kind, type) and issubclass(kind, Settings):
             nested = _values(kind, environ, kind.WHO if "WHO" in vars(kind) else who, problems)
             if not problems:
-                values[item.name] = kind(**nested)
+                try:
+                    values[item.name] = kind(**nested)
+                except SettingsError as exc:
+                    problems.append(str(exc))
             continue
         name = item.metadata[_VARIABLE]
         raw = environ.get(name, "").strip()
@@ -137,8 +147,34 @@ def _values(cls: type[Settings], environ: Mapping[str, str], who: str, problems:
     return values
 
 
+def _check_type(where: str, kind: Any) -> None:
+    """Only the types :func:`_parse` reads, so that a model fails when it is first used."""
+    options = [o for o in get_args(kind) if o is not type(None)] if _is_union(kind) else [kind]
+    if len(options) != 1:
+        raise TypeError(f"{where}: a variable is one type, or one type | None (not {kind!r})")
+    (only,) = options
+    if isinstance(only, type) and issubclass(only, Settings):
+        raise TypeError(f"{where}: a nested model cannot be optional")
+    if only in (str, int, bool) or (
+        get_origin(only) is Literal and all(isinstance(a, str) for a in get_args(only))
+    ):
+        return
+    if get_origin(only) is tuple and get_args(only) == (str, ...):
+        return
+    raise TypeError(
+        f"{where}: {only!r} is not a variable type (str, int, bool, Literal of str, tuple[str, ...])"
+    )
+
+
+def _is_union(kind: Any) -> bool:
+    return get_origin(kind) in (typing.Union, types.UnionType)
+
+
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
 def _parse(name: str, raw: str, kind: Any) -> Any:
-    options = get_args(kind) if get_origin(kind) in (typing.Union, types.UnionType) else (kind,)
+    options = get_args(kind) if _is_union(kind) else (kind,)
     kind = next(option for option in options if option is not type(None))
     if kind is str:
         return raw
@@ -150,10 +186,9 @@ def _parse(name: str, raw: str, kind: Any) -> Any:
             return False
         raise SettingsError(f"environment variable {name} must be true or false, not {raw!r}")
     if kind is int:
-        try:
-            return int(raw)
-        except ValueError:
-            raise SettingsError(f"environment variable {name} must be an integer, not {raw!r}") from None
+        if not _INTEGER.fullmatch(raw):
+            raise SettingsError(f"environment variable {name} must be an integer, not {raw!r}")
+        return int(raw)
     if get_origin(kind) is Literal:
         allowed = get_args(kind)
         if raw not in allowed:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 # Every function of the bus
 BUS_NAME = "BUS_NAME"
+#: Powertools' service name: the function's name.
+POWERTOOLS_SERVICE = "POWERTOOLS_SERVICE_NAME"
 #: The dead-letter queue a function parks poison records in.
 DLQ_URL = "BUS_DLQ_URL"
 

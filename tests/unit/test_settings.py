@@ -156,3 +156,72 @@ def test_a_consumer_may_not_set_what_dmsbus_sets() -> None:
     )
     with pytest.raises(ConsumerError, match=r"consumer x: environment \['BUS_NAME'\] is set by dmsbus"):
         consumer_plan(SAMPLE, entry)
+
+
+def test_a_model_subclass_without_dataclass_is_refused() -> None:
+    class Forgot(Example):
+        extra: str = variable("EXAMPLE_EXTRA")
+
+    with pytest.raises(TypeError, match=r"Forgot declares \['extra'\] but is not a @dataclass"):
+        Forgot.from_environ({"EXAMPLE_NAME": "n"})
+
+
+@pytest.mark.parametrize(
+    ("annotation", "message"),
+    [
+        ("tuple[int, ...]", "is not a variable type"),
+        ("int | str", "a variable is one type"),
+        ("Example | None", "a nested model cannot be optional"),
+    ],
+)
+def test_a_type_the_settings_cannot_read_is_refused(annotation: str, message: str) -> None:
+    namespace: dict[str, object] = {"__annotations__": {"odd": annotation}, "odd": variable("EXAMPLE_ODD")}
+    odd = dataclasses.dataclass(frozen=True, kw_only=True)(type("Odd", (Settings,), namespace))
+    with pytest.raises(TypeError, match=message):
+        odd.from_environ({})
+
+
+def test_an_integer_is_digits_only() -> None:
+    with pytest.raises(SettingsError, match="EXAMPLE_COUNT must be an integer, not '1_000'"):
+        Example.from_environ({"EXAMPLE_NAME": "n", "EXAMPLE_COUNT": "1_000"})
+
+
+def test_a_reference_survives_copy_and_pickle() -> None:
+    import copy
+    import pickle
+
+    reference = Ref("demo-glue-dlq", "url")
+    for again in (copy.copy(reference), copy.deepcopy(reference), pickle.loads(pickle.dumps(reference))):
+        assert isinstance(again, Ref)
+        assert (again.resource, again.attribute, str(again)) == (
+            "demo-glue-dlq",
+            "url",
+            "${demo-glue-dlq.url}",
+        )
+
+
+def test_a_required_value_planned_empty_fails_the_plan() -> None:
+    # An empty bus name would pass the config model only if it allowed it; the plan reads
+    # every function's settings as its cold start will
+    bus = BusConfig(name="demo").model_copy(update={"name": ""})
+    with pytest.raises(ConsumerError, match="environment variable BUS_NAME is required by the glue"):
+        deployment_plan(bus)
+
+
+def test_a_consumer_model_may_not_give_what_dmsbus_sets_another_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+    import types
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Narrow(ConsumerSettings):
+        tables: tuple[str, ...] | None = variable("DMSBUS_TABLES", default=("public.orders",))
+
+    module = types.ModuleType("consumers.narrow.settings")
+    module.MODEL = Narrow  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "consumers.narrow.settings", module)
+    with pytest.raises(
+        ConsumerError, match=r"Narrow.tables may be required, but its default is ConsumerSettings'"
+    ):
+        settings_model("consumers/narrow")
