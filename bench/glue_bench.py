@@ -37,6 +37,8 @@ from dmsbus.changes import ChangeBuilder, UserRecord
 from dmsbus.ddbjson import NATIVE
 from dmsbus.partition import hash_key
 from dmsbus.publisher import KinesisPublisher, PublisherSettings
+from dmsbus.schemas import Column, TableSchema
+from dmsbus.typed import ImageTyper
 from glue.core import process_batch
 
 BUS = "bench"
@@ -159,10 +161,76 @@ def floor(event: dict[str, Any]) -> list[bytes]:
     return [orjson.dumps(record["dynamodb"]) for record in event["Records"]]
 
 
+def dms_shaped(event: dict[str, Any]) -> dict[str, Any]:
+    """The same records as DMS writes them to DynamoDB (docs/dms.md): booleans as
+    "true"/"false", timestamps as UTC text without an offset, JSON and arrays as their
+    text, NULLs left out. The typing line times the glue on these with and without types."""
+    deserializer, serializer = TypeDeserializer(), TypeSerializer()
+
+    def image(ddb_image: dict[str, Any]) -> dict[str, Any]:
+        row = {name: deserializer.deserialize(value) for name, value in ddb_image.items()}
+        shaped = {
+            "id": row["id"],
+            "customer_id": row["customer_id"],
+            "status": row["status"],
+            "total": row["total"],
+            "created_at": row["created_at"].replace("T", " ").replace("Z", ".000000"),
+            "express": "true" if row["express"] else "false",
+            "shipping": json.dumps(row["shipping"]),
+            "lines": json.dumps(row["lines"], default=str),
+            "tags": "{" + ",".join(sorted(row["tags"])) + "}",
+        }
+        return {name: serializer.serialize(value) for name, value in shaped.items()}
+
+    records = []
+    for record in event["Records"]:
+        ddb = dict(record["dynamodb"])
+        ddb["OldImage"], ddb["NewImage"] = image(ddb["OldImage"]), image(ddb["NewImage"])
+        records.append({**record, "dynamodb": ddb})
+    return cast(dict[str, Any], json.loads(json.dumps({"Records": records})))
+
+
+#: The bench table's schema, as the schema function reads it from PostgreSQL.
+ORDERS_SCHEMA = TableSchema(
+    source="legacy",
+    schema="public",
+    table="orders",
+    version=1,
+    columns=tuple(
+        Column(name=name, type=type_, base=base, nullable=name != "id", key=1 if name == "id" else None)
+        for name, type_, base in (
+            ("id", "bigint", "int8"),
+            ("customer_id", "bigint", "int8"),
+            ("status", "text", "text"),
+            ("total", "numeric(7,2)", "numeric"),
+            ("created_at", "timestamp with time zone", "timestamptz"),
+            ("express", "boolean", "bool"),
+            ("coupon", "text", "text"),
+            ("shipping", "jsonb", "jsonb"),
+            ("lines", "jsonb", "jsonb"),
+            ("tags", "text[]", "_text"),
+        )
+    ),
+)
+
+
+class OneSchema:
+    """The schema source of the typed line: the bench table's schema, already read."""
+
+    def __init__(self, schema: TableSchema) -> None:
+        self._typer = ImageTyper(schema)
+
+    def typer(self, name: Any) -> ImageTyper:
+        return self._typer
+
+    def stale(self, name: Any, attributes: list[str]) -> None:
+        raise RuntimeError(f"the bench schema lacks {attributes}")
+
+
 def make_ours(
-    aggregate: bool = True, native: bool | None = None
+    aggregate: bool = True, native: bool | None = None, typed: bool = False
 ) -> Callable[[dict[str, Any]], list[list[dict[str, Any]]]]:
-    builder = ChangeBuilder(BUS, native=native)
+    builder = ChangeBuilder(BUS, native=native, schemas=OneSchema(ORDERS_SCHEMA) if typed else None)
     client = CollectingKinesis()
     publisher = KinesisPublisher(client, "bench-stream", settings=PublisherSettings(aggregate=aggregate))  # type: ignore[arg-type]
 
@@ -269,6 +337,18 @@ def main(argv: list[str] | None = None) -> int:
     rate = {name: count / value for name, value in seconds.items()}
     for name, value in seconds.items():
         print(f"{name:>16}: {value * 1000:8.2f} ms per {count} records, {rate[name]:>10,.0f} rec/s")
+
+    # Typing (docs/envelope.md, "Typed values") on the same records as DMS writes them
+    shaped = dms_shaped(event)
+    check = make_ours(typed=True)(shaped)
+    if not check:
+        raise RuntimeError("the typed glue published nothing")
+    typing = measure({"untyped": make_ours(), "typed": make_ours(typed=True)}, shaped, repeats)
+    cost = typing["typed"] / typing["untyped"] - 1
+    print(
+        f"glue_bench typing: untyped={count / typing['untyped']:.0f} typed={count / typing['typed']:.0f} "
+        f"rec/s on DMS-shaped records; typing costs {cost:.1%} of the glue's time (target < 30%)"
+    )
 
     print(f"\nKinesis cost of {unit_changes:,} changes of ~500 bytes (25 KB PUT payload units):")
     for batch in (1000, 5000):  # 5,000: the glue's default batch size (config/model.py)

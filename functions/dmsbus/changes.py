@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,9 @@ from dmsbus.ddbjson import DecodeError, Decoder, NumberMode
 from dmsbus.envelope import RESYNC_ATTRIBUTE, STREAM_OPS, ChangeEvent, Source
 from dmsbus.names import TableName, TableNameError, bus_table, table_from_stream_arn
 from dmsbus.partition import hash_key, partition_key_with_prefix
+from dmsbus.typed import MissingColumnError, SchemaSource, TypingError
+
+logger = logging.getLogger("dmsbus.changes")
 
 #: Kinesis takes at most 1 MiB per record, data and partition key together.
 MAX_KINESIS_RECORD_BYTES = 1024 * 1024
@@ -46,10 +50,20 @@ class _Table:
 class ChangeBuilder:
     """Builds change events for one bus. Reuse one instance: it caches table names per ARN."""
 
-    def __init__(self, bus: str, *, numbers: NumberMode = "string", native: bool | None = None) -> None:
+    def __init__(
+        self,
+        bus: str,
+        *,
+        numbers: NumberMode = "string",
+        native: bool | None = None,
+        schemas: SchemaSource | None = None,
+    ) -> None:
+        """``schemas``: type events with their tables' schemas (None: DMS's values, and no
+        ``typed`` field)."""
         self.bus = bus
         self._decoder = Decoder(numbers, native=native)
         self._tables: dict[str, _Table] = {}
+        self._schemas = schemas
 
     @property
     def decoder(self) -> Decoder:
@@ -62,10 +76,12 @@ class ChangeBuilder:
 
     def encode_stream_record(self, record: Mapping[str, Any], origin: int) -> UserRecord:
         """The glue's one call per record: the change event, serialized and routed."""
-        event, table = self._event(record)
-        return self._user_record(event, table, origin)
+        event, table, route = self._event(record)
+        return self._user_record(event, table, origin, route)
 
-    def _event(self, record: Mapping[str, Any]) -> tuple[ChangeEvent, _Table]:
+    def _event(self, record: Mapping[str, Any]) -> tuple[ChangeEvent, _Table, dict[str, Any]]:
+        """The event, its table, and the key its partition key is made of: DMS's, typed or
+        not, so that a row's events stay on one shard whether or not they are typed."""
         # The hot path validates nothing it need not: any failure is diagnosed afterwards
         # by _diagnose, which names the record and the field.
         try:
@@ -89,7 +105,11 @@ class ChangeBuilder:
                 before.pop(RESYNC_ATTRIBUTE, None)
             # The images hold the key attributes: take them decoded rather than decode twice.
             row = before if after is None else after
-            key = {attribute: row[attribute] for attribute in ddb["Keys"]}  # type: ignore[index]
+            key = route = {attribute: row[attribute] for attribute in ddb["Keys"]}  # type: ignore[index]
+            typed: bool | None = None
+            version: int | None = None
+            if self._schemas is not None:
+                typed, version, before, after, key = _typed(self._schemas, name, before, after, key)
             ttl = op == "d" and (record.get("userIdentity") or {}).get("principalId") == _TTL_PRINCIPAL
             event = ChangeEvent(
                 id=f"{dynamodb_table}/{sequence}",
@@ -106,6 +126,8 @@ class ChangeBuilder:
                     ttl=ttl,
                     snapshot=op == "r",
                     resync_for=resync_target(resync),
+                    typed=typed,
+                    schema_version=version,
                 ),
                 key=key,
                 before=before,
@@ -117,7 +139,7 @@ class ChangeBuilder:
             ) from exc
         if type(sequence) is not str or type(event.ts_ms) is not int:
             raise StreamRecordError(f"{describe_stream_record(record)}: {self._diagnose(record, None)}")
-        return event, table
+        return event, table, route
 
     def _diagnose(self, record: Mapping[str, Any], error: Exception | None) -> str:
         """Why a stream record cannot become an event, naming the field (the slow path)."""
@@ -156,11 +178,13 @@ class ChangeBuilder:
     def user_record(self, event: ChangeEvent, origin: int) -> UserRecord:
         """Serialize and route one event; StreamRecordError when it exceeds Kinesis's limit."""
         table = self._tables.get(event.source.dynamodb_table) or self._remember(event.source.dynamodb_table)
-        return self._user_record(event, table, origin)
+        return self._user_record(event, table, origin, event.key)
 
-    def _user_record(self, event: ChangeEvent, table: _Table, origin: int) -> UserRecord:
+    def _user_record(
+        self, event: ChangeEvent, table: _Table, origin: int, route: dict[str, Any]
+    ) -> UserRecord:
         data = event.to_json()
-        pk = partition_key_with_prefix(table.prefix, event.key)
+        pk = partition_key_with_prefix(table.prefix, route)
         record = UserRecord(data, pk, hash_key(pk), origin)
         # A partition key is at most 256 characters, 1 KiB of UTF-8: measure it only when close.
         if len(data) + 1024 > MAX_KINESIS_RECORD_BYTES and record.size > MAX_KINESIS_RECORD_BYTES:
@@ -187,6 +211,33 @@ class ChangeBuilder:
         table = _Table(name, f"{name.schema}.{name.table}|")
         self._tables[dynamodb_table] = table
         return table
+
+
+def _typed(
+    schemas: SchemaSource,
+    name: TableName,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    key: dict[str, Any],
+) -> tuple[bool, int | None, dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]:
+    """The images and key in the source's types, or as they were (``typed`` false) when the
+    table has no schema yet or the images do not fit it."""
+    typer = schemas.typer(name)
+    if typer is None:
+        return False, None, before, after, key
+    try:
+        typed_before, typed_after = typer.image(before), typer.image(after)
+    except MissingColumnError as exc:
+        schemas.stale(name, exc.attributes)
+        return False, None, before, after, key
+    except TypingError as exc:
+        logger.warning("%s: published untyped: %s", name.dynamodb_table, exc)
+        return False, None, before, after, key
+    if typer.converted.isdisjoint(key):
+        return True, typer.schema.version, typed_before, typed_after, key
+    row = typed_after if typed_after is not None else typed_before
+    typed_key = {attribute: row.get(attribute, value) for attribute, value in key.items()} if row else key
+    return True, typer.schema.version, typed_before, typed_after, typed_key
 
 
 def resync_marker(run: str, consumer_function: str | None) -> str:

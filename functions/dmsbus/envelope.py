@@ -49,6 +49,11 @@ class Source:
     #: A resync read meant for one consumer only (its function's name); None: for every
     #: consumer. Written only when set, so that other events keep their bytes.
     resync_for: str | None = None
+    #: Whether ``before``/``after`` hold the source's types (docs/envelope.md, "Typed
+    #: values"), and the version of the table schema that typed them. None (and not
+    #: written): the bus does not type its events.
+    typed: bool | None = None
+    schema_version: int | None = None
 
 
 #: The attribute ``dmsbus resync`` sets on a bus table's item to have the glue publish the
@@ -119,6 +124,9 @@ class ChangeEvent:
         }
         if self.source.resync_for is not None:
             fields["source"]["resync_for"] = self.source.resync_for
+        if self.source.typed is not None:
+            fields["source"]["typed"] = self.source.typed
+            fields["source"]["schema_version"] = self.source.schema_version
         return fields
 
     @classmethod
@@ -159,6 +167,10 @@ class ChangeEvent:
             ttl=_field(src, "ttl", bool, "source."),
             resync_for=_field(src, "resync_for", str, "source.")
             if src.get("resync_for") is not None
+            else None,
+            typed=_field(src, "typed", bool, "source.") if src.get("typed") is not None else None,
+            schema_version=_field(src, "schema_version", int, "source.")
+            if src.get("schema_version") is not None
             else None,
         )
         key = _field(raw, "key", dict)

@@ -11,6 +11,7 @@ from moto.kinesis.models import Stream
 from dmsbus.changes import ChangeBuilder
 from dmsbus.deadletter import DeadLetterQueue, read_letter
 from dmsbus.publisher import KinesisPublisher, PublisherSettings
+from dmsbus.schemas import TABLE_KEY, SchemaStore
 from tests.streams import BUS
 
 STREAM = "demo-bus"
@@ -90,3 +91,12 @@ def make_publisher(kinesis: Any, sleeps: Sleeps) -> Callable[..., KinesisPublish
 def dead_letters(sqs: Any, url: str) -> list[dict[str, Any]]:
     messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
     return [read_letter(message["Body"]) for message in messages]
+
+
+@pytest.fixture
+def schema_store() -> Iterator[SchemaStore]:
+    """The bus's schema table, empty, in moto."""
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        client.create_table(TableName="demo-schemas", BillingMode="PAY_PER_REQUEST", **TABLE_KEY)
+        yield SchemaStore(client, "demo-schemas")

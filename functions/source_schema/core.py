@@ -1,0 +1,94 @@
+"""Reading table schemas from a PostgreSQL source's catalog (pg_catalog), the way DMS sees
+the tables: the columns it replicates, in order, with their types, nullability and key.
+
+Generated columns are left out (DMS does not write them: pgoutput does not send them), as
+are the columns the config excludes (its object mapping drops them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from dmsbus.schemas import Column, Saved, SchemaStore, TableSchema
+
+# One row per column of the named tables: its type as PostgreSQL spells it, its base type
+# (a domain's base), its type modifier (precision and scale, length) and its place in the
+# primary key.
+CATALOG_QUERY = """
+SELECT n.nspname, c.relname, a.attname,
+       format_type(a.atttypid, a.atttypmod),
+       coalesce(base.typname, t.typname),
+       CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END,
+       NOT (a.attnotnull OR (t.typtype = 'd' AND t.typnotnull)),
+       (SELECT k.n FROM pg_index i, unnest(i.indkey) WITH ORDINALITY k(attnum, n)
+         WHERE i.indrelid = c.oid AND i.indisprimary AND k.attnum = a.attnum)
+  FROM pg_attribute a
+  JOIN pg_class c ON c.oid = a.attrelid
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_type t ON t.oid = a.atttypid
+  LEFT JOIN pg_type base ON t.typtype = 'd' AND base.oid = t.typbasetype
+ WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
+   AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+ ORDER BY n.nspname, c.relname, a.attnum
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class TableRef:
+    """A replicated table: its source schema and name, and the columns config excludes."""
+
+    schema: str
+    table: str
+    exclude: frozenset[str] = frozenset()
+
+
+def read_schemas(
+    connection: Any, source: str, tables: Iterable[TableRef]
+) -> dict[tuple[str, str], TableSchema]:
+    """The schemas of ``tables`` from ``connection`` (psycopg); a table the catalog does not
+    have is left out of the result (dropped, or not created yet)."""
+    wanted = {(ref.schema, ref.table): ref for ref in tables}
+    if not wanted:
+        return {}
+    schemas, names = zip(*wanted, strict=True)
+    rows = connection.execute(CATALOG_QUERY, (list(schemas), list(names))).fetchall()
+    columns: dict[tuple[str, str], list[Column]] = {}
+    for schema, table, *row in rows:
+        if row[0] in wanted[(schema, table)].exclude:
+            continue
+        columns.setdefault((schema, table), []).append(_column(*row))
+    read_ms = int(time.time() * 1000)
+    return {
+        where: TableSchema(
+            source=source, schema=where[0], table=where[1], columns=tuple(found), read_ms=read_ms
+        )
+        for where, found in columns.items()
+    }
+
+
+def _column(*row: Any) -> Column:
+    """A catalog row (after its schema and table) as a column."""
+    name, type_, base, typmod, nullable, key = row
+    precision = scale = length = None
+    if base == "numeric" and typmod >= 4:
+        precision, scale = ((typmod - 4) >> 16) & 0xFFFF, (typmod - 4) & 0xFFFF
+    elif base in ("bpchar", "varchar") and typmod >= 4:
+        length = typmod - 4
+    return Column(
+        name=name,
+        type=type_,
+        base=base,
+        nullable=bool(nullable),
+        key=key,
+        precision=precision,
+        scale=scale,
+        length=length,
+    )
+
+
+def refresh(connection: Any, store: SchemaStore, source: str, tables: Iterable[TableRef]) -> list[Saved]:
+    """Read ``tables`` and store each schema that changed as a new version."""
+    return [store.save(schema) for schema in read_schemas(connection, source, tables).values()]

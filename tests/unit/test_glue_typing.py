@@ -1,0 +1,158 @@
+"""The glue types change events with their table's schema (dmsbus.changes with a schema
+source): typed when the schema fits, untyped (as DMS wrote them) otherwise, never held
+back, and routed on DMS's key either way."""
+
+from __future__ import annotations
+
+import boto3
+from moto import mock_aws
+
+from dmsbus.changes import ChangeBuilder
+from dmsbus.envelope import ChangeEvent
+from dmsbus.names import TableName
+from dmsbus.schemas import Column, SchemaStore, TableSchema
+from dmsbus.typed import ImageTyper, SchemaCache
+from tests.streams import BUS, insert, modify
+
+ORDERS = TableSchema(
+    source="legacy",
+    schema="public",
+    table="orders",
+    version=3,
+    columns=(
+        Column(name="id", type="integer", base="int4", nullable=False, key=1),
+        Column(name="paid", type="boolean", base="bool", nullable=False),
+        Column(name="placed_at", type="timestamp with time zone", base="timestamptz", nullable=True),
+        Column(name="note", type="text", base="text", nullable=True),
+    ),
+)
+
+
+class Schemas:
+    """A schema source holding what the test gives it."""
+
+    def __init__(self, *schemas: TableSchema) -> None:
+        self.typers = {schema.table: ImageTyper(schema) for schema in schemas}
+        self.stale_calls: list[tuple[str, list[str]]] = []
+
+    def typer(self, name: TableName) -> ImageTyper | None:
+        return self.typers.get(name.table)
+
+    def stale(self, name: TableName, attributes: list[str]) -> None:
+        self.stale_calls.append((name.table, attributes))
+
+
+ROW = {"id": 7, "paid": "true", "placed_at": "2026-11-01 10:00:00.500000"}
+
+
+def test_given_a_schema_when_a_change_comes_then_its_event_is_typed() -> None:
+    # Given the glue's builder with the table's schema
+    builder = ChangeBuilder(BUS, schemas=Schemas(ORDERS))
+    # When an update comes as DMS wrote it (note was NULL before)
+    event = builder.from_stream_record(modify(ROW, {**ROW, "paid": "false", "note": "late"}))
+    # Then both images have the source's types, every column, NULL as null
+    assert event.before == {"id": 7, "paid": True, "placed_at": "2026-11-01T10:00:00.500000Z", "note": None}
+    assert event.after == {"id": 7, "paid": False, "placed_at": "2026-11-01T10:00:00.500000Z", "note": "late"}
+    assert (event.source.typed, event.source.schema_version) == (True, 3)
+    # And the event says so on the wire, and reads back the same
+    raw = event.to_dict()["source"]
+    assert (raw["typed"], raw["schema_version"]) == (True, 3)
+    assert ChangeEvent.from_json(event.to_json()) == event
+
+
+def test_without_a_schema_the_event_goes_out_as_dms_wrote_it_marked_untyped() -> None:
+    event = ChangeBuilder(BUS, schemas=Schemas()).from_stream_record(insert(ROW))
+    assert event.after == ROW
+    assert (event.source.typed, event.source.schema_version) == (False, None)
+
+
+def test_a_column_the_schema_lacks_leaves_the_event_untyped_and_asks_for_the_schema() -> None:
+    schemas = Schemas(ORDERS)
+    event = ChangeBuilder(BUS, schemas=schemas).from_stream_record(insert({**ROW, "coupon": "X"}))
+    assert event.after == {**ROW, "coupon": "X"}
+    assert event.source.typed is False
+    assert schemas.stale_calls == [("orders", ["coupon"])]
+
+
+def test_a_bus_that_does_not_type_writes_no_typed_field() -> None:
+    event = ChangeBuilder(BUS).from_stream_record(insert(ROW))
+    assert "typed" not in event.to_dict()["source"]
+    assert event.source.typed is None
+
+
+def test_typed_and_untyped_events_of_a_row_have_one_partition_key() -> None:
+    # A key whose typed form differs from DMS's (a timestamp) routes as DMS wrote it
+    schema = TableSchema(
+        source="legacy",
+        schema="public",
+        table="orders",
+        version=1,
+        columns=(Column(name="at", type="timestamp", base="timestamp", nullable=False, key=1),),
+    )
+    record = insert({"at": "2026-11-01 12:00:00.000000"}, key="at")
+    typed = ChangeBuilder(BUS, schemas=Schemas(schema)).encode_stream_record(record, 0)
+    untyped = ChangeBuilder(BUS).encode_stream_record(record, 0)
+    assert ChangeEvent.from_json(typed.data).key == {"at": "2026-11-01T12:00:00.000000"}
+    assert typed.partition_key == untyped.partition_key
+
+
+# ---- the cache in front of the store ---------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+NAME = TableName(bus=BUS, source="legacy", schema="public", table="orders", version=None)
+
+
+def test_a_schema_that_arrives_later_types_events_once_the_cache_reads_it_again(
+    schema_store: SchemaStore,
+) -> None:
+    # Given a cache and no schema stored yet
+    clock = Clock()
+    cache = SchemaCache(schema_store, ttl=300, retry=10, clock=clock)
+    builder = ChangeBuilder(BUS, schemas=cache)
+    assert builder.from_stream_record(insert(ROW)).source.typed is False
+    # When the schema is stored, it is not read before the retry period is over
+    schema_store.save(ORDERS)
+    clock.now = 5
+    assert builder.from_stream_record(insert(ROW)).source.typed is False
+    # Then after it, events are typed with version 1
+    clock.now = 11
+    event = builder.from_stream_record(insert(ROW))
+    assert (event.source.typed, event.source.schema_version) == (True, 1)
+
+
+def test_a_new_column_makes_the_cache_read_the_schema_again_soon(schema_store: SchemaStore) -> None:
+    clock = Clock()
+    schema_store.save(ORDERS)
+    cache = SchemaCache(schema_store, ttl=300, retry=10, clock=clock)
+    builder = ChangeBuilder(BUS, schemas=cache)
+    assert builder.from_stream_record(insert(ROW)).source.typed is True
+    # Given the source gained a column, and the schema function stored version 2
+    grown = TableSchema(
+        source="legacy",
+        schema="public",
+        table="orders",
+        columns=(*ORDERS.columns, Column(name="coupon", type="text", base="text", nullable=True)),
+    )
+    schema_store.save(grown)
+    # When a row with it comes, it goes out untyped, and the schema is read again after
+    # the retry period, not the whole TTL
+    assert builder.from_stream_record(insert({**ROW, "coupon": "X"})).source.typed is False
+    clock.now = 11
+    event = builder.from_stream_record(insert({**ROW, "coupon": "X"}))
+    assert (event.source.typed, event.source.schema_version, event.after["coupon"]) == (True, 2, "X")  # type: ignore[index]
+
+
+def test_a_store_that_cannot_be_read_leaves_events_untyped() -> None:
+    with mock_aws():
+        # The schema table does not exist
+        cache = SchemaCache(SchemaStore(boto3.client("dynamodb", region_name="us-east-1"), "missing"))
+        event = ChangeBuilder(BUS, schemas=cache).from_stream_record(insert(ROW))
+    assert (event.source.typed, event.after) == (False, ROW)
