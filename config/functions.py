@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-from config.model import BusConfig, ConsumerConfig
+from config.model import BusConfig, ConsumerConfig, SourceConfig
 from dmsbus import variables
 
 #: Set by dmsbus on every consumer; a consumer's own ``environment`` may not use them.
@@ -22,6 +22,15 @@ def glue_name(bus: BusConfig) -> str:
 
 def discovery_name(bus: BusConfig) -> str:
     return f"{bus.name}-discovery"
+
+
+def schema_table_name(bus: BusConfig) -> str:
+    """The bus's table of source schemas (not ``{bus}.``-prefixed: discovery leaves it alone)."""
+    return f"{bus.name}-schemas"
+
+
+def schema_function_name(bus: BusConfig, source: SourceConfig) -> str:
+    return f"{bus.name}-{source.name}-schema"
 
 
 def consumer_name(bus_name: str, consumer: ConsumerConfig) -> str:

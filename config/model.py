@@ -100,6 +100,9 @@ class GlueConfig(StreamMapping):
     timeout_seconds: Annotated[int, Field(ge=3, le=900)] = 120
     aggregate: bool = True
     numbers: Literal["string", "number"] = "string"
+    #: Give events the source's types (docs/envelope.md, "Typed values"): a schema
+    #: function per source reads the tables' columns into the bus's schema table.
+    typed: bool = False
 
 
 class DiscoveryConfig(Model):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,14 +28,25 @@ from config.functions import (
     dead_letter_name,
     discovery_name,
     glue_name,
+    schema_function_name,
+    schema_table_name,
     stream_name,
 )
-from config.model import BusConfig, ConsumerBucket, ConsumerConfig, ConsumerNetwork, StreamMapping
+from config.model import (
+    BusConfig,
+    ConsumerBucket,
+    ConsumerConfig,
+    ConsumerNetwork,
+    SourceConfig,
+    StreamMapping,
+)
 from discovery.settings import GLUE_STARTING_POSITION, DiscoverySettings, MappingSettings
 from dmsbus import variables
 from dmsbus.event_sources import mapping_request
+from dmsbus.schemas import TABLE_KEY
 from dmsbus.settings import ConsumerSettings, Settings, SettingsError
 from glue.settings import GlueSettings
+from source_schema.settings import SourceSchemaSettings
 
 RefAttribute = Literal["name", "url", "arn"]
 #: Discovery's function: a sweep waits for tables to become ACTIVE and backfills, so it gets
@@ -129,6 +140,19 @@ class BucketPlan:
         return Ref(self.key, "arn")
 
 
+@dataclass(frozen=True)
+class TablePlan:
+    """A DynamoDB table of the bus (not one DMS makes): key, on-demand, point-in-time
+    recovery, kept when the stack goes."""
+
+    name: str
+    key: Mapping[str, Any]
+
+    @property
+    def name_ref(self) -> Ref:
+        return Ref(self.name, "name")
+
+
 Access = Literal[
     # PutRecord(s) on the bus stream
     "stream:write",
@@ -147,6 +171,10 @@ Access = Literal[
     "table-streams:read",
     # Create, update and delete the glue's event source mappings (discovery)
     "glue-mappings:manage",
+    # Read the schema table (the glue)
+    "schemas:read",
+    # Read and write the schema table (the schema functions)
+    "schemas:write",
 ]
 
 
@@ -192,7 +220,7 @@ class MappingPlan:
         )
 
 
-FunctionKind = Literal["glue", "discovery", "consumer"]
+FunctionKind = Literal["glue", "discovery", "consumer", "schema"]
 
 
 @dataclass(frozen=True)
@@ -216,6 +244,11 @@ class FunctionPlan:
     grants: tuple[Grant, ...] = ()
     #: The function Lambda calls in ``<folder>/handler.py``.
     entry: str = "handler"
+    #: The source whose stack deploys the function, in that source's network (None: the
+    #: bus's or consumers' stack).
+    source: str | None = None
+    #: Invoked every so many minutes (an EventBridge schedule).
+    schedule_minutes: int | None = None
 
     @property
     def name_ref(self) -> Ref:
@@ -244,6 +277,8 @@ class DeploymentPlan:
     stream: StreamPlan
     failures: BucketPlan
     functions: tuple[FunctionPlan, ...]
+    #: The table of the sources' table schemas (a bus that types its events).
+    schema_table: TablePlan | None = None
 
     def function(self, name: str) -> FunctionPlan:
         """The function deployed as ``name``."""
@@ -265,14 +300,18 @@ class DeploymentPlan:
         return tuple(planned for planned in self.functions if planned.kind == "consumer")
 
 
-def deployment_plan(bus: BusConfig) -> DeploymentPlan:
+def deployment_plan(bus: BusConfig, sources: Sequence[SourceConfig] = ()) -> DeploymentPlan:
+    """The bus's functions, and with ``sources`` their schema functions when the bus types
+    its events."""
     stream = StreamPlan(stream_name(bus))
     failures = BucketPlan(FAILURES)
-    glue = _glue(bus, stream, failures)
+    schema_table = TablePlan(schema_table_name(bus), TABLE_KEY) if bus.glue.typed else None
+    glue = _glue(bus, stream, failures, schema_table)
     functions = (
         glue,
         _discovery(bus, stream, failures, glue),
         *(consumer_plan(bus, consumer, stream=stream, failures=failures) for consumer in bus.consumers),
+        *(_schema(bus, source, schema_table) for source in sources if schema_table is not None),
     )
     for function in functions:
         # What each function reads at its cold start, read now: a required value written
@@ -281,7 +320,9 @@ def deployment_plan(bus: BusConfig) -> DeploymentPlan:
             type(function.settings).from_environ(function.settings.environment())
         except SettingsError as exc:
             raise ConsumerError(f"function {function.name}: {exc}") from None
-    return DeploymentPlan(bus=bus, stream=stream, failures=failures, functions=functions)
+    return DeploymentPlan(
+        bus=bus, stream=stream, failures=failures, functions=functions, schema_table=schema_table
+    )
 
 
 def _mapping(
@@ -303,7 +344,9 @@ def _mapping(
     )
 
 
-def _glue(bus: BusConfig, stream: StreamPlan, failures: BucketPlan) -> FunctionPlan:
+def _glue(
+    bus: BusConfig, stream: StreamPlan, failures: BucketPlan, schema_table: TablePlan | None
+) -> FunctionPlan:
     config = bus.glue
     dead_letters = QueuePlan(dead_letter_name(glue_name(bus)))
     return FunctionPlan(
@@ -318,6 +361,8 @@ def _glue(bus: BusConfig, stream: StreamPlan, failures: BucketPlan) -> FunctionP
             aggregate=config.aggregate,
             numbers=config.numbers,
             dlq_url=dead_letters.url,
+            typed=config.typed,
+            schema_table=schema_table.name_ref if schema_table is not None else None,
         ),
         dead_letters=dead_letters,
         mapping=_mapping(
@@ -328,6 +373,48 @@ def _glue(bus: BusConfig, stream: StreamPlan, failures: BucketPlan) -> FunctionP
             Grant("queue:send", dead_letters.name),
             Grant("failures:put", failures.key),
             Grant("table-streams:read", bus.name),
+            *((Grant("schemas:read", schema_table.name),) if schema_table is not None else ()),
+        ),
+    )
+
+
+#: The schema function's memory and timeout: one catalog query per source, one small
+#: write per changed table.
+SCHEMA_MEMORY_MB = 256
+SCHEMA_TIMEOUT_SECONDS = 120
+
+
+def _schema(bus: BusConfig, source: SourceConfig, schema_table: TablePlan) -> FunctionPlan:
+    """A source's schema function: in its network, with the credentials DMS reads, every
+    sweep period."""
+    name = schema_function_name(bus, source)
+    patterns = [f"{table.schema_}.{table.table}" for table in source.tables]
+    patterns += [f"{selection.schema_}.{selection.table}" for selection in source.selections]
+    exclude = [
+        f"{table.schema_}.{table.table}.{column}" for table in source.tables for column in table.exclude
+    ]
+    return FunctionPlan(
+        kind="schema",
+        name=name,
+        folder="source_schema",
+        memory_mb=SCHEMA_MEMORY_MB,
+        timeout_seconds=SCHEMA_TIMEOUT_SECONDS,
+        settings=SourceSchemaSettings(
+            bus=bus.name,
+            source=source.name,
+            database=source.database,
+            secret=source.credentials.secret,
+            schema_table=schema_table.name_ref,
+            tables=tuple(patterns),
+            exclude=tuple(exclude) or None,
+        ),
+        dead_letters=QueuePlan(dead_letter_name(name)),
+        asynchronous_dead_letters=True,
+        source=source.name,
+        schedule_minutes=bus.discovery.sweep_minutes,
+        grants=(
+            Grant("schemas:write", schema_table.name),
+            Grant("secret:read", source.credentials.secret),
         ),
     )
 

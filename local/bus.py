@@ -10,13 +10,13 @@ import contextlib
 import io
 import json
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 from config.functions import failures_bucket_name
-from config.model import BusConfig, ConsumerConfig
+from config.model import BusConfig, ConsumerConfig, SourceConfig
 from config.plan import DeploymentPlan, FunctionPlan, consumer_plan, deployment_plan, resolve
 from local.functions import ACCOUNT, REGION, Handler, LocalFunction
 
@@ -42,10 +42,12 @@ class LocalBus:
     stream_arn: str = ""
     #: The plan's references, resolved to the moto server's values.
     values: dict[str, str] = field(default_factory=dict)
+    #: The sources whose functions (their schema functions) local mode runs too.
+    sources: Sequence[SourceConfig] = ()
 
     @cached_property
     def plan(self) -> DeploymentPlan:
-        return deployment_plan(self.config)
+        return deployment_plan(self.config, self.sources)
 
     @property
     def stream(self) -> str:
@@ -54,6 +56,12 @@ class LocalBus:
     def provision(self) -> dict[str, LocalFunction]:
         plan = self.plan
         self._stream()
+        if plan.schema_table is not None:
+            dynamodb = self.clients.client("dynamodb")
+            with contextlib.suppress(dynamodb.exceptions.ResourceInUseException):
+                dynamodb.create_table(
+                    TableName=plan.schema_table.name, BillingMode="PAY_PER_REQUEST", **plan.schema_table.key
+                )
         self.failures = self._bucket(
             failures_bucket_name(self.config, account=ACCOUNT, region=REGION), versioned=False
         )
@@ -203,6 +211,8 @@ def local_values(deployment: DeploymentPlan, plan: FunctionPlan, *, dlq_url: str
     for function in deployment.functions:
         # Discovery names the glue; local mode runs every function under its plan name.
         values[function.name_ref] = function.name
+    if deployment.schema_table is not None:
+        values[deployment.schema_table.name_ref] = deployment.schema_table.name
     if plan.bucket is not None:
         # A consumer's bucket: CloudFormation names it in AWS, the plan's key here.
         values[plan.bucket.name] = plan.bucket.key

@@ -27,6 +27,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 import consumers.pg_mirror as pg_mirror_package
 from config.functions import discovery_name
 from config.model import BusConfig, SourceConfig
+from dmsbus import variables
 from local.aws import LocalAws
 from local.bus import LocalBus
 from local.children import SPAWN, start_child, stop_child
@@ -371,8 +372,21 @@ class LocalRuntime:
 
     def start_aws(self) -> None:
         self.aws.start()
-        self.local_bus = LocalBus(self.bus, self.aws, extra_environment=dict(self.function_environment))
+        self.local_bus = LocalBus(
+            self.bus, self.aws, extra_environment=dict(self.function_environment), sources=[self.source]
+        )
         self.local_bus.provision()
+        if self.local_bus.plan.schema_table is not None and self.database_url:
+            # The source's credentials, which its schema function reads as DMS's endpoint does,
+            # and its database as local mode runs it (the stand-in reads the same)
+            store_secret(self.aws.client("secretsmanager"), self.source.credentials.secret, self.database_url)
+            for function in self.local_bus.plan.functions:
+                if function.source == self.source.name:
+                    running = self.local_bus.functions[function.name]
+                    running.environment = {
+                        **running.environment,
+                        variables.SOURCE_DATABASE: database_name(self.database_url),
+                    }
         # The mirror consumers' secrets, as RDS keeps them in AWS (their `secret` in config).
         if self.mirror_url:
             for entry in self.bus.consumers:
@@ -411,7 +425,15 @@ class LocalRuntime:
             sqs=self.aws.client("sqs"),
             s3=self.aws.client("s3"),
             state_dir=self.state_dir,
-            schedules=[Schedule(discovery_name(self.bus), self.sweep_seconds)],
+            schedules=[
+                Schedule(discovery_name(self.bus), self.sweep_seconds),
+                # The sources' schema functions, every sweep (in AWS: every sweep_minutes)
+                *(
+                    Schedule(function.name, self.sweep_seconds)
+                    for function in self.local_bus.plan.functions
+                    if function.schedule_minutes is not None
+                ),
+            ],
             dynamodb=self.aws.client("dynamodb"),
             table_rules=[TableRule(discovery_name(self.bus))],
         )

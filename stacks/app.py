@@ -23,7 +23,7 @@ class Stacks:
 
 def build(app: App, config: Config, *, env: Environment | None = None, nag: bool = True) -> Stacks:
     bus = config.bus
-    plan = deployment_plan(bus)
+    plan = deployment_plan(bus, config.sources)
     prefix = f"dmsbus-{bus.name}"
     bus_stack = BusStack(
         app, prefix, plan=plan, env=env, description=f"dmsbus {bus.name}: stream, glue, discovery"
@@ -33,7 +33,7 @@ def build(app: App, config: Config, *, env: Environment | None = None, nag: bool
         stack = SourceStack(
             app,
             f"{prefix}-source-{source.name}",
-            bus=bus,
+            plan=plan,
             source=source,
             env=env,
             description=f"dmsbus {bus.name}: DMS from {source.name} ({source.engine})",

@@ -10,6 +10,7 @@ import jsii
 from aws_cdk import Aws, Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -22,7 +23,7 @@ from constructs import Construct
 
 from config.functions import failures_bucket_name
 from config.model import BusConfig
-from config.plan import FunctionPlan, resolve
+from config.plan import FunctionPlan, TablePlan, resolve
 from dmsbus import variables
 from stacks.nag import acknowledge
 from stacks.packaging import ARCHITECTURE, RUNTIME, function_code, handler_name
@@ -261,6 +262,27 @@ def planned_function(
         dead_letter_queue=dead_letter_queue,
         unscoped_actions=unscoped_actions,
         network=network,
+    )
+
+
+def bus_table(scope: Construct, id_: str, *, plan: TablePlan) -> dynamodb.Table:
+    """A table of the bus's own (the plan's ``TablePlan``): on-demand, point-in-time
+    recovery, kept when the stack is deleted."""
+    types = {"S": dynamodb.AttributeType.STRING, "N": dynamodb.AttributeType.NUMBER}
+    kinds = {item["AttributeName"]: types[item["AttributeType"]] for item in plan.key["AttributeDefinitions"]}
+    keys = {item["KeyType"]: item["AttributeName"] for item in plan.key["KeySchema"]}
+    sort = keys.get("RANGE")
+    return dynamodb.Table(
+        scope,
+        id_,
+        table_name=plan.name,
+        partition_key=dynamodb.Attribute(name=keys["HASH"], type=kinds[keys["HASH"]]),
+        sort_key=dynamodb.Attribute(name=sort, type=kinds[sort]) if sort else None,
+        billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+        point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+            point_in_time_recovery_enabled=True
+        ),
+        removal_policy=RemovalPolicy.RETAIN,
     )
 
 

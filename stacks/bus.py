@@ -26,6 +26,7 @@ from stacks.building_blocks import (
     FailureBucket,
     acknowledge_kms_grant,
     acknowledge_stream_invoked,
+    bus_table,
     planned_function,
 )
 from stacks.nag import acknowledge
@@ -86,6 +87,10 @@ class BusStack(Stack):
         self.values[plan.stream.name_ref] = self.stream.stream_name
         self.values[plan.stream.arn] = self.stream.stream_arn
         self.layer = dependencies_layer(self, "Dependencies")
+        self.schema_table = None
+        if plan.schema_table is not None:
+            self.schema_table = bus_table(self, "Schemas", plan=plan.schema_table)
+            self.values[plan.schema_table.name_ref] = self.schema_table.table_name
         self.alarms = Alarms(self, "Alarms", topic_arn=bus.alarms.topic_arn)
         self.failures = FailureBucket(self, "Failures", bus=bus, key=self.key)
         self.values[plan.failures.arn] = self.failures.bucket_arn
@@ -146,8 +151,8 @@ class BusStack(Stack):
         and its grants. What is particular to one (its triggers, alarms) is wired after."""
         functions: dict[str, BusFunction] = {}
         for planned in self.plan.functions:
-            if planned.kind == "consumer":
-                continue
+            if planned.kind == "consumer" or planned.source is not None:
+                continue  # the consumers' stack's, a source's stack's
             construct = planned.kind.title()  # "Glue", "Discovery": the logical ids' stem
             dead_letters = DeadLetterQueue(
                 self, f"{construct}DeadLetters", queue_name=planned.dead_letters.name, key=self.key
@@ -208,6 +213,13 @@ class BusStack(Stack):
                 )
                 function.add_to_role_policy(
                     iam.PolicyStatement(actions=["dynamodb:ListStreams"], resources=["*"])
+                )
+            case "schemas:read" if self.schema_table is not None:
+                function.add_to_role_policy(
+                    iam.PolicyStatement(
+                        actions=["dynamodb:Query", "dynamodb:GetItem"],
+                        resources=[self.schema_table.table_arn],
+                    )
                 )
             case "tables:manage":
                 function.add_to_role_policy(

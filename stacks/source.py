@@ -18,6 +18,8 @@ from aws_cdk import CfnOutput, Duration, Fn, Stack, Tags
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_dms as dms
 from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_events as events
+from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_secretsmanager as secretsmanager
@@ -26,7 +28,15 @@ from constructs import Construct
 from config.endpoints import POSTGRES_SOURCE_SETTINGS
 from config.mappings import render_table_mappings, task_settings
 from config.model import BusConfig, SourceConfig
-from stacks.building_blocks import Alarms
+from config.plan import DeploymentPlan, FunctionPlan
+from stacks.building_blocks import (
+    Alarms,
+    BusFunction,
+    DeadLetterQueue,
+    VpcPlacement,
+    acknowledge_kms_grant,
+    planned_function,
+)
 from stacks.nag import acknowledge
 from stacks.packaging import dependencies_layer
 from stacks.task_lifecycle import TaskLifecycle
@@ -71,9 +81,10 @@ _DYNAMODB_TARGET_ACTIONS = [
 
 class SourceStack(Stack):
     def __init__(
-        self, scope: Construct, id_: str, *, bus: BusConfig, source: SourceConfig, **kwargs: Any
+        self, scope: Construct, id_: str, *, plan: DeploymentPlan, source: SourceConfig, **kwargs: Any
     ) -> None:
         super().__init__(scope, id_, **kwargs)
+        bus = plan.bus
         self.source = source
         name = f"{bus.name}-{source.name}"
         self.key = kms.Key(
@@ -85,6 +96,7 @@ class SourceStack(Stack):
         )
         self.secrets_endpoint: ec2.InterfaceVpcEndpoint | None = None
         vpc, subnet_ids = self._network(source)
+        self.vpc = vpc
         self.security_group = ec2.SecurityGroup(
             self,
             "SecurityGroup",
@@ -129,12 +141,13 @@ class SourceStack(Stack):
             target_endpoint_arn=self.target_endpoint.ref,
             table_mappings=json.dumps(PLACEHOLDER_MAPPINGS),
         )
+        self.layer = dependencies_layer(self, "Dependencies")
         self.lifecycle = TaskLifecycle(
             self,
             "TaskLifecycle",
             function_prefix=name,
             task=self.task,
-            layer=dependencies_layer(self, "Dependencies"),
+            layer=self.layer,
             table_mappings=json.dumps(self.table_mappings),
             task_settings=json.dumps(task_settings()),
             start=source.start,
@@ -146,6 +159,96 @@ class SourceStack(Stack):
             description=f"DMS task {name} after this deploy (docs/dms.md: the task's lifecycle)",
         )
         self._monitor(name, bus, source)
+        self.functions = {
+            planned.name: self._function(planned, plan, subnet_ids)
+            for planned in plan.functions
+            if planned.source == source.name
+        }
+
+    def _function(self, planned: FunctionPlan, plan: DeploymentPlan, subnet_ids: list[str]) -> BusFunction:
+        """A function of the plan that runs beside DMS (the schema function): in the
+        replication subnets, with a security group of its own, on its schedule."""
+        construct = planned.kind.title()
+        dead_letters = DeadLetterQueue(
+            self, f"{construct}DeadLetters", queue_name=planned.dead_letters.name, key=self.key
+        )
+        group = ec2.SecurityGroup(
+            self,
+            f"{construct}SecurityGroup",
+            vpc=self.vpc,
+            description=f"{planned.name}: no inbound; outbound to the source and AWS APIs",
+            allow_all_outbound=True,
+        )
+        if self.secrets_endpoint is not None:
+            self.secrets_endpoint.connections.allow_default_port_from(group)
+        subnets = [
+            ec2.Subnet.from_subnet_id(self, f"{construct}Subnet{index}", id_)
+            for index, id_ in enumerate(subnet_ids)
+        ]
+        values: dict[str, str] = {}
+        if plan.schema_table is not None:
+            values[plan.schema_table.name_ref] = plan.schema_table.name  # named: no import
+        bus_function = planned_function(
+            self,
+            construct,
+            plan=planned,
+            values=values,
+            layer=self.layer,
+            dead_letter_queue=dead_letters.queue if planned.asynchronous_dead_letters else None,
+            network=VpcPlacement(self.vpc, ec2.SubnetSelection(subnets=subnets), [group]),
+        )
+        function = bus_function.function
+        for grant in planned.grants:
+            match grant.access:
+                case "schemas:write":
+                    table = self.format_arn(
+                        service="dynamodb", resource="table", resource_name=grant.resource
+                    )
+                    function.add_to_role_policy(
+                        iam.PolicyStatement(
+                            actions=["dynamodb:Query", "dynamodb:GetItem", "dynamodb:PutItem"],
+                            resources=[table],
+                        )
+                    )
+                case "secret:read" if grant.resource == self.source.credentials.secret:
+                    self.secret.grant_read(function)
+                    if self.source.credentials.kms_key_arn is not None:
+                        function.add_to_role_policy(
+                            iam.PolicyStatement(
+                                actions=["kms:Decrypt"],
+                                resources=[self.source.credentials.kms_key_arn],
+                                conditions={
+                                    "StringEquals": {
+                                        "kms:ViaService": f"secretsmanager.{self.region}.amazonaws.com"
+                                    }
+                                },
+                            )
+                        )
+                    if not self.source.credentials.is_arn:
+                        acknowledge(
+                            bus_function.role,
+                            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:{grant.resource}-??????]",
+                            "A secret named in config: its ARN ends in a random six-character suffix.",
+                        )
+                case _:
+                    raise ValueError(f"the source stack cannot grant {grant}")
+        acknowledge_kms_grant(bus_function.role)
+        if planned.schedule_minutes is not None:
+            rule = events.Rule(
+                self,
+                f"{construct}Schedule",
+                description=f"Run {planned.name} every {planned.schedule_minutes} minutes",
+                schedule=events.Schedule.rate(Duration.minutes(planned.schedule_minutes)),
+            )
+            rule.add_target(
+                targets.LambdaFunction(
+                    function,
+                    dead_letter_queue=dead_letters.queue,
+                    retry_attempts=2,
+                    max_event_age=Duration.hours(1),
+                )
+            )
+        return bus_function
 
     def _monitor(self, name: str, bus: BusConfig, source: SourceConfig) -> None:
         """Alarms on the task's lag and the replication instance's storage, CPU and memory
@@ -280,7 +383,7 @@ class SourceStack(Stack):
 
     def _source_endpoint(self, name: str, source: SourceConfig) -> dms.CfnEndpoint:
         credentials = source.credentials
-        secret = (
+        secret = self.secret = (
             secretsmanager.Secret.from_secret_complete_arn(self, "Secret", credentials.secret)
             if credentials.is_arn
             else secretsmanager.Secret.from_secret_name_v2(self, "Secret", credentials.secret)

@@ -24,8 +24,15 @@ from local.bus import LocalBus
 from stacks.packaging import ARCHITECTURE, RUNTIME
 from tests.infrastructure.conftest import REPO, Synthesized, synthesize
 
-CONFIG = load_config(REPO / "config")
-PLAN = deployment_plan(CONFIG.bus)
+_SAMPLE = load_config(REPO / "config")
+#: The sample config with typed events on: every kind of function and resource (the sample
+#: itself is the snapshots' to guard).
+CONFIG = _SAMPLE.model_copy(
+    update={
+        "bus": _SAMPLE.bus.model_copy(update={"glue": _SAMPLE.bus.glue.model_copy(update={"typed": True})})
+    }
+)
+PLAN = deployment_plan(CONFIG.bus, CONFIG.sources)
 #: CreateEventSourceMapping's settings, as CloudFormation and Lambda's API both name them.
 MAPPING_SETTINGS = (
     "StartingPosition",
@@ -128,6 +135,8 @@ class TemplateReader:
             return properties["Name"] == ref.resource
         if kind == "AWS::Lambda::Function":
             return properties["FunctionName"] == ref.resource
+        if kind == "AWS::DynamoDB::Table":
+            return properties["TableName"] == ref.resource
         if kind == "AWS::S3::Bucket":
             # CloudFormation names a consumer's bucket: it must be the one of that consumer.
             consumer = PLAN.function(owner)
@@ -145,7 +154,17 @@ class TemplateReader:
         """``value`` as the plan writes it, when it points where the plan's reference does."""
         if isinstance(planned_value, Ref) and self.points_at(value, planned_value, owner):
             return planned_value
+        if isinstance(planned_value, Ref) and value == planned_value.resource and self.named(planned_value):
+            return planned_value  # a named resource of another stack, by its name: no import
         return value
+
+    def named(self, ref: Ref) -> bool:
+        """Whether ``ref`` is the name of a table some template creates under that name."""
+        return ref.attribute == "name" and any(
+            resource["Type"] == "AWS::DynamoDB::Table"
+            and resource["Properties"].get("TableName") == ref.resource
+            for resource in self.resources.values()
+        )
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +174,7 @@ def stacks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Deployed]:
         {
             "bus": synthesized.template(synthesized.stacks.bus),
             "consumers": synthesized.template(synthesized.stacks.consumers),
+            **{name: synthesized.template(stack) for name, stack in synthesized.stacks.sources.items()},
         },
         PLAN,
     )
@@ -208,7 +228,7 @@ def local_bus() -> Iterator[LocalBus]:
     aws = LocalAws()
     aws.start()
     try:
-        bus = LocalBus(CONFIG.bus, aws)
+        bus = LocalBus(CONFIG.bus, aws, sources=CONFIG.sources)
         bus.provision()
         yield bus
     finally:
@@ -229,6 +249,7 @@ def local_function(aws: LocalAws, bus: LocalBus, name: str) -> Deployed:
     queues = {url: url.rsplit("/", 1)[1] for url in sqs.list_queues()["QueueUrls"]}
     streams = set(aws.client("kinesis").list_streams()["StreamNames"])
     buckets = {bucket["Name"] for bucket in aws.client("s3").list_buckets()["Buckets"]}
+    tables = set(aws.client("dynamodb").list_tables()["TableNames"])
 
     def written(value: str, planned_value: str) -> str:
         if not isinstance(planned_value, Ref):
@@ -242,6 +263,7 @@ def local_function(aws: LocalAws, bus: LocalBus, name: str) -> Deployed:
                 or (ref.resource == name == value)
                 or (ref.resource in {f.name for f in PLAN.functions} and value == ref.resource)
                 or (plan.bucket is not None and ref == plan.bucket.name and value in buckets - {bus.failures})
+                or (PLAN.schema_table is not None and ref == PLAN.schema_table.name_ref and value in tables)
             ),
             "arn": ref.attribute == "arn"
             and (
@@ -287,6 +309,7 @@ def test_both_deploy_every_function_of_the_plan_and_no_other(
     assert sorted(stacks) == names
     assert sorted(local) == names
     assert len(PLAN.consumers) == len(CONFIG.bus.consumers) == 3
+    assert [f.name for f in PLAN.functions if f.kind == "schema"] == ["demo-legacy-schema"]
 
 
 @pytest.mark.parametrize("name", [function.name for function in PLAN.functions])
@@ -341,6 +364,8 @@ def test_the_references_were_checked_not_copied(
         ("demo-discovery", "GLUE_FUNCTION_NAME"),
         ("demo-discovery", "GLUE_ON_FAILURE_ARN"),
         ("demo-archive", "DMSBUS_BUCKET"),
+        ("demo-glue", "BUS_SCHEMA_TABLE"),
+        ("demo-legacy-schema", "BUS_SCHEMA_TABLE"),
     } <= set(references)
     for name, key in references:
         assert isinstance(stacks[name].environment[key], Ref), (name, key)

@@ -17,6 +17,18 @@ AGGREGATE_MAX_BYTES = "BUS_AGGREGATE_MAX_BYTES"
 PUT_MAX_ATTEMPTS = "BUS_PUT_MAX_ATTEMPTS"
 NUMBERS = "BUS_NUMBERS"
 
+# Typed events (docs/envelope.md, "Typed values"): the glue types with the schema table
+TYPED = "BUS_TYPED"
+SCHEMA_TABLE = "BUS_SCHEMA_TABLE"
+
+# The schema function: its source (the secret is CREDENTIALS_NAME, as DMS's endpoint's)
+SOURCE_NAME = "DMSBUS_SOURCE"
+SOURCE_DATABASE = "DMSBUS_SOURCE_DATABASE"
+#: ``schema.table`` patterns (DMS's ``%`` wildcard) of the tables the source replicates.
+SOURCE_TABLES = "DMSBUS_SOURCE_TABLES"
+#: ``schema.table.column`` of the columns config excludes.
+SOURCE_EXCLUDE = "DMSBUS_SOURCE_EXCLUDE"
+
 # Discovery: the glue's event source mapping, and its own work
 GLUE_FUNCTION_NAME = "GLUE_FUNCTION_NAME"
 GLUE_ON_FAILURE_ARN = "GLUE_ON_FAILURE_ARN"

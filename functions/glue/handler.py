@@ -18,6 +18,8 @@ from dmsbus.changes import ChangeBuilder
 from dmsbus.ddbjson import NATIVE
 from dmsbus.deadletter import DeadLetterQueue
 from dmsbus.publisher import KinesisPublisher
+from dmsbus.schemas import SchemaStore
+from dmsbus.typed import SchemaCache
 from glue.core import GlueOutcome, process_batch
 from glue.settings import GlueSettings
 
@@ -43,9 +45,14 @@ def glue() -> Glue:
     """Built once per container, at the first invocation."""
     settings = GlueSettings.from_environ(os.environ)
     config = Config(retries={"mode": "standard", "max_attempts": 3})
+    schemas = (
+        SchemaCache(SchemaStore(boto3.client("dynamodb", config=config), settings.schema_table))
+        if settings.typed and settings.schema_table
+        else None
+    )
     return Glue(
         settings=settings,
-        builder=ChangeBuilder(settings.bus, numbers=settings.numbers),
+        builder=ChangeBuilder(settings.bus, numbers=settings.numbers, schemas=schemas),
         publisher=KinesisPublisher(
             boto3.client("kinesis", config=config), settings.stream_name, settings=settings.publisher
         ),

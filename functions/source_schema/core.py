@@ -92,3 +92,34 @@ def _column(*row: Any) -> Column:
 def refresh(connection: Any, store: SchemaStore, source: str, tables: Iterable[TableRef]) -> list[Saved]:
     """Read ``tables`` and store each schema that changed as a new version."""
     return [store.save(schema) for schema in read_schemas(connection, source, tables).values()]
+
+
+#: The source's tables matching DMS's selection patterns (``%`` and ``_`` are LIKE's).
+TABLES_QUERY = """
+SELECT n.nspname, c.relname
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p') AND n.nspname = %s AND c.relname LIKE %s
+ ORDER BY 1, 2
+"""
+
+
+def selected_tables(connection: Any, patterns: Iterable[str], exclude: Iterable[str] = ()) -> list[TableRef]:
+    """The source's tables that ``patterns`` (``schema.table``, DMS's ``%`` wildcard)
+    select, each with the columns ``exclude`` (``schema.table.column``) names."""
+    excluded: dict[tuple[str, str], set[str]] = {}
+    for entry in exclude:
+        schema, table, column = entry.split(".", 2)
+        excluded.setdefault((schema, table), set()).add(column)
+    found: dict[tuple[str, str], TableRef] = {}
+    for pattern in patterns:
+        schema, table = pattern.split(".", 1)
+        for where in connection.execute(TABLES_QUERY, (schema, table)).fetchall():
+            found[where] = TableRef(where[0], where[1], frozenset(excluded.get(where, ())))
+    return list(found.values())
+
+
+def refresh_source(
+    connection: Any, store: SchemaStore, source: str, patterns: Iterable[str], exclude: Iterable[str] = ()
+) -> list[Saved]:
+    """Every selected table of the source read and stored (a new version where it changed)."""
+    return refresh(connection, store, source, selected_tables(connection, patterns, exclude))

@@ -138,26 +138,31 @@ def test_given_an_rds_secret_in_secrets_manager_when_the_handler_connects_then_i
 
 def test_given_a_secret_without_a_password_then_the_error_names_the_secret_and_field() -> None:
     with pytest.raises(SettingsError, match=r"^secret dmsbus/mirror: missing password$"):
-        secret_conninfo("dmsbus/mirror", json.dumps({"host": "db", "username": "report"}))
+        secret_conninfo(
+            "dmsbus/mirror", json.dumps({"host": "db", "username": "report"}), application_name="t"
+        )
 
 
 def test_given_a_secret_that_is_not_json_then_the_error_shows_no_content() -> None:
     with pytest.raises(SettingsError) as raised:
-        secret_conninfo("dmsbus/mirror", "hunter2-not-json")
+        secret_conninfo("dmsbus/mirror", "hunter2-not-json", application_name="t")
     assert "hunter2" not in str(raised.value)
 
 
 def test_given_a_complete_secret_then_tls_is_required_by_default() -> None:
     info = conninfo_to_dict(
         secret_conninfo(
-            "s", json.dumps({"host": "db", "username": "u", "password": "p", "dbname": "reports"})
+            "s",
+            json.dumps({"host": "db", "username": "u", "password": "p", "dbname": "reports"}),
+            application_name="t",
         )
     )
-    assert (info["host"], info["port"], info["dbname"], info["sslmode"]) == (
+    assert (info["host"], info["port"], info["dbname"], info["sslmode"], info["application_name"]) == (
         "db",
         "5432",
         "reports",
         "require",
+        "t",
     )
 
 

@@ -109,10 +109,11 @@ class Pipeline:
 
 
 @pytest.fixture
-def pipeline(database: str, tmp_path: Path) -> Iterator[Pipeline]:
+def pipeline(database: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pipeline]:
+    """The sample bus (a test may give another: ``parametrize("pipeline", [bus], indirect=True)``)."""
     create_schema(database, seed_rows=5)
     runtime = LocalRuntime(
-        bus=BUS,
+        bus=getattr(request, "param", BUS),
         source=SOURCE,
         state_dir=tmp_path / "state",
         source_url=database,

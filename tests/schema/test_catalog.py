@@ -10,14 +10,18 @@ from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
 
+import boto3
 import psycopg
 import pytest
+from moto import mock_aws
 
 from dmsbus.ddbjson import Decoder
-from dmsbus.schemas import Column
+from dmsbus.schemas import TABLE_KEY, Column, SchemaStore
 from dmsbus.typed import ImageTyper
 from local.dms_types import ColumnType, TypeInfo, dms_type, dynamodb_value
-from source_schema.core import TableRef, read_schemas
+from local.functions import LambdaContext
+from local.runtime import store_secret
+from source_schema.core import TableRef, read_schemas, selected_tables
 
 TABLE = """
 CREATE DOMAIN positive_money AS numeric(12,2) NOT NULL CHECK (VALUE >= 0);
@@ -193,3 +197,61 @@ def test_every_type_typed_end_to_end_is_the_source_row(source: psycopg.Connectio
             assert Decimal(str(value)) == Decimal(str(expected)), name
         else:
             assert value == as_typed(expected), name
+
+
+def test_selection_patterns_and_exclusions_name_the_tables_and_columns(
+    source: psycopg.Connection[Any],
+) -> None:
+    # Given two tables a wildcard selects, and one the selection does not
+    source.execute("CREATE SCHEMA audit; CREATE TABLE audit.event_a (id int PRIMARY KEY, who text)")
+    source.execute("CREATE TABLE audit.event_b (id int PRIMARY KEY); CREATE TABLE audit.other (id int)")
+    # When the source's patterns are expanded
+    refs = selected_tables(source, ["audit.event_%", "public.every_type"], ["audit.event_a.who"])
+    # Then each selected table is there once, with its excluded columns
+    assert refs == [
+        TableRef("audit", "event_a", frozenset({"who"})),
+        TableRef("audit", "event_b"),
+        TableRef("public", "every_type"),
+    ]
+
+
+def test_the_handler_stores_each_tables_schema_once_and_again_when_it_changes(
+    source: psycopg.Connection[Any], database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the schema function's environment, its source's secret and the schema table (moto)
+    environment = {
+        "BUS_NAME": "demo",
+        "DMSBUS_SOURCE": "legacy",
+        "DMSBUS_SOURCE_DATABASE": database.rsplit("/", 1)[1],
+        "DMSBUS_SECRET": "dmsbus/legacy",
+        "BUS_SCHEMA_TABLE": "demo-schemas",
+        "DMSBUS_SOURCE_TABLES": "public.every_type",
+        "DMSBUS_SOURCE_EXCLUDE": "public.every_type.secret",
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        boto3.client("dynamodb", region_name="us-east-1").create_table(
+            TableName="demo-schemas", BillingMode="PAY_PER_REQUEST", **TABLE_KEY
+        )
+        store_secret(boto3.client("secretsmanager", region_name="us-east-1"), "dmsbus/legacy", database)
+        from source_schema import handler as schema_handler
+
+        schema_handler.settings.cache_clear()
+        # When it runs twice, and again after a column is added
+        first = schema_handler.handler({}, LambdaContext("demo-legacy-schema", 256, 120))
+        second = schema_handler.handler({}, LambdaContext("demo-legacy-schema", 256, 120))
+        source.execute("ALTER TABLE public.every_type ADD COLUMN coupon varchar(12)")
+        third = schema_handler.handler({}, LambdaContext("demo-legacy-schema", 256, 120))
+        latest = SchemaStore(boto3.client("dynamodb", region_name="us-east-1"), "demo-schemas").latest(
+            "legacy.public.every_type"
+        )
+        schema_handler.settings.cache_clear()
+    # Then the schema was stored as version 1, left alone, then stored as version 2
+    assert (first, second, third) == (
+        {"tables": 1, "changed": {"legacy.public.every_type": 1}},
+        {"tables": 1, "changed": {}},
+        {"tables": 1, "changed": {"legacy.public.every_type": 2}},
+    )
+    assert latest is not None and latest.columns[-1].name == "coupon"
+    assert "secret" not in {column.name for column in latest.columns}

@@ -72,7 +72,7 @@ def test_a_reference_stays_one_when_written() -> None:
     # A plan's reference (a str) is written as it is, for the renderer to resolve
     reference = Ref("demo-glue-dlq", "url")
     written = GlueSettings(
-        bus="demo", stream_name="demo-bus", aggregate=True, numbers="string", dlq_url=reference
+        bus="demo", stream_name="demo-bus", aggregate=True, numbers="string", dlq_url=reference, typed=False
     ).environment()
     assert isinstance(written["BUS_DLQ_URL"], Ref)
 

@@ -6,51 +6,15 @@ otherwise (``sslmode``). Local mode makes that secret in moto's Secrets Manager.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 
-from dmsbus.settings import SettingsError
+from dmsbus.secrets import SecretReader, secret_conninfo
+
+__all__ = ["APPLICATION_NAME", "MirrorConnection", "secret_conninfo"]
 
 APPLICATION_NAME = "dmsbus-pg-mirror"
-
-#: Reads a secret's string: ``lambda secret_id: client.get_secret_value(...)["SecretString"]``.
-SecretReader = Callable[[str], str]
-
-
-def secret_conninfo(secret_id: str, secret_string: str) -> str:
-    """Connection parameters from an RDS-style secret. Errors name the secret and the
-    field, never a value."""
-    try:
-        secret: Any = json.loads(secret_string)
-    except ValueError:
-        raise SettingsError(
-            f"secret {secret_id}: not a JSON object (expected host, username, password)"
-        ) from None
-    if not isinstance(secret, dict):
-        raise SettingsError(f"secret {secret_id}: not a JSON object (expected host, username, password)")
-    missing = [name for name in ("host", "username") if not secret.get(name)]
-    missing += [] if isinstance(secret.get("password"), str) else ["password"]
-    if missing:
-        raise SettingsError(f"secret {secret_id}: missing {', '.join(missing)}")
-    port = secret.get("port", 5432)
-    try:
-        port = int(port)
-    except (TypeError, ValueError):
-        raise SettingsError(f"secret {secret_id}: port is not a number") from None
-    return make_conninfo(
-        host=str(secret["host"]),
-        port=port,
-        dbname=str(secret.get("dbname") or "postgres"),
-        user=str(secret["username"]),
-        password=str(secret["password"]),
-        sslmode=str(secret.get("sslmode") or "require"),
-        connect_timeout=10,
-        application_name=APPLICATION_NAME,
-    )
 
 
 class MirrorConnection:
@@ -65,7 +29,10 @@ class MirrorConnection:
         connection = self._connection
         if connection is None or connection.closed or connection.broken:
             connection = psycopg.connect(
-                secret_conninfo(self._secret_id, self._read_secret(self._secret_id)), autocommit=True
+                secret_conninfo(
+                    self._secret_id, self._read_secret(self._secret_id), application_name=APPLICATION_NAME
+                ),
+                autocommit=True,
             )
             self._connection = connection
         return connection

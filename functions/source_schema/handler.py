@@ -1,0 +1,45 @@
+"""Schema function entry point: ``source_schema.handler.handler``. Parse -> core -> report.
+
+Invoked on a schedule (and by hand with ``{}``): reads the source's selected tables from
+its catalog, with the credentials DMS's endpoint reads, and stores each table's schema
+that changed as a new version in the bus's schema table.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from typing import Any
+
+import boto3
+import psycopg
+from aws_lambda_powertools import Logger
+
+from dmsbus.schemas import SchemaStore
+from dmsbus.secrets import secret_conninfo
+from source_schema.core import refresh_source
+from source_schema.settings import SourceSchemaSettings
+
+logger = Logger(service="dmsbus-source-schema")
+APPLICATION_NAME = "dmsbus-source-schema"
+
+
+@cache
+def settings() -> SourceSchemaSettings:
+    """The environment, parsed once per container."""
+    return SourceSchemaSettings.from_environ(os.environ)
+
+
+@logger.inject_lambda_context
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    config = settings()
+    secret = boto3.client("secretsmanager").get_secret_value(SecretId=config.secret)["SecretString"]
+    conninfo = secret_conninfo(
+        config.secret, str(secret), application_name=APPLICATION_NAME, dbname=config.database
+    )
+    store = SchemaStore(boto3.client("dynamodb"), config.schema_table)
+    with psycopg.connect(conninfo, autocommit=True) as connection:
+        saved = refresh_source(connection, store, config.source, config.tables, config.exclude or ())
+    changed = {item.schema.qualified: item.schema.version for item in saved if item.created}
+    logger.info("schemas read", extra={"tables": len(saved), "changed": changed})
+    return {"tables": len(saved), "changed": changed}

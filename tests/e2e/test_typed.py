@@ -1,0 +1,81 @@
+"""Typed events end to end in local mode: the schema function reads the local source's
+catalog into the schema table, and the glue gives consumers the source's types."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from config.functions import schema_function_name, schema_table_name
+from dmsbus.consumer import ChangeEvent
+from tests.e2e.conftest import BUS, SOURCE, Pipeline
+
+TYPED = BUS.model_copy(update={"glue": BUS.glue.model_copy(update={"typed": True})})
+#: The customers columns DMS replicates (config excludes email and phone).
+CUSTOMER_COLUMNS = ["id", "name", "city", "vip", "since", "country", "score", "prefs", "changed_at"]
+
+
+def typed_events_of(pipeline: Pipeline, customer: int, timeout: float = 60.0) -> list[ChangeEvent]:
+    """The customer's events, once one of them is typed: the glue types a table's events
+    once the schema function has stored its schema and the glue's cache has read it. Until
+    then the row is touched again every two seconds (untyped events go out meanwhile)."""
+    seen: list[ChangeEvent] = []
+    pipeline.faults.append(lambda event: seen.append(event) if event.key.get("id") == customer else None)
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(pipeline.url, autocommit=True) as db:
+        db.execute(
+            "INSERT INTO customers (id, name, vip, city, since, country) "
+            "VALUES (%s, 'Typed', true, NULL, '2026-11-01', 'DE')",
+            (customer,),
+        )
+        while not any(event.source.table == "customers" and event.source.typed for event in seen):
+            assert time.monotonic() < deadline, f"no typed event in {timeout} s: {[e.source for e in seen]}"
+            time.sleep(2)
+            db.execute("UPDATE customers SET score = coalesce(score, 0) + 1 WHERE id = %s", (customer,))
+    return seen
+
+
+@pytest.mark.parametrize("pipeline", [TYPED], indirect=True)
+def test_a_typed_bus_gives_consumers_the_sources_types_and_nulls(pipeline: Pipeline) -> None:
+    # Given a bus that types its events, with its source's schema function on a schedule
+    assert schema_function_name(TYPED, SOURCE) in pipeline.runtime.local_bus.functions  # type: ignore[union-attr]
+    # When a customer is written with a NULL city, then the city set and cleared again
+    seen = typed_events_of(pipeline, 9001)
+    with psycopg.connect(pipeline.url, autocommit=True) as db:
+        db.execute("UPDATE customers SET city = 'Łódź' WHERE id = 9001")
+        db.execute("UPDATE customers SET city = NULL, vip = false WHERE id = 9001")
+        source = db.cursor(row_factory=dict_row).execute("SELECT * FROM customers WHERE id = 9001").fetchone()
+    assert source is not None
+    deadline = time.monotonic() + 30
+    while not (seen and seen[-1].source.typed and seen[-1].after and seen[-1].after["vip"] is False):
+        assert time.monotonic() < deadline, [event.after for event in seen[-3:]]
+        time.sleep(0.2)
+    # Then the last event is typed with the table's first schema version
+    last = seen[-1]
+    assert (last.source.typed, last.source.schema_version) == (True, 1)
+    after: dict[str, Any] = last.after  # type: ignore[assignment]
+    # And every replicated column is there, the excluded ones not, NULL as null
+    assert sorted(after) == sorted(CUSTOMER_COLUMNS)
+    assert (after["city"], after["vip"], after["prefs"]) == (None, False, None)
+    # And the values are the source row's, in their types
+    assert (after["id"], after["name"], after["since"], after["country"]) == (
+        9001,
+        "Typed",
+        "2026-11-01",
+        "DE",
+    )
+    assert (
+        after["changed_at"]
+        == source["changed_at"].astimezone(UTC).replace(tzinfo=None).isoformat("T", "microseconds") + "Z"
+    )
+    # And the city's NULL and value came through in order: set, then cleared
+    cities = [event.after["city"] for event in seen if event.source.typed and event.after]
+    assert cities[-2:] == ["Łódź", None]
+    # And the schema table holds what the schema function read from the local source
+    stored = pipeline.runtime.aws.client("dynamodb").scan(TableName=schema_table_name(TYPED))["Items"]
+    assert "legacy.public.customers" in {item["table"]["S"] for item in stored}
