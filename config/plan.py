@@ -309,7 +309,7 @@ def deployment_plan(bus: BusConfig, sources: Sequence[SourceConfig] = ()) -> Dep
     glue = _glue(bus, stream, failures, schema_table)
     functions = (
         glue,
-        _discovery(bus, stream, failures, glue),
+        _discovery(bus, stream, failures, glue, schema_table),
         *(consumer_plan(bus, consumer, stream=stream, failures=failures) for consumer in bus.consumers),
         *(_schema(bus, source, schema_table) for source in sources if schema_table is not None),
     )
@@ -378,6 +378,8 @@ def _glue(
     )
 
 
+#: boto3's endpoint of Secrets Manager alone (botocore's AWS_ENDPOINT_URL_<SERVICE>).
+SECRETS_MANAGER_ENDPOINT = "AWS_ENDPOINT_URL_SECRETS_MANAGER"
 #: The schema function's memory and timeout: one catalog query per source, one small
 #: write per changed table.
 SCHEMA_MEMORY_MB = 256
@@ -408,6 +410,13 @@ def _schema(bus: BusConfig, source: SourceConfig, schema_table: TablePlan) -> Fu
             tables=tuple(patterns),
             exclude=tuple(exclude) or None,
         ),
+        # In a VPC without a route to Secrets Manager's public endpoint, the one DMS is told
+        # to use (network.secrets_manager_endpoint), by boto3's per-service variable.
+        own_environment=(
+            {SECRETS_MANAGER_ENDPOINT: f"https://{source.network.secrets_manager_endpoint}"}
+            if source.network.secrets_manager_endpoint
+            else {}
+        ),
         dead_letters=QueuePlan(dead_letter_name(name)),
         asynchronous_dead_letters=True,
         source=source.name,
@@ -419,7 +428,13 @@ def _schema(bus: BusConfig, source: SourceConfig, schema_table: TablePlan) -> Fu
     )
 
 
-def _discovery(bus: BusConfig, stream: StreamPlan, failures: BucketPlan, glue: FunctionPlan) -> FunctionPlan:
+def _discovery(
+    bus: BusConfig,
+    stream: StreamPlan,
+    failures: BucketPlan,
+    glue: FunctionPlan,
+    schema_table: TablePlan | None,
+) -> FunctionPlan:
     mapping = glue.mapping
     assert mapping is not None
     return FunctionPlan(
@@ -443,6 +458,8 @@ def _discovery(bus: BusConfig, stream: StreamPlan, failures: BucketPlan, glue: F
                 max_retries=mapping.max_retries,
                 max_record_age_seconds=mapping.max_record_age_seconds,
             ),
+            typed=bus.glue.typed,
+            schema_table=schema_table.name_ref if schema_table is not None else None,
             keep_provisioned=bus.discovery.keep_provisioned,
             backfill=bus.discovery.backfill,
             sweep_minutes=bus.discovery.sweep_minutes,
@@ -453,6 +470,8 @@ def _discovery(bus: BusConfig, stream: StreamPlan, failures: BucketPlan, glue: F
             Grant("tables:manage", bus.name),
             Grant("glue-mappings:manage", glue.name),
             Grant("stream:write", stream.name),  # the backfill publishes op "r" events
+            # and types them, as the glue does
+            *((Grant("schemas:read", schema_table.name),) if schema_table is not None else ()),
         ),
     )
 

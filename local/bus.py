@@ -154,12 +154,17 @@ class LocalBus:
         return arn
 
     def _register(self, function: LocalFunction, plan: FunctionPlan, role: str) -> None:
-        # Lambda's API holds what the stacks set; the function runs with local mode's too.
+        # Lambda's API holds what the stacks set; the function runs with local mode's too,
+        # and with the moto server for every service (not a VPC endpoint's address).
         deployed = dict(function.environment)
         function.environment = {
             **self.clients.environment(),
             **self.extra_environment,
-            **function.environment,
+            **{
+                key: value
+                for key, value in function.environment.items()
+                if not key.startswith("AWS_ENDPOINT_URL")
+            },
         }
         self.functions[function.name] = function
         client = self.clients.client("lambda")

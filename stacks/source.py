@@ -233,6 +233,21 @@ class SourceStack(Stack):
                 case _:
                     raise ValueError(f"the source stack cannot grant {grant}")
         acknowledge_kms_grant(bus_function.role)
+        CfnOutput(
+            self,
+            f"{construct}SecurityGroupId",
+            value=group.security_group_id,
+            description=f"{planned.name}'s security group: admit it on the source database's port",
+        )
+        self.alarms.add(
+            f"{construct}Errors",
+            metric=function.metric_errors(period=Duration.minutes(15), statistic="Sum"),
+            threshold=plan.bus.alarms.function_errors,
+            description=f"{planned.name} failed: the source's schemas are not read, typed events may stop",
+        )
+        self.alarms.queue_depth(
+            f"{construct}DeadLetterDepth", dead_letters.queue, messages=plan.bus.alarms.dlq_messages
+        )
         if planned.schedule_minutes is not None:
             rule = events.Rule(
                 self,

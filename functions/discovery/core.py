@@ -58,6 +58,7 @@ from dmsbus.changes import ChangeBuilder
 from dmsbus.event_sources import mapping_request
 from dmsbus.names import TableName, TableNameError, bus_table, table_from_stream_arn
 from dmsbus.publisher import KinesisPublisher
+from dmsbus.typed import SchemaSource
 
 logger = logging.getLogger("dmsbus.discovery")
 
@@ -168,6 +169,7 @@ class Discovery:
         lambda_client: Any,
         publisher: KinesisPublisher,
         cloudwatch: Any = None,
+        schemas: SchemaSource | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         poll_seconds: float = POLL_SECONDS,
@@ -177,7 +179,8 @@ class Discovery:
         self.lambda_client = lambda_client
         self.publisher = publisher
         self.cloudwatch = cloudwatch
-        self.builder = ChangeBuilder(settings.bus, numbers=settings.numbers)
+        # ``schemas``: backfill reads are typed as the glue types the table's changes
+        self.builder = ChangeBuilder(settings.bus, numbers=settings.numbers, schemas=schemas)
         self.clock = clock
         self.sleep = sleep
         self.poll_seconds = poll_seconds

@@ -24,6 +24,7 @@ from discovery.core import Discovery, RunReport
 from discovery.settings import DiscoverySettings
 from dmsbus import metrics as emitted
 from dmsbus.publisher import KinesisPublisher
+from dmsbus.typed import schema_cache
 
 logger = Logger(service="dmsbus-discovery")
 metrics = Metrics(namespace=emitted.NAMESPACE, service=emitted.DISCOVERY)
@@ -54,6 +55,9 @@ def discovery() -> Discovery:
         cloudwatch=boto3.client("cloudwatch", config=config),
         publisher=KinesisPublisher(
             boto3.client("kinesis", config=config), current.stream_name, settings=current.publisher
+        ),
+        schemas=schema_cache(
+            boto3.client("dynamodb", config=config), typed=current.typed, schema_table=current.schema_table
         ),
     )
 

@@ -30,15 +30,18 @@ def read_event(
     key_attributes: Sequence[str],
     item: Mapping[str, Any],
     ts_ms: int,
-) -> ChangeEvent:
-    """The ``r`` event of one scanned item (DynamoDB JSON, as Scan returns it)."""
+) -> tuple[ChangeEvent, dict[str, Any]]:
+    """The ``r`` event of one scanned item (DynamoDB JSON, as Scan returns it), and DMS's
+    key (what its partition key is made of, typed or not)."""
     after = builder.decoder.image(item)
     after.pop(RESYNC_ATTRIBUTE, None)
     missing = [name for name in key_attributes if name not in after]
     if missing:
         raise ValueError(f"item of {table} lacks its key attributes {missing}")
     key = {name: after[name] for name in key_attributes}
-    return ChangeEvent(
+    typed, version, after, typed_key = builder.typed(table, after, key)
+    event = ChangeEvent(
+        # Of DMS's key: the same id typed or not
         id=f"{table.dynamodb_table}/r/{run}/{canonical_json(key)}",
         op="r",
         ts_ms=ts_ms,
@@ -51,11 +54,14 @@ def read_event(
             dynamodb_table=table.dynamodb_table,
             sequence=SNAPSHOT_SEQUENCE,
             snapshot=True,
+            typed=typed,
+            schema_version=version,
         ),
-        key=key,
+        key=typed_key,
         before=None,
         after=after,
     )
+    return event, key
 
 
 def read_records(
@@ -69,9 +75,10 @@ def read_records(
 ) -> list[UserRecord]:
     """Scanned items as Kinesis user records, partitioned exactly as the glue partitions
     the row's changes (so a row's ``r`` and later changes share a shard, in order)."""
-    return [
-        builder.user_record(
-            read_event(builder, table, run=run, key_attributes=key_attributes, item=item, ts_ms=ts_ms), index
+    records: list[UserRecord] = []
+    for index, item in enumerate(items):
+        event, key = read_event(
+            builder, table, run=run, key_attributes=key_attributes, item=item, ts_ms=ts_ms
         )
-        for index, item in enumerate(items)
-    ]
+        records.append(builder.user_record(event, index, route=key))
+    return records

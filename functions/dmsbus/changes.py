@@ -175,10 +175,24 @@ class ChangeBuilder:
                     return f"dynamodb.{field} lacks the key attributes {missing}"
         return _reason(error) if error is not None else "malformed stream record"
 
-    def user_record(self, event: ChangeEvent, origin: int) -> UserRecord:
-        """Serialize and route one event; StreamRecordError when it exceeds Kinesis's limit."""
+    def user_record(
+        self, event: ChangeEvent, origin: int, *, route: dict[str, Any] | None = None
+    ) -> UserRecord:
+        """Serialize and route one event; StreamRecordError when it exceeds Kinesis's limit.
+        ``route``: the key its partition key is made of, DMS's (default: ``event.key``, which
+        a typed event holds typed)."""
         table = self._tables.get(event.source.dynamodb_table) or self._remember(event.source.dynamodb_table)
-        return self._user_record(event, table, origin, event.key)
+        return self._user_record(event, table, origin, event.key if route is None else route)
+
+    def typed(
+        self, name: TableName, after: dict[str, Any], key: dict[str, Any]
+    ) -> tuple[bool | None, int | None, dict[str, Any], dict[str, Any]]:
+        """A read's image and key typed as the glue types changes (``typed`` None: this
+        builder does not type)."""
+        if self._schemas is None:
+            return None, None, after, key
+        typed, version, _, typed_after, typed_key = _typed(self._schemas, name, None, after, key)
+        return typed, version, typed_after if typed_after is not None else after, typed_key
 
     def _user_record(
         self, event: ChangeEvent, table: _Table, origin: int, route: dict[str, Any]
@@ -222,16 +236,20 @@ def _typed(
 ) -> tuple[bool, int | None, dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]:
     """The images and key in the source's types, or as they were (``typed`` false) when the
     table has no schema yet or the images do not fit it."""
-    typer = schemas.typer(name)
-    if typer is None:
-        return False, None, before, after, key
     try:
+        typer = schemas.typer(name)
+        if typer is None:
+            return False, None, before, after, key
         typed_before, typed_after = typer.image(before), typer.image(after)
     except MissingColumnError as exc:
         schemas.stale(name, exc.attributes)
         return False, None, before, after, key
     except TypingError as exc:
-        logger.warning("%s: published untyped: %s", name.dynamodb_table, exc)
+        # The column, never its value: logs are not for the rows' data
+        logger.warning("%s: published untyped: column %s does not convert", name.dynamodb_table, exc.column)
+        return False, None, before, after, key
+    except Exception:  # typing must never hold an event back nor make it poison
+        logger.exception("%s: published untyped: typing failed", name.dynamodb_table)
         return False, None, before, after, key
     if typer.converted.isdisjoint(key):
         return True, typer.schema.version, typed_before, typed_after, key

@@ -320,5 +320,5 @@ def _to_item(schema: TableSchema) -> dict[str, Any]:
 def _from_item(item: dict[str, Any]) -> TableSchema:
     try:
         return TableSchema.from_dict(json.loads(item["schema"]["S"]))
-    except (KeyError, ValueError) as exc:
+    except (KeyError, ValueError, TypeError) as exc:
         raise SchemaError(f"schema item {item.get('table')} v{item.get('version')}: {exc}") from None

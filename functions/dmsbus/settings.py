@@ -224,6 +224,9 @@ class PublishingSettings(Settings):
     numbers: NumberMode = variable(variables.NUMBERS)
     aggregate_max_bytes: int = variable(variables.AGGREGATE_MAX_BYTES, default=_PUBLISHER.max_aggregate_bytes)
     put_max_attempts: int = variable(variables.PUT_MAX_ATTEMPTS, default=_PUBLISHER.max_attempts)
+    #: Type events with their tables' schemas, read from ``schema_table``.
+    typed: bool = variable(variables.TYPED)
+    schema_table: str | None = variable(variables.SCHEMA_TABLE, default=None)
 
     def __post_init__(self) -> None:
         try:

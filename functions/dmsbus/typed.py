@@ -26,7 +26,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -43,7 +43,10 @@ _DECIMAL = re.compile(r"-?\d+(?:\.\d+)?")
 
 
 class TypingError(ValueError):
-    """An image the schema cannot type; the message names the attribute."""
+    """An image the schema cannot type; the message names the attribute (and shows the
+    value: for tests and debugging, never for logs). ``column``: which."""
+
+    column: str | None = None
 
 
 class MissingColumnError(TypingError):
@@ -66,17 +69,23 @@ def _boolean(value: Any) -> bool:
 
 def _wide_number(value: Any) -> Any:
     """A numeric(p,s) with p >= 39, which DMS writes as S: the rules of the decoded N
-    values (an integer when integral, else the exact decimal text)."""
+    values, as DynamoDB normalizes them (an integer when integral, else the decimal text
+    without trailing zeros). It stays text in ``numbers: number`` mode too."""
     if type(value) is int or isinstance(value, Decimal):
         return value
     if isinstance(value, str):
         if _INTEGER.fullmatch(value):
             return int(value)
         if _DECIMAL.fullmatch(value):
-            return value
+            number = Decimal(value)
+            if number == number.to_integral_value():
+                return int(number)
+            return format(number.normalize(_EXACT), "f")
     raise TypingError(f"{value!r} is not a number")
 
 
+#: Wide enough for every numeric PostgreSQL holds: normalizing never rounds.
+_EXACT = Context(prec=1000)
 #: Above it DMS writes a numeric as STRING, not as NUMERIC (CHAP_Source.PostgreSQL).
 NUMERIC_MAX_PRECISION = 38
 
@@ -147,7 +156,9 @@ class ImageTyper:
                 try:
                     typed[name] = convert(value)
                 except TypingError as exc:
-                    raise TypingError(f"column {name}: {exc}") from None
+                    error = TypingError(f"column {name}: {exc}")
+                    error.column = name
+                    raise error from None
         return typed
 
 
@@ -157,6 +168,11 @@ class SchemaSource(Protocol):
     def typer(self, name: TableName) -> ImageTyper | None: ...
 
     def stale(self, name: TableName, attributes: list[str]) -> None: ...
+
+
+def schema_cache(client: Any, *, typed: bool, schema_table: str | None) -> SchemaCache | None:
+    """The cache of a function that types events (``PublishingSettings``), or None."""
+    return SchemaCache(SchemaStore(client, schema_table)) if typed and schema_table else None
 
 
 class SchemaCache:
@@ -188,22 +204,32 @@ class SchemaCache:
             return known[0]
         try:
             schema = self.store.latest(qualified)
+            typer = ImageTyper(schema) if schema is not None else None
         except (ClientError, BotoCoreError, SchemaError) as exc:
             logger.warning("schema of %s not read, its events go out untyped: %s", qualified, exc)
-            typer = known[0] if known is not None else None
-            self._known[qualified] = (typer, now + self.retry)
-            return typer
-        typer = ImageTyper(schema) if schema is not None else None
+            return self._keep(qualified, known, now)
+        except Exception:  # a stored schema this code cannot use: untyped, never held back
+            logger.exception("schema of %s not usable, its events go out untyped", qualified)
+            return self._keep(qualified, known, now)
         if known is not None and known[0] is not None and schema is not None and known[0].schema == schema:
             typer = known[0]  # the same version: keep its converters
         self._known[qualified] = (typer, now + (self.ttl if typer is not None else self.retry))
+        return typer
+
+    def _keep(
+        self, qualified: str, known: tuple[ImageTyper | None, float] | None, now: float
+    ) -> ImageTyper | None:
+        """After a failed read: what was known, until the next try."""
+        typer = known[0] if known is not None else None
+        self._known[qualified] = (typer, now + self.retry)
         return typer
 
     def stale(self, name: TableName, attributes: list[str]) -> None:
         """An image had ``attributes`` the schema lacks: read the schema again soon."""
         qualified = f"{name.source}.{name.schema}.{name.table}"
         known = self._known.get(qualified)
-        if known is not None:
-            until = min(known[1], self._clock() + self.retry)
-            self._known[qualified] = (known[0], until)
-        logger.info("%s has columns its schema lacks (%s): reading it again", qualified, attributes)
+        soon = self._clock() + self.retry
+        if known is not None and known[1] > soon:
+            # Once per retry period, not per event
+            self._known[qualified] = (known[0], soon)
+            logger.info("%s has columns its schema lacks (%s): reading it again", qualified, attributes)

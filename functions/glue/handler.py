@@ -18,8 +18,7 @@ from dmsbus.changes import ChangeBuilder
 from dmsbus.ddbjson import NATIVE
 from dmsbus.deadletter import DeadLetterQueue
 from dmsbus.publisher import KinesisPublisher
-from dmsbus.schemas import SchemaStore
-from dmsbus.typed import SchemaCache
+from dmsbus.typed import schema_cache
 from glue.core import GlueOutcome, process_batch
 from glue.settings import GlueSettings
 
@@ -45,10 +44,8 @@ def glue() -> Glue:
     """Built once per container, at the first invocation."""
     settings = GlueSettings.from_environ(os.environ)
     config = Config(retries={"mode": "standard", "max_attempts": 3})
-    schemas = (
-        SchemaCache(SchemaStore(boto3.client("dynamodb", config=config), settings.schema_table))
-        if settings.typed and settings.schema_table
-        else None
+    schemas = schema_cache(
+        boto3.client("dynamodb", config=config), typed=settings.typed, schema_table=settings.schema_table
     )
     return Glue(
         settings=settings,

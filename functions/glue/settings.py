@@ -15,6 +15,3 @@ class GlueSettings(PublishingSettings):
 
     #: Where poison records go (unset: the batch stops at one and Lambda retries it).
     dlq_url: str | None = variable(variables.DLQ_URL, default=None)
-    #: Type events with their tables' schemas, read from ``schema_table``.
-    typed: bool = variable(variables.TYPED)
-    schema_table: str | None = variable(variables.SCHEMA_TABLE, default=None)

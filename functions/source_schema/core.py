@@ -15,21 +15,34 @@ from typing import Any
 from dmsbus.schemas import Column, Saved, SchemaStore, TableSchema
 
 # One row per column of the named tables: its type as PostgreSQL spells it, its base type
-# (a domain's base), its type modifier (precision and scale, length) and its place in the
-# primary key.
+# (domains resolved to the end, as DMS reads them), its type modifier (precision and
+# scale, length: the column's, or its nearest domain's), whether it may be NULL (a domain
+# on the way may forbid it) and its place in the primary key.
 CATALOG_QUERY = """
 SELECT n.nspname, c.relname, a.attname,
        format_type(a.atttypid, a.atttypmod),
-       coalesce(base.typname, t.typname),
-       CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END,
-       NOT (a.attnotnull OR (t.typtype = 'd' AND t.typnotnull)),
+       d.base,
+       CASE WHEN a.atttypmod >= 0 THEN a.atttypmod ELSE coalesce(d.typmod, -1) END,
+       NOT (a.attnotnull OR d.notnull),
        (SELECT k.n FROM pg_index i, unnest(i.indkey) WITH ORDINALITY k(attnum, n)
          WHERE i.indrelid = c.oid AND i.indisprimary AND k.attnum = a.attnum)
   FROM pg_attribute a
   JOIN pg_class c ON c.oid = a.attrelid
   JOIN pg_namespace n ON n.oid = c.relnamespace
-  JOIN pg_type t ON t.oid = a.atttypid
-  LEFT JOIN pg_type base ON t.typtype = 'd' AND base.oid = t.typbasetype
+  CROSS JOIN LATERAL (
+    WITH RECURSIVE chain(typtype, typbasetype, typtypmod, typnotnull, typname, depth) AS (
+        SELECT t.typtype, t.typbasetype, t.typtypmod, t.typnotnull, t.typname, 0
+          FROM pg_type t WHERE t.oid = a.atttypid
+        UNION ALL
+        SELECT b.typtype, b.typbasetype, b.typtypmod, b.typnotnull, b.typname, chain.depth + 1
+          FROM chain JOIN pg_type b ON b.oid = chain.typbasetype
+         WHERE chain.typtype = 'd'
+    )
+    SELECT (SELECT typname FROM chain WHERE typtype <> 'd' LIMIT 1) AS base,
+           (SELECT typtypmod FROM chain WHERE typtype = 'd' AND typtypmod >= 0 ORDER BY depth LIMIT 1) AS typmod,
+           coalesce(bool_or(typtype = 'd' AND typnotnull), false) AS notnull
+      FROM chain
+  ) d
  WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))
    AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
  ORDER BY n.nspname, c.relname, a.attnum
@@ -94,13 +107,19 @@ def refresh(connection: Any, store: SchemaStore, source: str, tables: Iterable[T
     return [store.save(schema) for schema in read_schemas(connection, source, tables).values()]
 
 
-#: The source's tables matching DMS's selection patterns (``%`` and ``_`` are LIKE's).
+#: The source's tables matching a pattern of DMS's: ``%`` any run, everything else
+#: literal (an ``_`` too, which LIKE would take for any character: :func:`like_pattern`).
 TABLES_QUERY = """
 SELECT n.nspname, c.relname
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind IN ('r', 'p') AND n.nspname = %s AND c.relname LIKE %s
  ORDER BY 1, 2
 """
+
+
+def like_pattern(pattern: str) -> str:
+    """DMS's table pattern as LIKE's, with LIKE's default escape character."""
+    return pattern.replace("\\", "\\\\").replace("_", "\\_")
 
 
 def selected_tables(connection: Any, patterns: Iterable[str], exclude: Iterable[str] = ()) -> list[TableRef]:
@@ -113,7 +132,7 @@ def selected_tables(connection: Any, patterns: Iterable[str], exclude: Iterable[
     found: dict[tuple[str, str], TableRef] = {}
     for pattern in patterns:
         schema, table = pattern.split(".", 1)
-        for where in connection.execute(TABLES_QUERY, (schema, table)).fetchall():
+        for where in connection.execute(TABLES_QUERY, (schema, like_pattern(table))).fetchall():
             found[where] = TableRef(where[0], where[1], frozenset(excluded.get(where, ())))
     return list(found.values())
 

@@ -25,6 +25,8 @@ from source_schema.core import TableRef, read_schemas, selected_tables
 
 TABLE = """
 CREATE DOMAIN positive_money AS numeric(12,2) NOT NULL CHECK (VALUE >= 0);
+CREATE DOMAIN yes_no AS boolean;
+CREATE DOMAIN agreed AS yes_no NOT NULL;
 CREATE TYPE mood AS ENUM ('ok', 'sad');
 CREATE TABLE public.every_type (
     id integer PRIMARY KEY,
@@ -53,6 +55,7 @@ CREATE TABLE public.every_type (
     feeling mood,
     amount positive_money,
     photo bytea,
+    consent agreed,
     secret text,
     doubled integer GENERATED ALWAYS AS (id * 2) STORED
 );
@@ -65,9 +68,9 @@ INSERT INTO public.every_type VALUES
  (1, 7, 9007199254740993, 19.90, 1234567890123456789012345678901234567.125, 0.6111111044,
   '$1,234.50', 1.5, 2.25, true, 'AB', 'label', 'long text', '{"b": [1, 2], "a": null}', '{"x": 1}',
   '{p,q}', '2026-11-01', '08:30:00', '08:30:00+02', '2026-11-01 12:00:00', '2026-11-01 12:00:00.5+02',
-  '1 day 02:00:00', '6f1c8f3a-2b1e-4c5d-9e8f-0a1b2c3d4e5f', 'sad', 12.50, '\\xdeadbeef', 's3cr3t'),
+  '1 day 02:00:00', '6f1c8f3a-2b1e-4c5d-9e8f-0a1b2c3d4e5f', 'sad', 12.50, '\\xdeadbeef', true, 's3cr3t'),
  (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, false, NULL, NULL, NULL, NULL, NULL, NULL,
-  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, NULL);
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, NULL, false, NULL);
 """
 
 
@@ -86,7 +89,7 @@ def test_the_catalog_gives_the_columns_dms_replicates_in_order(source: psycopg.C
     # Then the generated, dropped and excluded columns are not there, and the rest is in order
     assert list(columns)[:4] == ["id", "small", "big", "price"]
     assert {"doubled", "gone", "secret"} & set(columns) == set()
-    assert len(columns) == 26
+    assert len(columns) == 27
     # And each column has its type, base type, nullability, precision and key
     assert columns["id"] == Column(name="id", type="integer", base="int4", nullable=False, key=1)
     assert columns["price"] == Column(
@@ -95,6 +98,8 @@ def test_the_catalog_gives_the_columns_dms_replicates_in_order(source: psycopg.C
     assert columns["amount"] == Column(
         name="amount", type="positive_money", base="numeric", nullable=False, precision=12, scale=2
     )
+    # A domain over a domain over boolean: its base type and the NOT NULL on the way
+    assert columns["consent"] == Column(name="consent", type="agreed", base="bool", nullable=False)
     assert columns["code"] == Column(name="code", type="character(4)", base="bpchar", nullable=True, length=4)
     assert (columns["instant"].kind, columns["moment"].kind, columns["flag"].kind) == (
         "timestamptz",
@@ -255,3 +260,13 @@ def test_the_handler_stores_each_tables_schema_once_and_again_when_it_changes(
     )
     assert latest is not None and latest.columns[-1].name == "coupon"
     assert "secret" not in {column.name for column in latest.columns}
+
+
+def test_an_underscore_in_a_pattern_is_itself_not_any_character(source: psycopg.Connection[Any]) -> None:
+    # DMS's patterns have one wildcard, %: both patterns would take orderxlines too, were _
+    # LIKE's any-character
+    source.execute(
+        "CREATE TABLE public.order_lines (id int PRIMARY KEY); CREATE TABLE public.orderxlines (id int)"
+    )
+    refs = selected_tables(source, ["public.order_lines", "public.order_l%"])
+    assert [ref.table for ref in refs] == ["order_lines"]

@@ -215,6 +215,7 @@ def make_discovery(
         "mapping": GLUE_DEFAULTS,
         # config/model.py's defaults, as the deployment writes them
         "aggregate": GlueConfig().aggregate,
+        "typed": GlueConfig().typed,
         "numbers": GlueConfig().numbers,
         "keep_provisioned": DiscoveryConfig().keep_provisioned,
         "backfill": DiscoveryConfig().backfill,
@@ -884,6 +885,8 @@ def test_the_settings_come_from_the_environment() -> None:
             "BACKFILL": "false",
             "BUS_NUMBERS": "number",
             "BUS_AGGREGATE": "false",
+            "BUS_TYPED": "true",
+            "BUS_SCHEMA_TABLE": "demo-schemas",
         }
     )
     assert settings.mapping == MappingSettings(
@@ -899,6 +902,7 @@ def test_the_settings_come_from_the_environment() -> None:
         False,
     )
     assert (settings.numbers, settings.publisher.aggregate) == ("number", False)
+    assert (settings.typed, settings.schema_table) == (True, "demo-schemas")
 
 
 #: Discovery's environment as the deployment writes it for a bus of config defaults.

@@ -43,6 +43,13 @@ class Schemas:
 
 
 ROW = {"id": 7, "paid": "true", "placed_at": "2026-11-01 10:00:00.500000"}
+#: ORDERS after ``ALTER TABLE orders ADD COLUMN coupon text``.
+GROWN = TableSchema(
+    source="legacy",
+    schema="public",
+    table="orders",
+    columns=(*ORDERS.columns, Column(name="coupon", type="text", base="text", nullable=True)),
+)
 
 
 def test_given_a_schema_when_a_change_comes_then_its_event_is_typed() -> None:
@@ -135,13 +142,7 @@ def test_a_new_column_makes_the_cache_read_the_schema_again_soon(schema_store: S
     builder = ChangeBuilder(BUS, schemas=cache)
     assert builder.from_stream_record(insert(ROW)).source.typed is True
     # Given the source gained a column, and the schema function stored version 2
-    grown = TableSchema(
-        source="legacy",
-        schema="public",
-        table="orders",
-        columns=(*ORDERS.columns, Column(name="coupon", type="text", base="text", nullable=True)),
-    )
-    schema_store.save(grown)
+    schema_store.save(GROWN)
     # When a row with it comes, it goes out untyped, and the schema is read again after
     # the retry period, not the whole TTL
     assert builder.from_stream_record(insert({**ROW, "coupon": "X"})).source.typed is False
@@ -156,3 +157,64 @@ def test_a_store_that_cannot_be_read_leaves_events_untyped() -> None:
         cache = SchemaCache(SchemaStore(boto3.client("dynamodb", region_name="us-east-1"), "missing"))
         event = ChangeBuilder(BUS, schemas=cache).from_stream_record(insert(ROW))
     assert (event.source.typed, event.after) == (False, ROW)
+
+
+def test_a_stored_schema_this_code_cannot_use_leaves_events_untyped_not_poison(
+    schema_store: SchemaStore,
+) -> None:
+    # Given a schema item whose version is not a number
+    schema_store.client.put_item(
+        TableName=schema_store.table_name,
+        Item={
+            "table": {"S": "legacy.public.orders"},
+            "version": {"N": "1"},
+            "schema": {
+                "S": '{"source": "legacy", "schema": "public", "table": "orders", "version": null, "columns": []}'
+            },
+        },
+    )
+    # When a change comes, it goes out as DMS wrote it
+    event = ChangeBuilder(BUS, schemas=SchemaCache(schema_store)).from_stream_record(insert(ROW))
+    assert (event.source.typed, event.after) == (False, ROW)
+
+
+def test_a_schema_source_that_raises_leaves_events_untyped_not_poison() -> None:
+    class Broken(Schemas):
+        def typer(self, name: TableName) -> ImageTyper | None:
+            raise RuntimeError("a bug in a schema source")
+
+    event = ChangeBuilder(BUS, schemas=Broken()).from_stream_record(insert(ROW))
+    assert (event.source.typed, event.after) == (False, ROW)
+
+
+def test_a_known_schema_is_read_again_only_after_its_ttl(schema_store: SchemaStore) -> None:
+    clock = Clock()
+    schema_store.save(ORDERS)
+    cache = SchemaCache(schema_store, ttl=300, retry=10, clock=clock)
+    builder = ChangeBuilder(BUS, schemas=cache)
+    assert builder.from_stream_record(insert(ROW)).source.schema_version == 1
+    schema_store.save(GROWN)
+    clock.now = 299
+    assert builder.from_stream_record(insert(ROW)).source.schema_version == 1
+    clock.now = 301
+    assert builder.from_stream_record(insert(ROW)).source.schema_version == 2
+
+
+def test_a_backfill_read_is_typed_as_the_glue_types_the_rows_changes() -> None:
+    # Given a scanned item of the table, and a builder with its schema
+    from dmsbus.backfill import read_records
+    from tests.streams import ddb
+
+    name = TableName(bus=BUS, source="legacy", schema="public", table="orders", version=None)
+    item = ddb(ROW)
+    typed_builder, untyped_builder = ChangeBuilder(BUS, schemas=Schemas(ORDERS)), ChangeBuilder(BUS)
+    # When read as an r event by each
+    (typed,) = read_records(typed_builder, name, run="run-1", key_attributes=["id"], items=[item], ts_ms=1)
+    (untyped,) = read_records(
+        untyped_builder, name, run="run-1", key_attributes=["id"], items=[item], ts_ms=1
+    )
+    # Then the typed one has the source's types, and both have one id and one partition key
+    event, plain = ChangeEvent.from_json(typed.data), ChangeEvent.from_json(untyped.data)
+    assert (event.source.typed, event.source.schema_version, event.after["paid"]) == (True, 3, True)  # type: ignore[index]
+    assert plain.source.typed is None
+    assert (event.id, typed.partition_key) == (plain.id, untyped.partition_key)

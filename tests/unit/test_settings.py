@@ -96,7 +96,7 @@ def test_a_default_in_a_model_is_never_written_by_the_plan(model: type[Settings]
     flipped = BusConfig.model_validate(
         {
             "name": "flipped",
-            "glue": {"aggregate": False, "numbers": "number"},
+            "glue": {"aggregate": False, "numbers": "number", "typed": True},
             "discovery": {"keep_provisioned": True, "backfill": False},
         }
     )
@@ -225,3 +225,26 @@ def test_a_consumer_model_may_not_give_what_dmsbus_sets_another_default(
         ConsumerError, match=r"Narrow.tables may be required, but its default is ConsumerSettings'"
     ):
         settings_model("consumers/narrow")
+
+
+def test_a_schema_function_in_a_vpc_without_internet_uses_the_secrets_manager_endpoint_dms_uses() -> None:
+    from config.model import Config
+
+    sample = load_config(REPO / "config")
+    typed = sample.bus.model_copy(update={"glue": sample.bus.glue.model_copy(update={"typed": True})})
+    endpoint = "vpce-0123456789abcdef0-abcdefgh.secretsmanager.eu-west-1.vpce.amazonaws.com"
+    source = sample.sources[0].model_copy(
+        update={
+            "network": sample.sources[0].network.model_validate(
+                {
+                    "vpc_id": "vpc-0123456789abcdef0",
+                    "subnet_ids": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
+                    "secrets_manager_endpoint": endpoint,
+                }
+            )
+        }
+    )
+    config = Config(bus=typed, sources=[source])
+    (schema,) = [f for f in deployment_plan(config.bus, config.sources).functions if f.kind == "schema"]
+    assert schema.environment["AWS_ENDPOINT_URL_SECRETS_MANAGER"] == f"https://{endpoint}"
+    assert schema.environment["DMSBUS_SOURCE_TABLES"].split(",")[-1] == "audit.event_%"

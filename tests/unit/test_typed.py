@@ -181,3 +181,46 @@ def test_given_a_new_column_when_saved_then_it_is_the_next_version_with_its_chan
     assert saved.change == SchemaChange(added=("coupon",), dropped=(), retyped=(), renamed=())
     assert schema_store.version("legacy.public.orders", 1) == ORDERS.with_version(1)
     assert schema_store.latest("legacy.public.orders") == grown.with_version(2)
+
+
+@pytest.mark.parametrize(
+    ("written", "typed"),
+    [
+        ("5.00", 5),
+        ("1.50", "1.5"),
+        ("-0.10", "-0.1"),
+        ("12345678901234567890123456789012345678.90", "12345678901234567890123456789012345678.9"),
+    ],
+)
+def test_a_wide_numeric_is_normalized_as_dynamodb_normalizes_numbers(written: str, typed: Any) -> None:
+    assert (ImageTyper(ORDERS).image({"id": 1, "huge": written}) or {})["huge"] == typed
+
+
+def test_a_value_that_does_not_convert_names_its_column_for_the_logs() -> None:
+    with pytest.raises(TypingError) as raised:
+        ImageTyper(ORDERS).image({"id": 1, "paid": "maybe"})
+    assert raised.value.column == "paid"
+
+
+def test_given_two_writers_racing_for_a_version_then_the_second_stores_the_next(
+    schema_store: SchemaStore,
+) -> None:
+    # Given a writer that read the latest version, and another that stored one meanwhile
+    latest = schema_store.latest
+    calls = 0
+
+    def stale_once(qualified: str) -> TableSchema | None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            return None  # what the second writer saw before the first stored version 1
+        return latest(qualified)
+
+    schema_store.save(ORDERS)
+    grown = with_columns(*ORDERS.columns, column("coupon", "text", "text"))
+    schema_store.latest = stale_once  # type: ignore[method-assign]
+    calls = 1
+    # When it saves, its put of version 1 fails its condition, and it compares again
+    saved = schema_store.save(grown)
+    # Then it stored version 2 on top of the first writer's
+    assert (saved.schema.version, saved.previous) == (2, ORDERS.with_version(1))
