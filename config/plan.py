@@ -310,7 +310,10 @@ def deployment_plan(bus: BusConfig, sources: Sequence[SourceConfig] = ()) -> Dep
     functions = (
         glue,
         _discovery(bus, stream, failures, glue, schema_table),
-        *(consumer_plan(bus, consumer, stream=stream, failures=failures) for consumer in bus.consumers),
+        *(
+            consumer_plan(bus, consumer, stream=stream, failures=failures, schema_table=schema_table)
+            for consumer in bus.consumers
+        ),
         *(_schema(bus, source, schema_table) for source in sources if schema_table is not None),
     )
     for function in functions:
@@ -482,12 +485,15 @@ def consumer_plan(
     *,
     stream: StreamPlan | None = None,
     failures: BucketPlan | None = None,
+    schema_table: TablePlan | None = None,
 ) -> FunctionPlan:
     """A consumer entry's function: its settings model (:func:`settings_model`) holds what
     dmsbus sets and the variables of its ``environment`` it declares; the rest of its
     ``environment`` goes beside."""
     stream = stream or StreamPlan(stream_name(bus))
     failures = failures or BucketPlan(FAILURES)
+    if schema_table is None and bus.glue.typed:
+        schema_table = TablePlan(schema_table_name(bus), TABLE_KEY)
     name = consumer_name(bus.name, consumer)
     reserved = sorted(key for key in consumer.environment if key.startswith(RESERVED_PREFIXES))
     if reserved:
@@ -502,6 +508,7 @@ def consumer_plan(
         ops=tuple(consumer.ops) if consumer.ops is not None else None,
         secret=consumer.secret,
         bucket=bucket.name if bucket is not None else None,
+        schema_table=schema_table.name_ref if schema_table is not None else None,
     )
     model = settings_model(folder)
     try:
@@ -519,6 +526,8 @@ def consumer_plan(
         grants.append(Grant("bucket:put", bucket.key))
     if consumer.secret is not None:
         grants.append(Grant("secret:read", consumer.secret))
+    if schema_table is not None:
+        grants.append(Grant("schemas:read", schema_table.name))  # event.schema
     return FunctionPlan(
         kind="consumer",
         name=name,

@@ -184,6 +184,14 @@ class Consumer(Construct):
                         f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:{secret}-??????]",
                         "A secret named without its ARN: Secrets Manager appends six random characters.",
                     )
+            case "schemas:read":
+                # The bus stack's table, by its name: no import
+                table = Stack.of(self).format_arn(
+                    service="dynamodb", resource="table", resource_name=grant.resource
+                )
+                self.function.add_to_role_policy(
+                    iam.PolicyStatement(actions=["dynamodb:GetItem"], resources=[table])
+                )
             case _:
                 raise ValueError(f"the consumers stack cannot grant {grant}")
 
@@ -237,6 +245,8 @@ class ConsumersStack(Stack):
             plan.failures.arn: failures.bucket_arn,
             plan.failures.name: failures.bucket_name,
         }
+        if plan.schema_table is not None:
+            values[plan.schema_table.name_ref] = plan.schema_table.name  # named: no import
         self.consumers: dict[str, Consumer] = {}
         for config, planned in zip(bus.consumers, plan.consumers, strict=True):
             consumer = Consumer(

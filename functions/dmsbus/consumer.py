@@ -35,7 +35,9 @@ from dmsbus import variables
 from dmsbus.deadletter import DeadLetterQueue
 from dmsbus.envelope import OPS, ChangeEvent, EnvelopeError
 from dmsbus.kpl import unpack
+from dmsbus.schemas import SchemaStore
 from dmsbus.settings import ConsumerSettings, SettingsError
+from dmsbus.typed import SchemaVersions
 
 __all__ = ["ChangeEvent", "ConsumerHandler", "Received", "Selection", "consumer", "dedup_key"]
 
@@ -130,6 +132,7 @@ class ConsumerHandler:
         self._dead_letters_resolved = False
         self._dead_letters: DeadLetterQueue | None = None
         self._deployment: Selection | None = None
+        self._schemas: SchemaVersions | bool | None = False  # False: not looked up yet
         self.__name__ = getattr(function, "__name__", "handler")
         self.__doc__ = function.__doc__
 
@@ -147,6 +150,19 @@ class ConsumerHandler:
         if self._deployment is None:
             self._deployment = Selection.from_env(os.environ)
         return self._deployment
+
+    @property
+    def schemas(self) -> SchemaVersions | None:
+        """The schema table's versions, on a bus that types its events (read at first use)."""
+        if self._schemas is False:
+            table = ConsumerSettings.from_environ(os.environ).schema_table
+            if table is None:
+                self._schemas = None
+            else:
+                import boto3
+
+                self._schemas = SchemaVersions(SchemaStore(boto3.client("dynamodb"), table))
+        return self._schemas if isinstance(self._schemas, SchemaVersions) else None
 
     def __call__(self, event: Mapping[str, Any], context: Any = None) -> LambdaResponse:
         records: Sequence[Mapping[str, Any]] = event.get("Records") or []
@@ -213,6 +229,10 @@ class ConsumerHandler:
                     return None
                 continue
             if wanted(change) and deployed(change):
+                version = change.source.schema_version
+                if change.source.typed and version is not None and (schemas := self.schemas) is not None:
+                    source = change.source
+                    change.schema = schemas.of(source.source, source.schema, source.table, version)
                 if self.records:
                     events.append(
                         Received(

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, cast, get_args
 
 import orjson
+
+from dmsbus.schemas import TableSchema
 
 ENVELOPE_VERSION = 1
 
@@ -73,6 +75,9 @@ class ChangeEvent:
     key: dict[str, Any]
     before: dict[str, Any] | None
     after: dict[str, Any] | None
+    #: The table's schema that typed this event (``source.schema_version``): set by the
+    #: consumer SDK on a bus that types its events, when it could read it; never on the wire.
+    schema: TableSchema | None = field(default=None, compare=False, repr=False)
 
     @property
     def qualified_table(self) -> str:

@@ -260,3 +260,5 @@ class ConsumerSettings(Settings):
     ops: tuple[str, ...] | None = variable(variables.OPS, default=None)
     secret: str | None = variable(variables.CREDENTIALS_NAME, default=None)
     bucket: str | None = variable(variables.BUCKET, default=None)
+    #: On a bus that types its events: where ``event.schema`` is read from.
+    schema_table: str | None = variable(variables.SCHEMA_TABLE, default=None)

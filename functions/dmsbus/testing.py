@@ -32,6 +32,7 @@ from dmsbus.kpl import pack
 from dmsbus.names import TableName
 from dmsbus.partition import canonical_json
 from dmsbus.publisher import PublisherSettings
+from dmsbus.schemas import TableSchema
 
 __all__ = ["LambdaContext", "change", "invoke", "kinesis_event"]
 
@@ -55,12 +56,16 @@ def change(
     ts_ms: int = 1_764_489_600_000,
     bus: str = BUS,
     source: str = SOURCE,
+    schema: TableSchema | None = None,
 ) -> ChangeEvent:
     """One change event of ``table`` (``schema.table``), as the glue makes it: ``before`` is
-    for ``u``/``d``, ``after`` for ``c``/``u``/``r``; ``sequence`` defaults to the next one."""
+    for ``u``/``d``, ``after`` for ``c``/``u``/``r``; ``sequence`` defaults to the next one.
+    ``schema``: a typed event of that schema version (the images are given typed), with
+    ``event.schema`` as the SDK sets it; every column of the schema DMS writes must be in
+    the images given (NULL as None)."""
     if op not in OPS:
         raise ValueError(f"op {op!r} is not one of {sorted(OPS)}")
-    schema, dot, name = table.partition(".")
+    schema_name, dot, name = table.partition(".")
     if not dot:
         raise ValueError(f"table {table!r} must be 'schema.table'")
     if op in ("c", "r") and before is not None:
@@ -72,13 +77,18 @@ def change(
     if op in ("u", "d") and before is None:
         raise ValueError(f"a {op!r} change needs before= (DMS's streams carry the old image)")
     dynamodb_table = TableName(
-        bus, source, schema, name, None if version is None else f"v{version}"
+        bus, source, schema_name, name, None if version is None else f"v{version}"
     ).dynamodb_table
     number = "0" if op == "r" else f"{next(_sequences) if sequence is None else sequence:021d}"
     # A backfill read's id is stable per (table, backfill run, key), as discovery makes it.
     event_id = (
         f"{dynamodb_table}/{number}" if op != "r" else f"{dynamodb_table}/r/test/{canonical_json(dict(key))}"
     )
+    if schema is not None:
+        columns = [column.name for column in schema.columns if column.written]
+        for image in (before, after):
+            if image is not None and sorted(image) != sorted(columns):
+                raise ValueError(f"a typed change's images have every column of its schema: {columns}")
     return ChangeEvent(
         id=event_id,
         op=op,
@@ -86,16 +96,19 @@ def change(
         source=Source(
             bus=bus,
             source=source,
-            schema=schema,
+            schema=schema_name,
             table=name,
             version=None if version is None else f"v{version}",
             dynamodb_table=dynamodb_table,
             sequence=number,
             snapshot=op == "r",
+            typed=None if schema is None else True,
+            schema_version=None if schema is None else schema.version,
         ),
         key=dict(key),
         before=None if before is None else dict(before),
         after=None if after is None else dict(after),
+        schema=schema,
     )
 
 

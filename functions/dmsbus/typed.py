@@ -170,6 +170,30 @@ class SchemaSource(Protocol):
     def stale(self, name: TableName, attributes: list[str]) -> None: ...
 
 
+class SchemaVersions:
+    """The schema versions typed events name, per container (a version never changes):
+    what the consumer SDK gives as ``event.schema``."""
+
+    def __init__(self, store: SchemaStore) -> None:
+        self.store = store
+        self._known: dict[tuple[str, int], TableSchema | None] = {}
+
+    def of(self, source: str, schema: str, table: str, version: int) -> TableSchema | None:
+        """The version, or None when the store does not have it or cannot be read (then it
+        is asked again next time)."""
+        key = (f"{source}.{schema}.{table}", version)
+        if key in self._known:
+            return self._known[key]
+        try:
+            found = self.store.version(key[0], version)
+        except Exception:  # the consumer goes on with event.schema None
+            logger.exception("schema %s v%d not read", key[0], version)
+            return None
+        if found is not None:
+            self._known[key] = found
+        return found
+
+
 def schema_cache(client: Any, *, typed: bool, schema_table: str | None) -> SchemaCache | None:
     """The cache of a function that types events (``PublishingSettings``), or None."""
     return SchemaCache(SchemaStore(client, schema_table)) if typed and schema_table else None
