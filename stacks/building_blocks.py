@@ -355,6 +355,21 @@ class Alarms(Construct):
         )
 
 
+def allow_eventbridge_dead_letters(key: kms.IKey) -> None:
+    """EventBridge sends a rule's undelivered events to its dead-letter queue itself: to a
+    queue encrypted with a customer-managed key, only if the key's policy lets it
+    (kms:GenerateDataKey and kms:Decrypt for events.amazonaws.com, from this account). An
+    imported key's policy is not this app's to change: its owner adds the statement."""
+    key.add_to_resource_policy(
+        iam.PolicyStatement(
+            principals=[iam.ServicePrincipal("events.amazonaws.com")],
+            actions=["kms:GenerateDataKey", "kms:Decrypt"],
+            resources=["*"],
+            conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}},
+        )
+    )
+
+
 def acknowledge_kms_grant(role: iam.IRole) -> None:
     """CDK's KMS grants for an encrypted stream or queue use these wildcard actions."""
     for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*"):

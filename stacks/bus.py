@@ -26,6 +26,7 @@ from stacks.building_blocks import (
     FailureBucket,
     acknowledge_kms_grant,
     acknowledge_stream_invoked,
+    allow_eventbridge_dead_letters,
     bus_table,
     planned_function,
 )
@@ -296,6 +297,7 @@ class BusStack(Stack):
             description=f"Sweep every table of bus {bus.name}: nothing is missed if an event is",
             schedule=events.Schedule.rate(Duration.minutes(bus.discovery.sweep_minutes)),
         )
+        allow_eventbridge_dead_letters(self.key)
         for rule in (created, sweep):
             rule.add_target(
                 targets.LambdaFunction(

@@ -35,6 +35,7 @@ from stacks.building_blocks import (
     DeadLetterQueue,
     VpcPlacement,
     acknowledge_kms_grant,
+    allow_eventbridge_dead_letters,
     planned_function,
 )
 from stacks.nag import acknowledge
@@ -255,6 +256,7 @@ class SourceStack(Stack):
                 description=f"Run {planned.name} every {planned.schedule_minutes} minutes",
                 schedule=events.Schedule.rate(Duration.minutes(planned.schedule_minutes)),
             )
+            allow_eventbridge_dead_letters(self.key)
             rule.add_target(
                 targets.LambdaFunction(
                     function,

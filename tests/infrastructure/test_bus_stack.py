@@ -319,3 +319,28 @@ def test_dashboard_plots_the_glue_metric_by_its_emitted_name(bus: Template) -> N
     (dashboard,) = bus.find_resources("AWS::CloudWatch::Dashboard").values()
     body = "".join(str(part) for part in dashboard["Properties"]["DashboardBody"]["Fn::Join"][1])
     assert '"dmsbus","Changes","service","glue"' in body
+
+
+def test_eventbridge_may_put_undelivered_events_in_the_key_encrypted_dead_letter_queue(bus: Template) -> None:
+    # The rules' dead-letter queue is encrypted with the bus key: EventBridge itself sends
+    # to it, so the key's policy must let events.amazonaws.com use it, from this account only
+    bus.has_resource_properties(
+        "AWS::KMS::Key",
+        {
+            "KeyPolicy": {
+                "Statement": Match.array_with(
+                    [
+                        Match.object_like(
+                            {
+                                "Principal": {"Service": "events.amazonaws.com"},
+                                "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                                "Condition": {
+                                    "StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+                                },
+                            }
+                        )
+                    ]
+                )
+            }
+        },
+    )
