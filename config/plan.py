@@ -511,6 +511,11 @@ def consumer_plan(
         schema_table=schema_table.name_ref if schema_table is not None else None,
     )
     model = settings_model(folder)
+    if schema_table is not None and not model.TYPED_EVENTS:
+        raise ConsumerError(
+            f"consumer {consumer.name}: {folder} does not take typed events yet; "
+            "turn glue.typed off, or leave this consumer out (docs/envelope.md, 'Typed values')"
+        )
     try:
         # The consumer's own model reads its variables now, at synth, as at its cold start.
         parsed = model.from_environ({**consumer.environment, **given.environment()})

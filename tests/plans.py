@@ -14,3 +14,14 @@ def deployed_environment(kind: FunctionKind, bus: BusConfig | None = None) -> di
         name: f"{value.resource}-{value.attribute}" if isinstance(value, Ref) else value
         for name, value in planned.environment.items()
     }
+
+
+def typed_bus(bus: BusConfig) -> BusConfig:
+    """``bus`` with ``glue.typed``, without the consumers that do not take typed events yet
+    (pg_mirror: the plan refuses it on a typed bus)."""
+    return bus.model_copy(
+        update={
+            "glue": bus.glue.model_copy(update={"typed": True}),
+            "consumers": [entry for entry in bus.consumers if not entry.code.endswith("pg_mirror")],
+        }
+    )

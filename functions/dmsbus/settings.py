@@ -253,6 +253,9 @@ class ConsumerSettings(Settings):
     ``pg_mirror``'s and ``s3_archive``'s extend this one."""
 
     WHO: ClassVar[str] = "consumer"
+    #: Whether the consumer takes typed events (a bus with ``glue.typed``); one that does
+    #: not is refused on such a bus at synth rather than fed values it does not expect.
+    TYPED_EVENTS: ClassVar[bool] = True
 
     bus: str | None = variable(variables.BUS_NAME, default=None)
     dlq_url: str | None = variable(variables.DLQ_URL, default=None)

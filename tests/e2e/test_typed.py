@@ -14,8 +14,9 @@ from psycopg.rows import dict_row
 from config.functions import schema_function_name, schema_table_name
 from dmsbus.consumer import ChangeEvent
 from tests.e2e.conftest import BUS, SOURCE, Pipeline
+from tests.plans import typed_bus
 
-TYPED = BUS.model_copy(update={"glue": BUS.glue.model_copy(update={"typed": True})})
+TYPED = typed_bus(BUS)
 #: The customers columns DMS replicates (config excludes email and phone).
 CUSTOMER_COLUMNS = ["id", "name", "city", "vip", "since", "country", "score", "prefs", "changed_at"]
 

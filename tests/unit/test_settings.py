@@ -18,6 +18,7 @@ from discovery.settings import DiscoverySettings
 from dmsbus.settings import ConsumerSettings, Settings, SettingsError, variable
 from glue.settings import GlueSettings
 from tests.infrastructure.conftest import REPO
+from tests.plans import typed_bus
 
 SAMPLE = load_config(REPO / "config").bus
 MODELS: tuple[type[Settings], ...] = (
@@ -231,7 +232,7 @@ def test_a_schema_function_in_a_vpc_without_internet_uses_the_secrets_manager_en
     from config.model import Config
 
     sample = load_config(REPO / "config")
-    typed = sample.bus.model_copy(update={"glue": sample.bus.glue.model_copy(update={"typed": True})})
+    typed = typed_bus(sample.bus)
     endpoint = "vpce-0123456789abcdef0-abcdefgh.secretsmanager.eu-west-1.vpce.amazonaws.com"
     source = sample.sources[0].model_copy(
         update={
@@ -248,3 +249,11 @@ def test_a_schema_function_in_a_vpc_without_internet_uses_the_secrets_manager_en
     (schema,) = [f for f in deployment_plan(config.bus, config.sources).functions if f.kind == "schema"]
     assert schema.environment["AWS_ENDPOINT_URL_SECRETS_MANAGER"] == f"https://{endpoint}"
     assert schema.environment["DMSBUS_SOURCE_TABLES"].split(",")[-1] == "audit.event_%"
+
+
+def test_a_consumer_that_does_not_take_typed_events_is_refused_on_a_typed_bus() -> None:
+    typed = SAMPLE.model_copy(update={"glue": SAMPLE.glue.model_copy(update={"typed": True})})
+    with pytest.raises(
+        ConsumerError, match=r"^consumer pg-mirror: consumers/pg_mirror does not take typed events yet"
+    ):
+        deployment_plan(typed)
