@@ -57,7 +57,10 @@ def discovery() -> Discovery:
             boto3.client("kinesis", config=config), current.stream_name, settings=current.publisher
         ),
         schemas=schema_cache(
-            boto3.client("dynamodb", config=config), typed=current.typed, schema_table=current.schema_table
+            boto3.client("dynamodb", config=config),
+            typed=current.typed,
+            schema_table=current.schema_table,
+            ttl=current.schema_ttl_seconds,
         ),
     )
 

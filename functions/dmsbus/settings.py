@@ -227,6 +227,8 @@ class PublishingSettings(Settings):
     #: Type events with their tables' schemas, read from ``schema_table``.
     typed: bool = variable(variables.TYPED)
     schema_table: str | None = variable(variables.SCHEMA_TABLE, default=None)
+    #: A dropped column shows as null until the cache reads the next version.
+    schema_ttl_seconds: int = variable(variables.SCHEMA_TTL_SECONDS, default=300)
 
     def __post_init__(self) -> None:
         try:

@@ -194,9 +194,9 @@ class SchemaVersions:
         return found
 
 
-def schema_cache(client: Any, *, typed: bool, schema_table: str | None) -> SchemaCache | None:
+def schema_cache(client: Any, *, typed: bool, schema_table: str | None, ttl: float) -> SchemaCache | None:
     """The cache of a function that types events (``PublishingSettings``), or None."""
-    return SchemaCache(SchemaStore(client, schema_table)) if typed and schema_table else None
+    return SchemaCache(SchemaStore(client, schema_table), ttl=ttl) if typed and schema_table else None
 
 
 class SchemaCache:

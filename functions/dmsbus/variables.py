@@ -20,6 +20,8 @@ NUMBERS = "BUS_NUMBERS"
 # Typed events (docs/envelope.md, "Typed values"): the glue types with the schema table
 TYPED = "BUS_TYPED"
 SCHEMA_TABLE = "BUS_SCHEMA_TABLE"
+#: How long a function keeps a table's schema before reading it again (a tunable).
+SCHEMA_TTL_SECONDS = "BUS_SCHEMA_TTL_SECONDS"
 
 # The schema function: its source (the secret is CREDENTIALS_NAME, as DMS's endpoint's)
 SOURCE_NAME = "DMSBUS_SOURCE"

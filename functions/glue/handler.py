@@ -45,7 +45,10 @@ def glue() -> Glue:
     settings = GlueSettings.from_environ(os.environ)
     config = Config(retries={"mode": "standard", "max_attempts": 3})
     schemas = schema_cache(
-        boto3.client("dynamodb", config=config), typed=settings.typed, schema_table=settings.schema_table
+        boto3.client("dynamodb", config=config),
+        typed=settings.typed,
+        schema_table=settings.schema_table,
+        ttl=settings.schema_ttl_seconds,
     )
     return Glue(
         settings=settings,

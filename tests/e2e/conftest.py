@@ -15,6 +15,7 @@ import pytest
 
 from config.loader import load_config
 from config.model import ConsumerConfig
+from dmsbus import variables
 from dmsbus.consumer import ChangeEvent, consumer
 from local.demo import Rebuilt, Verification, create_schema, mirror_schema_template, verify, verify_mirror
 from local.runtime import LocalRuntime, local_bus
@@ -120,6 +121,8 @@ def pipeline(database: str, tmp_path: Path, request: pytest.FixtureRequest) -> I
         # Sweeps retry what a discovery run left undone; new tables come through the
         # CreateTable rule long before the next sweep.
         sweep_seconds=20,
+        # Typed buses: the glue reads a table's schema again after 5 s, not 5 minutes
+        function_environment={variables.SCHEMA_TTL_SECONDS: "5"},
     )
     rebuilt = Rebuilt()
     faults: list[Fault] = []

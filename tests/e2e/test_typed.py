@@ -80,3 +80,52 @@ def test_a_typed_bus_gives_consumers_the_sources_types_and_nulls(pipeline: Pipel
     # And the schema table holds what the schema function read from the local source
     stored = pipeline.runtime.aws.client("dynamodb").scan(TableName=schema_table_name(TYPED))["Items"]
     assert "legacy.public.customers" in {item["table"]["S"] for item in stored}
+
+
+def typed_version_of(pipeline: Pipeline, customer: int, version: int, timeout: float = 90.0) -> ChangeEvent:
+    """The customer's first event typed with ``version``: the row is touched every two
+    seconds until the schema function (every sweep) and the glue's cache have it."""
+    seen: list[ChangeEvent] = []
+    pipeline.faults.append(lambda event: seen.append(event) if event.key.get("id") == customer else None)
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(pipeline.url, autocommit=True) as db:
+        while True:
+            found = [event for event in seen if event.source.typed and event.source.schema_version == version]
+            if found:
+                return found[0]
+            assert time.monotonic() < deadline, f"no event of schema v{version} in {timeout} s"
+            db.execute("UPDATE customers SET score = coalesce(score, 0) + 1 WHERE id = %s", (customer,))
+            time.sleep(2)
+
+
+@pytest.mark.parametrize("pipeline", [TYPED], indirect=True)
+def test_columns_added_and_dropped_mid_run_reach_consumers_with_the_next_schema_versions(
+    pipeline: Pipeline,
+) -> None:
+    # Given a customer whose events are typed with the table's first schema
+    typed_events_of(pipeline, 9002)
+    with psycopg.connect(pipeline.url, autocommit=True) as db:
+        # When a column with a default and one without are added
+        db.execute("ALTER TABLE customers ADD COLUMN tier text DEFAULT 'basic', ADD COLUMN referrer int")
+    # Then the row's events come typed with version 2: the default, and NULL for the other
+    grown = typed_version_of(pipeline, 9002, 2)
+    assert grown.after is not None and (grown.after["tier"], grown.after["referrer"]) == ("basic", None)
+    # And the consumer has the version's schema (event.schema, read from the schema table)
+    assert grown.schema is not None and grown.schema.version == 2
+    tier = grown.schema.column("tier")
+    assert tier is not None and (tier.type, tier.nullable) == ("text", True)
+    # When a column is dropped
+    with psycopg.connect(pipeline.url, autocommit=True) as db:
+        db.execute("ALTER TABLE customers DROP COLUMN city")
+    # Then the row's events come typed with version 3, without it
+    shrunk = typed_version_of(pipeline, 9002, 3)
+    assert shrunk.after is not None and "city" not in shrunk.after and shrunk.after["tier"] == "basic"
+    assert shrunk.schema is not None and shrunk.schema.column("city") is None
+    # And the schema table holds the three versions
+    stored = pipeline.runtime.aws.client("dynamodb").query(
+        TableName=schema_table_name(TYPED),
+        KeyConditionExpression="#t = :t",
+        ExpressionAttributeNames={"#t": "table"},
+        ExpressionAttributeValues={":t": {"S": "legacy.public.customers"}},
+    )["Items"]
+    assert sorted(int(item["version"]["N"]) for item in stored) == [1, 2, 3]
