@@ -381,7 +381,8 @@ def _glue(
     )
 
 
-#: boto3's endpoint of Secrets Manager alone (botocore's AWS_ENDPOINT_URL_<SERVICE>).
+#: boto3's endpoint of Secrets Manager alone: the SDKs' service-specific endpoint variable
+#: (AWS SDKs and Tools Reference Guide, "Service-specific endpoints", feature-ss-endpoints).
 SECRETS_MANAGER_ENDPOINT = "AWS_ENDPOINT_URL_SECRETS_MANAGER"
 #: The schema function's memory and timeout: one catalog query per source, one small
 #: write per changed table.

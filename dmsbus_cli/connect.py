@@ -124,11 +124,8 @@ class Bus:
     def _local_function(self, name: str, environment: Mapping[str, str]) -> LocalFunction:
         """A bus function as ``dmsbus up`` runs it: its code, the local bus's environment."""
         plan = deployment_plan(self.bus)
-        try:
-            planned = plan.function(name)
-        except KeyError:
-            raise InvokeError(f"{name} is neither the glue nor a consumer of bus {self.bus.name}") from None
-        if planned.kind == "discovery":
+        planned = next((f for f in plan.functions if f.name == name and f.kind in ("glue", "consumer")), None)
+        if planned is None:
             raise InvokeError(f"{name} is neither the glue nor a consumer of bus {self.bus.name}")
         dlq = self.client("sqs").get_queue_url(QueueName=planned.dead_letters.name)["QueueUrl"]
         on_top = {"AWS_ENDPOINT_URL": str(self.endpoint_url), **environment}

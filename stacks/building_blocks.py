@@ -265,6 +265,36 @@ def planned_function(
     )
 
 
+def planned_function_with_dead_letters(
+    scope: Construct,
+    *,
+    plan: FunctionPlan,
+    key: kms.IKey,
+    values: Mapping[str, str],
+    layer: lambda_.ILayerVersion,
+    unscoped_actions: str = "X-Ray's trace actions",
+    network: VpcPlacement | None = None,
+) -> tuple[BusFunction, DeadLetterQueue]:
+    """A plan's bus or source function (``Glue``, ``Discovery``, ``Schema``: its kind names
+    its constructs) and its dead-letter queue, Lambda's own for asynchronous invokes when
+    the plan says so; the queue's URL is among the values the function's references take."""
+    construct = plan.kind.title()
+    dead_letters = DeadLetterQueue(
+        scope, f"{construct}DeadLetters", queue_name=plan.dead_letters.name, key=key
+    )
+    bus_function = planned_function(
+        scope,
+        construct,
+        plan=plan,
+        values={**values, plan.dead_letters.url: dead_letters.queue.queue_url},
+        layer=layer,
+        unscoped_actions=unscoped_actions,
+        dead_letter_queue=dead_letters.queue if plan.asynchronous_dead_letters else None,
+        network=network,
+    )
+    return bus_function, dead_letters
+
+
 def bus_table(scope: Construct, id_: str, *, plan: TablePlan) -> dynamodb.Table:
     """A table of the bus's own (the plan's ``TablePlan``): on-demand, point-in-time
     recovery, kept when the stack is deleted."""
@@ -356,10 +386,12 @@ class Alarms(Construct):
 
 
 def allow_eventbridge_dead_letters(key: kms.IKey) -> None:
-    """EventBridge sends a rule's undelivered events to its dead-letter queue itself: to a
-    queue encrypted with a customer-managed key, only if the key's policy lets it
-    (kms:GenerateDataKey and kms:Decrypt for events.amazonaws.com, from this account). An
-    imported key's policy is not this app's to change: its owner adds the statement."""
+    """EventBridge sends a rule's undelivered events to its dead-letter queue itself
+    (EventBridge User Guide, eb-rule-dlq): to a queue encrypted with a customer-managed
+    key, only if the key's policy lets it ("the policies on that KMS key must give
+    EventBridge permission to use it": kms:GenerateDataKey and kms:Decrypt, with an
+    aws:SourceAccount condition as eb-encryption-key-policy advises). An imported key's
+    policy is not this app's to change: its owner adds the statement."""
     key.add_to_resource_policy(
         iam.PolicyStatement(
             principals=[iam.ServicePrincipal("events.amazonaws.com")],

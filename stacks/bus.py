@@ -28,7 +28,7 @@ from stacks.building_blocks import (
     acknowledge_stream_invoked,
     allow_eventbridge_dead_letters,
     bus_table,
-    planned_function,
+    planned_function_with_dead_letters,
 )
 from stacks.nag import acknowledge
 from stacks.packaging import dependencies_layer
@@ -154,23 +154,18 @@ class BusStack(Stack):
         for planned in self.plan.functions:
             if planned.kind == "consumer" or planned.source is not None:
                 continue  # the consumers' stack's, a source's stack's
-            construct = planned.kind.title()  # "Glue", "Discovery": the logical ids' stem
-            dead_letters = DeadLetterQueue(
-                self, f"{construct}DeadLetters", queue_name=planned.dead_letters.name, key=self.key
+            unscoped = [action for grant in planned.grants for action in UNSCOPED.get(grant.access, ())]
+            bus_function, dead_letters = planned_function_with_dead_letters(
+                self,
+                plan=planned,
+                key=self.key,
+                values=self.values,
+                layer=self.layer,
+                unscoped_actions=", ".join([*unscoped, "X-Ray's trace actions"]),
             )
             self.values[planned.dead_letters.url] = dead_letters.queue.queue_url
             self.queues[planned.dead_letters.name] = dead_letters.queue
             self.dead_letters[planned.kind] = dead_letters
-            unscoped = [action for grant in planned.grants for action in UNSCOPED.get(grant.access, ())]
-            bus_function = planned_function(
-                self,
-                construct,
-                plan=planned,
-                values=self.values,
-                layer=self.layer,
-                unscoped_actions=", ".join([*unscoped, "X-Ray's trace actions"]),
-                dead_letter_queue=dead_letters.queue if planned.asynchronous_dead_letters else None,
-            )
             self.values[planned.name_ref] = bus_function.function.function_name
             functions[planned.kind] = self.bus_functions[planned.name] = bus_function
         for planned in self.plan.functions:

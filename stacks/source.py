@@ -32,11 +32,10 @@ from config.plan import DeploymentPlan, FunctionPlan
 from stacks.building_blocks import (
     Alarms,
     BusFunction,
-    DeadLetterQueue,
     VpcPlacement,
     acknowledge_kms_grant,
     allow_eventbridge_dead_letters,
-    planned_function,
+    planned_function_with_dead_letters,
 )
 from stacks.nag import acknowledge
 from stacks.packaging import dependencies_layer
@@ -170,9 +169,6 @@ class SourceStack(Stack):
         """A function of the plan that runs beside DMS (the schema function): in the
         replication subnets, with a security group of its own, on its schedule."""
         construct = planned.kind.title()
-        dead_letters = DeadLetterQueue(
-            self, f"{construct}DeadLetters", queue_name=planned.dead_letters.name, key=self.key
-        )
         group = ec2.SecurityGroup(
             self,
             f"{construct}SecurityGroup",
@@ -189,13 +185,12 @@ class SourceStack(Stack):
         values: dict[str, str] = {}
         if plan.schema_table is not None:
             values[plan.schema_table.name_ref] = plan.schema_table.name  # named: no import
-        bus_function = planned_function(
+        bus_function, dead_letters = planned_function_with_dead_letters(
             self,
-            construct,
             plan=planned,
+            key=self.key,
             values=values,
             layer=self.layer,
-            dead_letter_queue=dead_letters.queue if planned.asynchronous_dead_letters else None,
             network=VpcPlacement(self.vpc, ec2.SubnetSelection(subnets=subnets), [group]),
         )
         function = bus_function.function

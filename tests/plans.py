@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from config.model import BusConfig
-from config.plan import FunctionKind, Ref, deployment_plan
+from config.plan import FunctionKind, Ref, deployment_plan, settings_model
 
 
 def deployed_environment(kind: FunctionKind, bus: BusConfig | None = None) -> dict[str, str]:
@@ -22,6 +22,10 @@ def typed_bus(bus: BusConfig) -> BusConfig:
     return bus.model_copy(
         update={
             "glue": bus.glue.model_copy(update={"typed": True}),
-            "consumers": [entry for entry in bus.consumers if not entry.code.endswith("pg_mirror")],
+            "consumers": [
+                entry
+                for entry in bus.consumers
+                if settings_model(entry.code.removeprefix("functions/")).TYPED_EVENTS
+            ],
         }
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dmsbus.schemas import Column, Saved, SchemaStore, TableSchema
+from dmsbus.table_mappings import like, pattern
 
 # One row per column of the named tables: its type as PostgreSQL spells it, its base type
 # (domains resolved to the end, as DMS reads them), its type modifier (precision and
@@ -107,33 +108,32 @@ def refresh(connection: Any, store: SchemaStore, source: str, tables: Iterable[T
     return [store.save(schema) for schema in read_schemas(connection, source, tables).values()]
 
 
-#: The source's tables matching a pattern of DMS's: ``%`` any run, everything else
-#: literal (an ``_`` too, which LIKE would take for any character: :func:`like_pattern`).
+#: The tables of a source schema; which a pattern selects is dmsbus.table_mappings's to say.
 TABLES_QUERY = """
 SELECT n.nspname, c.relname
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind IN ('r', 'p') AND n.nspname = %s AND c.relname LIKE %s
+ WHERE c.relkind IN ('r', 'p') AND n.nspname = %s
  ORDER BY 1, 2
 """
 
 
-def like_pattern(pattern: str) -> str:
-    """DMS's table pattern as LIKE's, with LIKE's default escape character."""
-    return pattern.replace("\\", "\\\\").replace("_", "\\_")
-
-
 def selected_tables(connection: Any, patterns: Iterable[str], exclude: Iterable[str] = ()) -> list[TableRef]:
-    """The source's tables that ``patterns`` (``schema.table``, DMS's ``%`` wildcard)
-    select, each with the columns ``exclude`` (``schema.table.column``) names."""
+    """The source's tables that ``patterns`` (``schema.table``, config patterns: ``%`` the
+    one wildcard) select, as the task's rendered object locators select them (``_`` is
+    written ``[_]``: "Wildcards in table mapping", CHAP_Tasks.CustomizingTasks.TableMapping.
+    SelectionTransformation.Wildcards), each with the columns ``exclude``
+    (``schema.table.column``) names."""
     excluded: dict[tuple[str, str], set[str]] = {}
     for entry in exclude:
         schema, table, column = entry.split(".", 2)
         excluded.setdefault((schema, table), set()).add(column)
     found: dict[tuple[str, str], TableRef] = {}
-    for pattern in patterns:
-        schema, table = pattern.split(".", 1)
-        for where in connection.execute(TABLES_QUERY, (schema, like_pattern(table))).fetchall():
-            found[where] = TableRef(where[0], where[1], frozenset(excluded.get(where, ())))
+    for selected in patterns:
+        schema, table = selected.split(".", 1)
+        locator = pattern(table)
+        for where in connection.execute(TABLES_QUERY, (schema,)).fetchall():
+            if like(locator, where[1]):
+                found[where] = TableRef(where[0], where[1], frozenset(excluded.get(where, ())))
     return list(found.values())
 
 
