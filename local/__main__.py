@@ -224,7 +224,7 @@ def check(runtime: LocalRuntime, rebuilt: Rebuilt) -> tuple[Verification, Verifi
     """The rebuilt state and, when the bus has a pg_mirror consumer, its mirror, against the source."""
     assert runtime.stand_in is not None
     numbers = runtime.bus.glue.numbers
-    result = verify(runtime.stand_in.dms, rebuilt, numbers=numbers)
+    result = verify(runtime.stand_in.dms, rebuilt, numbers=numbers, schemas=runtime.schema_store())
     template = mirror_schema_template(runtime.bus)
     if template is None:
         return result, None

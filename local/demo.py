@@ -23,14 +23,15 @@ from psycopg import sql
 
 from config.model import BusConfig
 from config.plan import deployment_plan
-from consumers.pg_mirror.schema import as_text
 from consumers.pg_mirror.settings import PgMirrorSettings
 from dmsbus.consumer import ChangeEvent, ConsumerHandler, consumer
 from dmsbus.ddbjson import Decoder, NumberMode
 from dmsbus.names import TableName, parse_table_name
+from dmsbus.schemas import SchemaStore
+from dmsbus.typed import ImageTyper, TypingError
 from local.children import SPAWN, start_child, stop_child
 from local.dms import DmsStandIn
-from local.verify import mirror_columns, mirror_selection, mirror_value
+from local.verify import as_mirror_holds, mirror_columns, mirror_connection, mirror_selection
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS customers (
@@ -321,12 +322,18 @@ class Rebuilt:
     #: Backfill reads (``r``) received, and when the last one came (epoch seconds).
     reads: int = 0
     last_read_at: float = 0.0
+    #: (table, key) of rows whose last event a typed bus sent untyped (DMS's values).
+    untyped: set[tuple[str, str]] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def snapshot(self) -> dict[str, dict[str, dict[str, Any]]]:
         """The tables as rebuilt so far: a copy, taken while no event is being applied."""
         with self._lock:
             return {table: dict(rows) for table, rows in self.tables.items()}
+
+    def untyped_rows(self) -> set[tuple[str, str]]:
+        with self._lock:
+            return set(self.untyped)
 
     def apply(self, event: ChangeEvent) -> None:
         received = time.time()
@@ -336,11 +343,16 @@ class Rebuilt:
                 self.reads += 1
                 self.last_read_at = received
             rows = self.tables.setdefault(event.qualified_table, {})
+            key = key_text(event.key)
+            if event.source.typed is False:
+                self.untyped.add((event.qualified_table, key))
+            else:
+                self.untyped.discard((event.qualified_table, key))
             if event.op == "d":
-                rows.pop(key_text(event.key), None)
+                rows.pop(key, None)
                 return
             after = dict(event.after or {})
-            rows[key_text(event.key)] = after
+            rows[key] = after
             if event.op in ("c", "u") and isinstance(after.get("changed_at"), str):
                 # DMS writes a timestamptz in UTC without an offset (docs/dms.md)
                 written = datetime.fromisoformat(after["changed_at"]).replace(tzinfo=UTC).timestamp()
@@ -443,35 +455,72 @@ def stale_only(want: Mapping[str, Any], got: Mapping[str, Any], added: set[str])
     )  # fmt: skip
 
 
-def verify(dms: DmsStandIn, rebuilt: Rebuilt, *, numbers: NumberMode = "string") -> Verification:
-    """Source (as DMS writes it, decoded as the glue decodes it) == rebuilt, row by row."""
+def verify(
+    dms: DmsStandIn, rebuilt: Rebuilt, *, numbers: NumberMode = "string", schemas: SchemaStore | None = None
+) -> Verification:
+    """Source (as DMS writes it, decoded as the glue decodes it) == rebuilt, row by row.
+    On a typed bus (``schemas``: its schema table), both sides are compared typed with each
+    table's latest schema: the source's rows, and rebuilt rows whose last event was untyped."""
     decoder = Decoder(numbers)
+    typers = _Typers(schemas, dms.source.name)
     expected: dict[str, dict[str, dict[str, Any]]] = {}
     for target, item in dms.items():
         schema_table = ".".join(target.target.name.split(".")[2:4])
         row = decoder.image(item)
         row_key = {name: row[name] for name in target.key}
-        expected.setdefault(schema_table, {})[key_text(row_key)] = row
+        expected.setdefault(schema_table, {})[key_text(row_key)] = typers.image(schema_table, row)
     missing: list[str] = []
     different: list[str] = []
     extra: list[str] = []
     stale: list[str] = []
     added_columns: dict[str, set[str]] = {}
     actual = rebuilt.snapshot()
+    for table, key in rebuilt.untyped_rows() if schemas is not None else ():
+        if key in actual.get(table, {}):
+            actual[table][key] = typers.image(table, actual[table][key])
     for table, rows in expected.items():
         got = actual.get(table, {})
         for key, row in rows.items():
             if key not in got:
                 missing.append(f"{table} {key}")
-            elif got[key] != row:
+            elif (got_row := _present(got[key])) != (row := _present(row)):
                 added = added_columns.setdefault(table, dms.added_with_default(*table.split(".", 1)))
-                if stale_only({k: v for k, v in row.items() if v is not None}, got[key], added):
+                if stale_only(row, got_row, added):
                     stale.append(f"{table} {key}")
                 else:
                     different.append(f"{table} {key}: source {row} != rebuilt {got[key]}")
         extra.extend(f"{table} {key}" for key in got.keys() - rows.keys())
     extra.extend(f"{table} (whole table)" for table in actual.keys() - expected.keys() if actual[table])
     return Verification.of(expected, missing=missing, different=different, extra=extra, stale=stale)
+
+
+def _present(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row's non-null values: a typed image's NULL columns, which DMS's items leave out."""
+    return {name: value for name, value in row.items() if value is not None}
+
+
+class _Typers:
+    """Each table's latest schema from the bus's schema table (None: an untyped bus), read
+    once per check; a row is typed with it as the glue types it, or kept as it is."""
+
+    def __init__(self, store: SchemaStore | None, source: str) -> None:
+        self.store = store
+        self.source = source
+        self._typers: dict[str, ImageTyper | None] = {}
+
+    def image(self, table: str, row: dict[str, Any]) -> dict[str, Any]:
+        if self.store is None:
+            return row
+        if table not in self._typers:
+            schema = self.store.latest(f"{self.source}.{table}")
+            self._typers[table] = ImageTyper(schema) if schema is not None else None
+        typer = self._typers[table]
+        if typer is None:
+            return row
+        try:
+            return typer.image(row) or row
+        except TypingError:
+            return row  # compared as DMS wrote it: it differs, and is reported
 
 
 def mirror_schema_template(bus: BusConfig) -> str | None:
@@ -486,72 +535,68 @@ def verify_mirror(
     dms: DmsStandIn, mirror_url: str, *, numbers: NumberMode = "string", schema_template: str = "{schema}"
 ) -> Verification:
     """Source (as DMS writes it, decoded as the glue decodes it) == the reporting mirror,
-    row by row and column by column. A text column holds the value's text (docs/consumers.md),
-    so values compare as the mirror stores them; NULL columns are absent on both sides."""
+    row by row and column by column. Values compare as the mirror's columns hold them
+    (``local.verify.as_mirror_holds``); NULL columns are absent on both sides."""
     decoder = Decoder(numbers)
-    expected: dict[tuple[str, str], dict[tuple[str, ...], dict[str, Any]]] = {}
+    decoded: dict[tuple[str, str], list[dict[str, Any]]] = {}
     keys: dict[tuple[str, str], list[str]] = {}
     name_of: dict[tuple[str, str], TableName] = {}
     for target, item in dms.items():
         name = parse_table_name(target.target.name)
         where = (schema_template.format(schema=name.schema, source=name.source, bus=name.bus), name.table)
-        row = decoder.image(item)
         keys[where] = list(target.key)
         name_of[where] = name
-        expected.setdefault(where, {})[tuple(as_text(row[name]) for name in target.key)] = row
+        decoded.setdefault(where, []).append(decoder.image(item))
+    expected: dict[tuple[str, str], dict[tuple[str, ...], dict[str, str]]] = {}
     missing: list[str] = []
     different: list[str] = []
     extra: list[str] = []
     stale: list[str] = []
-    added_columns: dict[tuple[str, str], set[str]] = {}
-    with psycopg.connect(mirror_url) as connection:
-        for (schema, table), rows in expected.items():
+    with mirror_connection(mirror_url) as connection:
+        for (schema, table), images in decoded.items():
             label = f"{schema}.{table}"
-            actual = _mirror_rows(connection, schema, table, keys[(schema, table)])
-            if actual is None:
+            columns = mirror_columns(connection, schema, table)
+            rows = expected[(schema, table)] = {
+                tuple(row.get(part, "") for part in keys[(schema, table)]): row
+                for row in as_mirror_holds(connection, images, columns)
+            }
+            if not columns:
                 missing.append(f"{label} (no mirror table)")
                 continue
-            for key, row in rows.items():
+            actual = _mirror_rows(connection, schema, table, keys[(schema, table)], columns)
+            added: set[str] | None = None
+            for key, want in rows.items():
                 got = actual.get(key)
                 if got is None:
                     missing.append(f"mirror {label} {key}")
                     continue
-                want = {name: value for name, value in row.items() if value is not None}
-                mine = _mirror_form(want, got[1])
-                if mine != got[0]:
-                    source_table = (name_of[(schema, table)].schema, name_of[(schema, table)].table)
-                    if source_table not in added_columns:
-                        added_columns[source_table] = dms.added_with_default(*source_table)
+                if want != got:
+                    if added is None:
+                        added = dms.added_with_default(
+                            name_of[(schema, table)].schema, name_of[(schema, table)].table
+                        )
                     # a column the mirror never made is no lost update either
-                    added = added_columns[source_table] | (set(mine) - set(got[1]))
-                    if stale_only(mine, got[0], added):
+                    if stale_only(want, got, added | (set(want) - set(columns))):
                         stale.append(f"mirror {label} {key}")
                     else:
-                        different.append(f"mirror {label} {key}: source {want} != mirror {got[0]}")
+                        different.append(f"mirror {label} {key}: source {want} != mirror {got}")
             extra.extend(f"mirror {label} {key}" for key in actual.keys() - rows.keys())
     return Verification.of(expected, missing=missing, different=different, extra=extra, stale=stale)
 
 
 def _mirror_rows(
-    connection: psycopg.Connection[Any], schema: str, table: str, key: list[str]
-) -> dict[tuple[str, ...], tuple[dict[str, Any], dict[str, str]]] | None:
-    """Rows by key text: (non-null columns as ``mirror_value`` forms them; column types)."""
-    types = mirror_columns(connection, schema, table)
-    if not types:
-        return None
-    names = list(types)
+    connection: psycopg.Connection[Any], schema: str, table: str, key: list[str], columns: dict[str, str]
+) -> dict[tuple[str, ...], dict[str, str]]:
+    """The mirror table's rows by key: non-null columns, as text."""
+    names = list(columns)
     query = sql.SQL("SELECT {} FROM {}.{}").format(
-        mirror_selection(types), sql.Identifier(schema), sql.Identifier(table)
+        mirror_selection(columns), sql.Identifier(schema), sql.Identifier(table)
     )
-    rows: dict[tuple[str, ...], tuple[dict[str, Any], dict[str, str]]] = {}
+    rows: dict[tuple[str, ...], dict[str, str]] = {}
     for values in connection.execute(query):
         row = {name: value for name, value in zip(names, values, strict=True) if value is not None}
-        rows[tuple(str(row.get(name)) for name in key)] = (row, types)
+        rows[tuple(row.get(name, "") for name in key)] = row
     return rows
-
-
-def _mirror_form(row: dict[str, Any], types: dict[str, str]) -> dict[str, Any]:
-    return {name: mirror_value(name, value, types) for name, value in row.items()}
 
 
 @dataclass

@@ -28,6 +28,7 @@ import consumers.pg_mirror as pg_mirror_package
 from config.functions import discovery_name
 from config.model import BusConfig, SourceConfig
 from dmsbus import variables
+from dmsbus.schemas import SchemaStore
 from local.aws import LocalAws
 from local.bus import LocalBus
 from local.children import SPAWN, start_child, stop_child
@@ -357,6 +358,12 @@ class LocalRuntime:
             self.mirror_url = _create_database(server_url, database_name(self.database_url) + "_mirror")
             self._mirror_created = True
         return self.database_url
+
+    def schema_store(self) -> SchemaStore | None:
+        """The bus's schema table on the moto server, when the bus types its events."""
+        if self.local_bus is None or self.local_bus.plan.schema_table is None:
+            return None
+        return SchemaStore(self.aws.client("dynamodb"), self.local_bus.plan.schema_table.name)
 
     def drop_mirror(self) -> None:
         """Drop the mirror database this runtime created (tests; the demo keeps it)."""

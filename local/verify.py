@@ -3,7 +3,9 @@ table, on a sample of rows (or all of them).
 
 Each sampled source row is mapped as DMS maps it (the stand-in's own mapping) and decoded
 as the glue decodes it, then looked up in the mirror by its key; and a sample of the
-mirror's keys is looked up in the source. A row is:
+mirror's keys is looked up in the source. Values compare as the mirror's columns hold them
+(:func:`as_mirror_holds`): cast to each column's type, as pg_mirror writes them, so a mirror
+with the source's types (a typed bus) checks as one of inferred types does. A row is:
 - **lost** when the mirror lacks it, holds another value for a column both have, or holds
   it when the source does not (a lost delete);
 - **stale after DDL** when the only differences are columns the source has a value for and
@@ -15,14 +17,14 @@ mirror's keys is looked up in the source. A row is:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import errors, sql
 
-from consumers.pg_mirror.schema import JSONB, as_text
+from consumers.pg_mirror.schema import TEXT, as_text
 from dmsbus.ddbjson import Decoder, NumberMode
 from dmsbus.names import parse_table_name
 from local.dms import DmsStandIn, TargetSchema
@@ -31,6 +33,8 @@ from local.dms import DmsStandIn, TargetSchema
 DEFAULT_SAMPLE = 1000
 #: Keys looked up in the mirror per query.
 _KEYS_PER_QUERY = 500
+#: Rows cast to the mirror's types per query.
+_ROWS_PER_CAST = 200
 
 
 @dataclass
@@ -76,25 +80,27 @@ def check_mirror(
     """Each selected table (or those of ``tables``): ``sample`` rows of the source (None:
     all) against the mirror."""
     decoder = Decoder(numbers)
-    expected: dict[str, tuple[TargetSchema, dict[tuple[str, ...], dict[str, Any]]]] = {}
+    expected: dict[str, tuple[TargetSchema, dict[tuple[str, ...], dict[str, str]]]] = {}
     with dms.connect() as connection:
         for schema, table in dms.source_tables(connection):
             target = dms.target_schema(connection, schema, table)
             if target is not None and (tables is None or (schema, table) in tables):
                 expected[target.target.name] = (target, {})  # reported even when empty
+    decoded: dict[str, list[dict[str, Any]]] = {}
     for target, item in dms.items(only=tables, sample=sample):
-        row = decoder.image(item)
-        expected[target.target.name][1][tuple(as_text(row[name]) for name in target.key)] = row
+        decoded.setdefault(target.target.name, []).append(decoder.image(item))
     checks = []
-    with psycopg.connect(mirror_url) as connection:
+    with mirror_connection(mirror_url) as connection:
         for name, (target, rows) in sorted(expected.items()):
             parsed = parse_table_name(name)
             where = (
                 schema_template.format(schema=parsed.schema, source=parsed.source, bus=parsed.bus),
                 parsed.table,
             )
-            check = TableCheck(f"{parsed.schema}.{parsed.table}", compared=len(rows))
             columns = mirror_columns(connection, *where)
+            for row in as_mirror_holds(connection, decoded.get(name, []), columns):
+                rows[tuple(row.get(part, "") for part in target.key)] = row
+            check = TableCheck(f"{parsed.schema}.{parsed.table}", compared=len(rows))
             if not columns:
                 check.no_mirror_table = bool(rows)
                 check.lost = [f"{check.table} {list(key)}: no mirror table" for key in rows]
@@ -130,12 +136,12 @@ def _classify(
     if got is None:
         check.lost.append(f"{label}: not in the mirror")
         return
-    want = {name: value for name, value in row.items() if value is not None}
+    want = row
     lacking = sorted(name for name in want if name not in columns or name not in got)
     stale = [name for name in lacking if name not in columns or name in added]
     unexplained = [name for name in lacking if name not in stale]
     different = (
-        sorted(name for name in want if name in got and mirror_value(name, want[name], columns) != got[name])
+        sorted(name for name in want if name in got and want[name] != got[name])
         + sorted(name for name in got if name not in want)
         + unexplained
     )
@@ -146,39 +152,83 @@ def _classify(
         check.stale_columns.update(stale)
 
 
-def mirror_value(name: str, value: Any, columns: Mapping[str, str]) -> Any:
-    """A decoded value as the mirror holds it: a text column holds the value's text, a jsonb
-    one the JSON value (docs/consumers.md)."""
-    return value if columns.get(name) == JSONB else as_text(value)
+def mirror_connection(url: str) -> psycopg.Connection[Any]:
+    """A connection to the mirror in UTC, the zone pg_mirror writes in (DMS's)."""
+    connection = psycopg.connect(url)
+    connection.execute("SET TIME ZONE 'UTC'")
+    return connection
 
 
 def mirror_columns(connection: psycopg.Connection[Any], schema: str, table: str) -> dict[str, str]:
-    """A mirror table's columns and their types; empty when the table is not there."""
+    """A mirror table's columns and their types (``format_type``), in order; empty when
+    the table is not there."""
     return dict(
         connection.execute(
-            "SELECT column_name, data_type FROM information_schema.columns"
-            " WHERE table_schema = %s AND table_name = %s",
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = to_regclass(format('%%I.%%I', %s::text, %s::text))"
+            " AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             (schema, table),
         ).fetchall()
     )
 
 
 def mirror_selection(columns: Mapping[str, str]) -> sql.Composable:
-    """The mirror's columns as ``mirror_value`` forms them: text, or jsonb's JSON value."""
-    return sql.SQL(", ").join(
-        sql.Identifier(name) if kind == JSONB else sql.SQL("{}::text").format(sql.Identifier(name))
-        for name, kind in columns.items()
-    )
+    """The mirror's columns as text, the form :func:`as_mirror_holds` gives."""
+    return sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(name)) for name in columns)
 
 
-def _column_types(connection: psycopg.Connection[Any], schema: str, table: str) -> dict[str, str]:
-    return dict(
-        connection.execute(
-            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
-            " WHERE attrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND attnum > 0",
-            (schema, table),
-        ).fetchall()
+def as_mirror_holds(
+    connection: psycopg.Connection[Any], rows: Sequence[Mapping[str, Any]], columns: Mapping[str, str]
+) -> list[dict[str, str]]:
+    """Each row's non-null values as the mirror's columns hold them, as text: cast to the
+    column's type in the mirror's database and back (pg_mirror writes through the same
+    casts); a value of a column the mirror lacks, as its text. A value that does not cast
+    is kept with a note, so that it differs from whatever the mirror holds."""
+    texts = [{name: as_text(value) for name, value in row.items() if value is not None} for row in rows]
+    cast = sorted({name for row in texts for name in row if columns.get(name, TEXT) != TEXT})
+    for start in range(0, len(texts), _ROWS_PER_CAST):
+        chunk = texts[start : start + _ROWS_PER_CAST]
+        if cast:
+            _cast_in_mirror(connection, chunk, {name: columns[name] for name in cast})
+    return texts
+
+
+def _cast_in_mirror(
+    connection: psycopg.Connection[Any], rows: list[dict[str, str]], types: dict[str, str]
+) -> None:
+    names = list(types)
+    query = sql.SQL("SELECT {} FROM (VALUES {}) AS v({})").format(
+        sql.SQL(", ").join(
+            sql.SQL("v.{}::{}::text").format(sql.Identifier(f"c{index}"), sql.SQL(types[name]))
+            for index, name in enumerate(names)
+        ),
+        sql.SQL(", ").join(
+            sql.SQL("({})").format(sql.SQL(", ").join([sql.SQL("%s::text")] * len(names))) for _ in rows
+        ),
+        sql.SQL(", ").join(sql.Identifier(f"c{index}") for index in range(len(names))),
     )
+    try:
+        with connection.transaction():
+            found = connection.execute(query, [row.get(name) for row in rows for name in names]).fetchall()
+    except (errors.DataError, errors.CannotCoerce):
+        for row in rows:  # one by one, to tell which value
+            for name in names:
+                if name in row:
+                    row[name] = _cast_one(connection, row[name], types[name])
+        return
+    for row, values in zip(rows, found, strict=True):
+        for name, value in zip(names, values, strict=True):
+            if name in row:
+                row[name] = value
+
+
+def _cast_one(connection: psycopg.Connection[Any], value: str, kind: str) -> str:
+    try:
+        with connection.transaction():
+            found = connection.execute(sql.SQL("SELECT %s::text::{}::text").format(sql.SQL(kind)), (value,))
+            return str(found.fetchone()[0])  # type: ignore[index]
+    except (errors.DataError, errors.CannotCoerce) as exc:
+        return f"{value} (does not cast to {kind}: {exc.diag.message_primary})"
 
 
 def _typed_keys(
@@ -207,9 +257,9 @@ def _mirror_rows(
     columns: Mapping[str, str],
     keys: Iterable[tuple[str, ...]],
 ) -> dict[tuple[str, ...], dict[str, Any]]:
-    """The mirror's rows with those keys: non-NULL columns, as ``mirror_value`` forms them."""
+    """The mirror's rows with those keys: non-NULL columns, as text."""
     schema, table = where
-    types = _column_types(connection, schema, table)
+    types = columns
     names = list(columns)
     found: dict[tuple[str, ...], dict[str, Any]] = {}
     wanted = list(keys)
@@ -248,7 +298,7 @@ def _source_keys(
     present: set[tuple[str, ...]] = set()
     wanted = sorted(keys)
     with dms.connect() as connection:
-        types = _column_types(connection, *table)
+        types = mirror_columns(connection, *table)
         for start in range(0, len(wanted), _KEYS_PER_QUERY):
             chunk = wanted[start : start + _KEYS_PER_QUERY]
             # Matched by position in the chunk: the text stays the mirror's, whatever the type.

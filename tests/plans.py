@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from config.model import BusConfig
-from config.plan import FunctionKind, Ref, deployment_plan, settings_model
+from config.plan import FunctionKind, Ref, deployment_plan
 
 
 def deployed_environment(kind: FunctionKind, bus: BusConfig | None = None) -> dict[str, str]:
@@ -17,15 +17,5 @@ def deployed_environment(kind: FunctionKind, bus: BusConfig | None = None) -> di
 
 
 def typed_bus(bus: BusConfig) -> BusConfig:
-    """``bus`` with ``glue.typed``, without the consumers that do not take typed events yet
-    (pg_mirror: the plan refuses it on a typed bus)."""
-    return bus.model_copy(
-        update={
-            "glue": bus.glue.model_copy(update={"typed": True}),
-            "consumers": [
-                entry
-                for entry in bus.consumers
-                if settings_model(entry.code.removeprefix("functions/")).TYPED_EVENTS
-            ],
-        }
-    )
+    """``bus`` with ``glue.typed``."""
+    return bus.model_copy(update={"glue": bus.glue.model_copy(update={"typed": True})})

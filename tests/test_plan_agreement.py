@@ -27,8 +27,7 @@ from tests.plans import typed_bus
 
 _SAMPLE = load_config(REPO / "config")
 #: The sample config with typed events on: every kind of function and resource (the sample
-#: itself is the snapshots' to guard; pg_mirror, which does not take typed events yet, is
-#: left out).
+#: itself is the snapshots' to guard).
 CONFIG = _SAMPLE.model_copy(update={"bus": typed_bus(_SAMPLE.bus)})
 PLAN = deployment_plan(CONFIG.bus, CONFIG.sources)
 #: CreateEventSourceMapping's settings, as CloudFormation and Lambda's API both name them.
@@ -306,7 +305,7 @@ def test_both_deploy_every_function_of_the_plan_and_no_other(
     names = sorted(function.name for function in PLAN.functions)
     assert sorted(stacks) == names
     assert sorted(local) == names
-    assert len(PLAN.consumers) == len(CONFIG.bus.consumers) == 2
+    assert len(PLAN.consumers) == len(CONFIG.bus.consumers) == 3
     assert [f.name for f in PLAN.functions if f.kind == "schema"] == ["demo-legacy-schema"]
 
 

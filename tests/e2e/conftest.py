@@ -20,6 +20,7 @@ from dmsbus.consumer import ChangeEvent, consumer
 from local.demo import Rebuilt, Verification, create_schema, mirror_schema_template, verify, verify_mirror
 from local.runtime import LocalRuntime, local_bus
 from local.streams import DynamoDBStreamSource
+from local.verify import check_mirror
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 CONFIG = load_config(REPOSITORY / "config")
@@ -70,7 +71,9 @@ class Pipeline:
         while True:
             stand_in = self.runtime.stand_in
             assert stand_in is not None
-            result = verify(stand_in.dms, self.rebuilt, numbers=BUS.glue.numbers)
+            result = verify(
+                stand_in.dms, self.rebuilt, numbers=BUS.glue.numbers, schemas=self.runtime.schema_store()
+            )
             if result.lost == 0:
                 result = result.plus(self.mirror())
             if result.lost == 0 or time.monotonic() > deadline:
@@ -86,6 +89,18 @@ class Pipeline:
             numbers=BUS.glue.numbers,
             schema_template=MIRROR_TEMPLATE,
         )
+
+    def verify(self, sample: int | None = 50) -> dict[str, tuple[int, int, int]]:
+        """``dmsbus verify``'s check: per table, (rows compared, lost, stale after DDL)."""
+        assert self.runtime.stand_in is not None and MIRROR_TEMPLATE is not None
+        checks = check_mirror(
+            self.runtime.stand_in.dms,
+            self.runtime.mirror_url,
+            numbers=BUS.glue.numbers,
+            schema_template=MIRROR_TEMPLATE,
+            sample=sample,
+        )
+        return {c.table: (c.compared, len(c.lost), len(c.stale)) for c in checks}
 
     def wait_attached(self, tables: int = 5, timeout: float = 30.0) -> None:
         """Until discovery has attached the glue to that many tables' streams."""

@@ -3,6 +3,7 @@ catalog into the schema table, and the glue gives consumers the source's types."
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC
 from typing import Any
@@ -13,6 +14,7 @@ from psycopg.rows import dict_row
 
 from config.functions import schema_function_name, schema_table_name
 from dmsbus.consumer import ChangeEvent
+from local.demo import Workload
 from tests.e2e.conftest import BUS, SOURCE, Pipeline
 from tests.plans import typed_bus
 
@@ -129,3 +131,33 @@ def test_columns_added_and_dropped_mid_run_reach_consumers_with_the_next_schema_
         ExpressionAttributeValues={":t": {"S": "legacy.public.customers"}},
     )["Items"]
     assert sorted(int(item["version"]["N"]) for item in stored) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("pipeline", [TYPED], indirect=True)
+def test_a_typed_bus_mirrors_the_sources_types_and_both_checks_find_nothing_lost(pipeline: Pipeline) -> None:
+    # Given a typed bus whose glue types the customers' events (rows loaded before the
+    # schema was read went out untyped, and the mirror inferred their columns)
+    typed_events_of(pipeline, 9003)
+    # When a workload runs on every table
+    Workload(pipeline.url, rate=400).run(changes=200, stop=threading.Event())
+    # Then the rebuilt state (typed events) and the mirror both equal the source, as the
+    # demo checks them and as `dmsbus verify` does
+    assert list(pipeline.converge(timeout=90).describe()) == []
+    verified = pipeline.verify(sample=None)
+    assert verified and all(lost == stale == 0 for _, lost, stale in verified.values()), verified
+    # And the mirror's customers have the source's column types
+    with psycopg.connect(pipeline.runtime.mirror_url) as mirror:
+        types = dict(
+            mirror.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = 'public.customers'::regclass AND attnum > 0 AND NOT attisdropped"
+            ).fetchall()
+        )
+    with psycopg.connect(pipeline.url) as source:
+        declared = dict(
+            source.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = 'public.customers'::regclass AND attnum > 0 AND NOT attisdropped"
+            ).fetchall()
+        )
+    assert types == {name: declared[name] for name in CUSTOMER_COLUMNS}

@@ -8,20 +8,7 @@ import threading
 import psycopg
 
 from local.demo import Workload
-from local.verify import check_mirror
-from tests.e2e.conftest import BUS, MIRROR_TEMPLATE, Pipeline
-
-
-def _check(pipeline: Pipeline, sample: int | None = 50) -> dict[str, tuple[int, int, int]]:
-    assert pipeline.runtime.stand_in is not None and MIRROR_TEMPLATE is not None
-    checks = check_mirror(
-        pipeline.runtime.stand_in.dms,
-        pipeline.runtime.mirror_url,
-        numbers=BUS.glue.numbers,
-        schema_template=MIRROR_TEMPLATE,
-        sample=sample,
-    )
-    return {c.table: (c.compared, len(c.lost), len(c.stale)) for c in checks}
+from tests.e2e.conftest import Pipeline
 
 
 def test_verify_tells_rows_lost_from_rows_stale_after_ddl(pipeline: Pipeline) -> None:
@@ -29,7 +16,7 @@ def test_verify_tells_rows_lost_from_rows_stale_after_ddl(pipeline: Pipeline) ->
     Workload(pipeline.url, rate=400).run(changes=150, stop=threading.Event())
     assert list(pipeline.converge().describe()) == []
     # Then a sample of every table agrees with the mirror
-    before = _check(pipeline)
+    before = pipeline.verify()
     assert before["public.customers"][1:] == (0, 0) and before["public.customers"][0] > 0
     assert all(lost == stale == 0 for _, lost, stale in before.values())
     # When the source adds a column with a default (no WAL for existing rows) and a mirror
@@ -40,7 +27,7 @@ def test_verify_tells_rows_lost_from_rows_stale_after_ddl(pipeline: Pipeline) ->
     with psycopg.connect(pipeline.runtime.mirror_url, autocommit=True) as mirror:
         mirror.execute("DELETE FROM public.customers WHERE id = %s", (customer,))
     # Then every row is stale after DDL but the missing one, which is lost
-    after = _check(pipeline, sample=None)
+    after = pipeline.verify(sample=None)
     compared, lost, stale = after["public.customers"]
     assert (lost, stale) == (1, compared - 1)
     assert after["public.orders"][1:] == (0, 0)
@@ -50,7 +37,7 @@ def test_verify_tells_rows_lost_from_rows_stale_after_ddl(pipeline: Pipeline) ->
             "SELECT min(id) FROM public.orders WHERE status IS NOT NULL"
         ).fetchone() or (None,)
         mirror.execute("UPDATE public.orders SET status = NULL WHERE id = %s", (order,))
-    assert _check(pipeline, sample=None)["public.orders"][1:] == (1, 0)
+    assert pipeline.verify(sample=None)["public.orders"][1:] == (1, 0)
 
 
 def test_the_demo_s_check_reports_rows_stale_after_ddl_apart_and_not_as_lost(pipeline: Pipeline) -> None:
@@ -71,8 +58,8 @@ def test_verify_finds_a_row_the_mirror_kept_after_the_source_deleted_it(pipeline
     # Given a converged bus, and a mirror row the source does not have (a lost delete)
     Workload(pipeline.url, rate=400).run(changes=100, stop=threading.Event())
     assert list(pipeline.converge().describe()) == []
-    assert all(lost == 0 for _, lost, _ in _check(pipeline, sample=None).values())
+    assert all(lost == 0 for _, lost, _ in pipeline.verify(sample=None).values())
     with psycopg.connect(pipeline.runtime.mirror_url, autocommit=True) as mirror:
         mirror.execute("INSERT INTO public.orders (id, status) VALUES (987654, 'ghost')")
     # When verify compares every row, Then it is reported as lost
-    assert _check(pipeline, sample=None)["public.orders"][1] == 1
+    assert pipeline.verify(sample=None)["public.orders"][1] == 1

@@ -251,9 +251,26 @@ def test_a_schema_function_in_a_vpc_without_internet_uses_the_secrets_manager_en
     assert schema.environment["DMSBUS_SOURCE_TABLES"].split(",")[-1] == "audit.event_%"
 
 
-def test_a_consumer_that_does_not_take_typed_events_is_refused_on_a_typed_bus() -> None:
-    typed = SAMPLE.model_copy(update={"glue": SAMPLE.glue.model_copy(update={"typed": True})})
+def test_a_consumer_that_does_not_take_typed_events_is_refused_on_a_typed_bus(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+    import types
+
+    # Given a consumer whose model says it reads DMS's values only
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Untyped(ConsumerSettings):
+        TYPED_EVENTS: ClassVar[bool] = False
+
+    module = types.ModuleType("consumers.untyped.settings")
+    module.MODEL = Untyped  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "consumers.untyped.settings", module)
+    entry = SAMPLE.consumers[0].model_copy(update={"name": "untyped", "code": "functions/consumers/untyped"})
+    typed = SAMPLE.model_copy(
+        update={"glue": SAMPLE.glue.model_copy(update={"typed": True}), "consumers": [entry]}
+    )
+    # When a typed bus plans it, then it is refused, by name
     with pytest.raises(
-        ConsumerError, match=r"^consumer pg-mirror: consumers/pg_mirror does not take typed events yet"
+        ConsumerError, match=r"^consumer untyped: consumers/untyped does not take typed events yet"
     ):
         deployment_plan(typed)

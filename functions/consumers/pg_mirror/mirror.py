@@ -8,6 +8,11 @@ Pure database code: it takes a psycopg connection and events, and touches no AWS
   when their key columns match; otherwise to ``{table}_{version}``.
 - New attributes add columns; a value that does not fit its column widens the column
   (``schema.py``). Nothing is ever dropped.
+- Typed events (``glue.typed``) carry their table's schema (``event.schema``): the mirror
+  table takes the source's column types, and again at each newer schema version (the one
+  applied is in ``dmsbus_mirror.typed_tables``). A typed table's columns are not widened: a
+  value that does not match (an untyped event's DMS form) is cast. The session is in UTC,
+  the zone of DMS's timestamps.
 - Order and duplicates: ``dmsbus_mirror.applied`` holds, per mirror row, the position of
   the last change applied to it: (version rank, DynamoDB stream sequence). A change is
   applied only when its position is at least that one, so a duplicate or an older change
@@ -25,6 +30,7 @@ from typing import Any, LiteralString
 
 import psycopg
 from psycopg import errors, sql
+from psycopg.types.json import Jsonb
 
 from consumers.pg_mirror.schema import (
     MANAGED,
@@ -32,12 +38,14 @@ from consumers.pg_mirror.schema import (
     MirrorSchemaError,
     check_identifier,
     column_value,
+    source_type,
     value_type,
     widen,
 )
 from dmsbus.envelope import ChangeEvent
 from dmsbus.names import version_rank
 from dmsbus.partition import canonical_json
+from dmsbus.schemas import TableSchema
 
 __all__ = ["Applied", "Mirror", "MirrorSchemaError", "row_key", "version_rank"]
 
@@ -61,8 +69,26 @@ CREATE TABLE IF NOT EXISTS dmsbus_mirror.applied (
     deleted        boolean     NOT NULL,
     applied_at     timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (mirror_table, row_key)
+);
+CREATE TABLE IF NOT EXISTS dmsbus_mirror.typed_tables (
+    mirror_table   text        PRIMARY KEY,
+    source_table   text        NOT NULL,
+    schema_version integer     NOT NULL,
+    columns        jsonb       NOT NULL,
+    applied_at     timestamptz NOT NULL DEFAULT now()
 )
 """
+_RECORD_TYPED: LiteralString = """
+INSERT INTO dmsbus_mirror.typed_tables (mirror_table, source_table, schema_version, columns)
+VALUES (%s, %s, %s, %s)
+ON CONFLICT (mirror_table) DO UPDATE SET
+    source_table = EXCLUDED.source_table, schema_version = EXCLUDED.schema_version,
+    columns = EXCLUDED.columns, applied_at = now()
+"""
+#: DMS writes timestamps with time zone in UTC, without an offset (docs/dms.md).
+_ZONE = "UTC"
+#: What a column that cannot be cast to the source's type raises: it keeps its type.
+_NO_CAST = (errors.DataError, errors.CannotCoerce, errors.DatatypeMismatch)
 # Returns the rows whose change is applied: newer than (or the same as) the last one.
 _CLAIM: LiteralString = """
 INSERT INTO dmsbus_mirror.applied AS a
@@ -86,12 +112,27 @@ def row_key(key: dict[str, Any]) -> str:
     return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+@dataclass(frozen=True)
+class Typed:
+    """The schema version a typed mirror table follows, and the type each of its columns
+    was given from it (name -> type)."""
+
+    version: int
+    columns: dict[str, str]
+
+
 @dataclass
 class Shape:
-    """A mirror table as the catalog has it: columns (name -> type) and primary key."""
+    """A mirror table as the catalog has it: columns (name -> type) and primary key; and
+    the schema version it follows, when events with a schema created or altered it."""
 
     columns: dict[str, str]
     key: tuple[str, ...]
+    typed: Typed | None = None
+
+    def follows(self, schema: TableSchema) -> bool:
+        """Whether the table has this schema version (or a newer one) applied."""
+        return self.typed is not None and self.typed.version >= schema.version
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +161,16 @@ class Applied:
     coalesced: int = 0
     created_tables: list[str] = field(default_factory=list)
     altered_columns: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Wanted:
+    """What a batch's rows ask of one mirror table: its key, each attribute's type as the
+    values ask (None: only nulls), and the newest schema the rows carry."""
+
+    key: tuple[str, ...]
+    values: dict[str, str | None] = field(default_factory=dict)
+    schema: TableSchema | None = None
 
 
 @dataclass
@@ -165,6 +216,8 @@ class Mirror:
         if not events:
             return result
         self._ensure_state(connection)
+        if connection.info.parameter_status("TimeZone") != _ZONE:
+            connection.execute(f"SET TIME ZONE '{_ZONE}'")
         rows = self._coalesce(connection, events, result)
         self._evolve(connection, rows, result)
         with connection.transaction():
@@ -249,49 +302,64 @@ class Mirror:
         return self._shapes[table]
 
     def _evolve(self, connection: psycopg.Connection[Any], rows: Iterable[_Row], result: Applied) -> None:
-        """Create tables and add or widen columns for the values about to be written."""
-        wanted: dict[TableRef, tuple[tuple[str, ...], dict[str, str | None]]] = {}
+        """Create tables, give them their schema's types, and add or widen columns for the
+        values about to be written."""
+        wanted: dict[TableRef, _Wanted] = {}
         for row in rows:
-            key_names, columns = wanted.setdefault(row.table, (tuple(row.event.key), {}))
+            want = wanted.setdefault(row.table, _Wanted(tuple(row.event.key)))
+            schema = row.event.schema if row.event.source.typed else None
+            if schema is not None and (want.schema is None or schema.version > want.schema.version):
+                want.schema = schema
             for name, value in _values(row.event).items():
-                columns[name] = widen(columns.get(name), value_type(value))
+                want.values[name] = widen(want.values.get(name), value_type(value))
         for table in sorted(wanted, key=lambda ref: ref.label):
-            key_names, columns = wanted[table]
-            if self._needs_change(self._shape(connection, table), key_names, columns):
-                self._change(connection, table, key_names, columns, result)
+            want = wanted[table]
+            if self._needs_change(self._shape(connection, table), want):
+                self._change(connection, table, want, result)
 
     @staticmethod
-    def _needs_change(shape: Shape | None, key: tuple[str, ...], columns: dict[str, str | None]) -> bool:
+    def _needs_change(shape: Shape | None, want: _Wanted) -> bool:
         if shape is None:
             return True
-        for name, wanted in columns.items():
+        if want.schema is not None and not shape.follows(want.schema):
+            return True
+        for name, inferred in want.values.items():
             current = shape.columns.get(name)
             if current is None:
                 return True
-            if wanted is not None and current in MANAGED and widen(current, wanted) != current:
+            if shape.typed is None and _widens(current, inferred):
                 return True
         return False
 
     def _change(
-        self,
-        connection: psycopg.Connection[Any],
-        table: TableRef,
-        key: tuple[str, ...],
-        columns: dict[str, str | None],
-        result: Applied,
+        self, connection: psycopg.Connection[Any], table: TableRef, want: _Wanted, result: Applied
     ) -> None:
         """One short transaction, serialized with other batches by an advisory lock."""
-        for name in columns:
+        for name in want.values:
             check_identifier(name, f"column of {table.label}")
+        schema_types = (
+            {column.name: kind for column in want.schema.columns if (kind := source_type(column))}
+            if want.schema is not None
+            else {}
+        )
+        for name in schema_types:
+            check_identifier(name, f"column of {table.label}")
+        key = want.key
         with connection.transaction():
             connection.execute("SET LOCAL lock_timeout = '10s'")
             connection.execute(
                 "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"dmsbus_mirror:{table.label}",)
             )
             shape = _read_shape(connection, table)
+            schema = want.schema
+            if schema is not None and shape is not None and shape.follows(schema):
+                schema, schema_types = None, {}  # another batch applied it, or a newer one
+            columns = {name: want.values.get(name) for name in key}
+            columns.update(schema_types)
+            columns.update((name, kind) for name, kind in want.values.items() if name not in schema_types)
             if shape is None:
                 definitions = [
-                    sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(columns.get(name) or TEXT))
+                    sql.SQL("{} {}").format(sql.Identifier(name), sql.SQL(columns[name] or TEXT))
                     for name in key
                 ]
                 connection.execute(
@@ -305,7 +373,8 @@ class Mirror:
                     )
                 )
                 result.created_tables.append(table.label)
-                shape = Shape({name: columns.get(name) or TEXT for name in key}, key)
+                shape = Shape({name: columns[name] or TEXT for name in key}, key)
+            typed = shape.typed
             for name, wanted in columns.items():
                 current = shape.columns.get(name)
                 if current is None:
@@ -315,24 +384,61 @@ class Mirror:
                         )
                     )
                     result.altered_columns.append(f"{table.label}.{name} {wanted or TEXT} (new)")
-                elif (
-                    wanted is not None and current in MANAGED and (wider := widen(current, wanted)) != current
-                ):
-                    assert wider is not None
-                    connection.execute(
-                        sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}::{}").format(
-                            table.identifier(),
-                            sql.Identifier(name),
-                            sql.SQL(wider),
-                            sql.Identifier(name),
-                            sql.SQL(wider),
+                elif name in schema_types:
+                    # The source's type, over the mirror's own choice (an earlier version's,
+                    # or inferred from values); a type an operator gave the column stays.
+                    assert wanted is not None
+                    given = typed.columns.get(name) if typed is not None else None
+                    ours = current == given if given is not None else current in MANAGED
+                    if current != wanted and ours:
+                        self._retype(
+                            connection, table, name, current=current, wanted=wanted, result=result, exact=True
                         )
+                elif typed is None and schema is None and _widens(current, wanted):
+                    wider = widen(current, wanted)
+                    assert wider is not None
+                    self._retype(
+                        connection, table, name, current=current, wanted=wider, result=result, exact=False
                     )
-                    result.altered_columns.append(f"{table.label}.{name} {current} -> {wider}")
-                    logger.info(
-                        "mirror column %s.%s widened from %s to %s", table.label, name, current, wider
-                    )
+            if schema is not None:
+                connection.execute(
+                    _RECORD_TYPED, (table.label, schema.qualified, schema.version, Jsonb(schema_types))
+                )
         self._shape(connection, table, fresh=True)
+
+    @staticmethod
+    def _retype(
+        connection: psycopg.Connection[Any],
+        table: TableRef,
+        name: str,
+        *,
+        current: str,
+        wanted: str,
+        result: Applied,
+        exact: bool,
+    ) -> None:
+        """``ALTER COLUMN ... TYPE``, casting the values it holds. To the source's type
+        (``exact``), a value that does not cast leaves the column as it is, with a warning:
+        every later value is then written through a cast to it."""
+        statement = sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING {}::{}").format(
+            table.identifier(), sql.Identifier(name), sql.SQL(wanted), sql.Identifier(name), sql.SQL(wanted)
+        )
+        if not exact:
+            connection.execute(statement)
+            result.altered_columns.append(f"{table.label}.{name} {current} -> {wanted}")
+            logger.info("mirror column %s.%s widened from %s to %s", table.label, name, current, wanted)
+            return
+        try:
+            with connection.transaction():  # a savepoint: the failure leaves the rest
+                connection.execute(statement)
+        except _NO_CAST as exc:
+            logger.warning(
+                "mirror column %s.%s stays %s: its values do not cast to the source's %s (%s)",
+                table.label, name, current, wanted, exc.diag.message_primary,
+            )  # fmt: skip
+            return
+        result.altered_columns.append(f"{table.label}.{name} {current} -> {wanted}")
+        logger.info("mirror column %s.%s typed from %s to %s", table.label, name, current, wanted)
 
     # -- data --------------------------------------------------------------------------------
 
@@ -401,6 +507,11 @@ class Mirror:
             cursor.executemany(statement, parameters)
 
 
+def _widens(current: str, inferred: str | None) -> bool:
+    """Whether a value of the ``inferred`` type widens a column the mirror chose."""
+    return inferred is not None and current in MANAGED and widen(current, inferred) != current
+
+
 def _values(event: ChangeEvent) -> dict[str, Any]:
     """The row as the mirror writes it: the new image (or, for a delete, the key)."""
     return {**event.key, **(event.after or {})}
@@ -429,4 +540,12 @@ def _read_shape(connection: psycopg.Connection[Any], table: TableRef) -> Shape |
         " WHERE i.indrelid = to_regclass(%s) AND i.indisprimary ORDER BY k.position",
         (name,),
     ).fetchall()
-    return Shape({column: kind for column, kind in columns}, tuple(column for (column,) in key))
+    typed = connection.execute(
+        "SELECT schema_version, columns FROM dmsbus_mirror.typed_tables WHERE mirror_table = %s",
+        (table.label,),
+    ).fetchone()
+    return Shape(
+        {column: kind for column, kind in columns},
+        tuple(column for (column,) in key),
+        Typed(typed[0], typed[1]) if typed else None,
+    )

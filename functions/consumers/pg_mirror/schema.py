@@ -14,6 +14,9 @@ when values disagree (docs/consumers.md has the table).
 Two numeric types widen to ``numeric``; any other disagreement widens to ``text``, which
 holds every value (booleans as ``true``/``false``, numbers as their decimal text, arrays
 and objects as JSON). A column never narrows, and none is ever dropped.
+
+On a bus that types its events (``glue.typed``), a column of the event's schema takes the
+source's type instead (:func:`source_type`), and values that do not match are cast.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from decimal import Decimal
 from typing import Any
 
 from psycopg.types.json import Jsonb
+
+from dmsbus.schemas import Column
 
 BOOLEAN = "boolean"
 BIGINT = "bigint"
@@ -64,6 +69,47 @@ def value_type(value: Any) -> str | None:
     raise MirrorSchemaError(f"a {type(value).__name__} value has no mirror column type")
 
 
+#: The source's base types (pg_type.typname, domains resolved) the mirror creates as they
+#: are, in PostgreSQL's own spelling (``format_type``), and what it takes for the others.
+#: A type whose text DMS does not write in a form PostgreSQL reads back for sure (intervals,
+#: arrays, enums, network and user types) is ``text``, as DMS wrote it.
+_SOURCE_TYPES: dict[str, str] = {
+    "bool": BOOLEAN,
+    "int2": "smallint",
+    "int4": "integer",
+    "int8": BIGINT,
+    "float4": "real",
+    "float8": DOUBLE,
+    # money's text depends on lc_monetary; DMS writes it as a number
+    "money": NUMERIC,
+    "date": "date",
+    "time": "time without time zone",
+    # DMS writes a timetz as a TIME: the offset is gone (docs/dms.md)
+    "timetz": "time without time zone",
+    "timestamp": "timestamp without time zone",
+    "timestamptz": "timestamp with time zone",
+    "json": "json",
+    "jsonb": JSONB,
+    "uuid": "uuid",
+    "text": TEXT,
+}
+
+
+def source_type(column: Column) -> str | None:
+    """The mirror column type of a source column, as ``format_type`` spells it; None for a
+    column DMS never writes (``bytea``, ``oid``): the mirror would only ever hold NULL."""
+    if not column.written:
+        return None
+    if column.base == "numeric":
+        if column.precision:
+            return f"numeric({column.precision},{column.scale or 0})"
+        return NUMERIC
+    if column.base in ("varchar", "bpchar"):
+        kind = "character varying" if column.base == "varchar" else "character"
+        return f"{kind}({column.length})" if column.length else (TEXT if column.base == "bpchar" else kind)
+    return _SOURCE_TYPES.get(column.base, TEXT)
+
+
 def widen(current: str | None, wanted: str | None) -> str | None:
     """The narrowest managed type holding values of both types."""
     if current is None:
@@ -82,8 +128,9 @@ def column_value(value: Any, column_type: str) -> Any:
     if column_type == TEXT:
         return as_text(value)
     if column_type == JSONB:
-        return Jsonb(value)
-    if column_type == NUMERIC and isinstance(value, float):
+        # a string is the JSON text itself: a typed event's (json stays the source's text)
+        return value if isinstance(value, str) else Jsonb(value)
+    if isinstance(value, float) and column_type.startswith(NUMERIC):
         return Decimal(repr(value))
     if isinstance(value, (list, dict)):
         return as_text(value)  # an operator's own type: let PostgreSQL cast the JSON text

@@ -15,9 +15,8 @@ MIRROR_SCHEMA = "MIRROR_SCHEMA"
 @dataclass(frozen=True, kw_only=True)
 class PgMirrorSettings(ConsumerSettings):
     WHO: ClassVar[str] = "pg_mirror consumer"
-    #: Not yet: its columns are inferred from DMS's values (issue 20 moves them to the
-    #: source's types); typed and untyped events of one table would widen them to text.
-    TYPED_EVENTS: ClassVar[bool] = False
+    #: Typed events give its tables the source's column types (event.schema).
+    TYPED_EVENTS: ClassVar[bool] = True
 
     secret: str = variable(  # required here, optional for consumers
         variables.CREDENTIALS_NAME,
