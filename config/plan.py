@@ -175,6 +175,8 @@ Access = Literal[
     "schemas:read",
     # Read and write the schema table (the schema functions)
     "schemas:write",
+    # Invoke a source's schema function (the glue and discovery, asynchronously)
+    "schema-function:invoke",
 ]
 
 
@@ -306,10 +308,16 @@ def deployment_plan(bus: BusConfig, sources: Sequence[SourceConfig] = ()) -> Dep
     stream = StreamPlan(stream_name(bus))
     failures = BucketPlan(FAILURES)
     schema_table = TablePlan(schema_table_name(bus), TABLE_KEY) if bus.glue.typed else None
-    glue = _glue(bus, stream, failures, schema_table)
+    # What the glue and discovery ask to read a table now: each source's schema function
+    schema_functions = (
+        {source.name: schema_function_name(bus, source) for source in sources}
+        if schema_table is not None
+        else {}
+    )
+    glue = _glue(bus, stream, failures, schema_table, schema_functions)
     functions = (
         glue,
-        _discovery(bus, stream, failures, glue, schema_table),
+        _discovery(bus, stream, failures, glue, schema_table, schema_functions=schema_functions),
         *(
             consumer_plan(bus, consumer, stream=stream, failures=failures, schema_table=schema_table)
             for consumer in bus.consumers
@@ -347,8 +355,21 @@ def _mapping(
     )
 
 
+def _schema_functions(functions: Mapping[str, str]) -> tuple[str, ...] | None:
+    """``source=function`` pairs, as the settings hold them."""
+    return tuple(f"{source}={name}" for source, name in sorted(functions.items())) or None
+
+
+def _invoke_grants(functions: Mapping[str, str]) -> tuple[Grant, ...]:
+    return tuple(Grant("schema-function:invoke", name) for name in sorted(functions.values()))
+
+
 def _glue(
-    bus: BusConfig, stream: StreamPlan, failures: BucketPlan, schema_table: TablePlan | None
+    bus: BusConfig,
+    stream: StreamPlan,
+    failures: BucketPlan,
+    schema_table: TablePlan | None,
+    schema_functions: Mapping[str, str],
 ) -> FunctionPlan:
     config = bus.glue
     dead_letters = QueuePlan(dead_letter_name(glue_name(bus)))
@@ -366,6 +387,7 @@ def _glue(
             dlq_url=dead_letters.url,
             typed=config.typed,
             schema_table=schema_table.name_ref if schema_table is not None else None,
+            schema_functions=_schema_functions(schema_functions),
         ),
         dead_letters=dead_letters,
         mapping=_mapping(
@@ -377,6 +399,7 @@ def _glue(
             Grant("failures:put", failures.key),
             Grant("table-streams:read", bus.name),
             *((Grant("schemas:read", schema_table.name),) if schema_table is not None else ()),
+            *_invoke_grants(schema_functions),
         ),
     )
 
@@ -438,6 +461,8 @@ def _discovery(
     failures: BucketPlan,
     glue: FunctionPlan,
     schema_table: TablePlan | None,
+    *,
+    schema_functions: Mapping[str, str],
 ) -> FunctionPlan:
     mapping = glue.mapping
     assert mapping is not None
@@ -464,6 +489,7 @@ def _discovery(
             ),
             typed=bus.glue.typed,
             schema_table=schema_table.name_ref if schema_table is not None else None,
+            schema_functions=_schema_functions(schema_functions),
             keep_provisioned=bus.discovery.keep_provisioned,
             backfill=bus.discovery.backfill,
             sweep_minutes=bus.discovery.sweep_minutes,
@@ -476,6 +502,7 @@ def _discovery(
             Grant("stream:write", stream.name),  # the backfill publishes op "r" events
             # and types them, as the glue does
             *((Grant("schemas:read", schema_table.name),) if schema_table is not None else ()),
+            *_invoke_grants(schema_functions),
         ),
     )
 

@@ -35,6 +35,10 @@ import boto3
 FUNCTIONS_ROOT = Path(__file__).resolve().parent.parent / "functions"
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
+#: Where the local moto server queues asynchronous invocations (Invoke with
+#: ``InvocationType=Event``) for the local Lambda service to run: Lambda's own event queue
+#: (invocation-async), made a queue of moto's SQS.
+ASYNC_INVOCATIONS_QUEUE = "dmsbus-local-lambda-async-invocations"
 
 logger = logging.getLogger("dmsbus.local.functions")
 

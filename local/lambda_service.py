@@ -21,6 +21,12 @@ the batch in flight (at-least-once, like Lambda). ``schedules`` invoke a functio
 many seconds (discovery's sweep); ``table_rules`` stand for the EventBridge rule on CloudTrail
 ``CreateTable`` calls: the service lists the tables every so often and invokes the rule's
 function with the event that rule delivers for each table that appeared.
+
+Asynchronous invocations (``Invoke`` with ``InvocationType=Event``: the glue and discovery
+asking a schema function for a table) are queued by the local moto server
+(``local.moto_server.QUEUE_ASYNC_INVOCATIONS``); the service runs each, and on an error runs
+it again after one minute and after two more, as Lambda does (invocation-async-error-
+handling). A third failure is kept in ``scheduled_errors``.
 """
 
 from __future__ import annotations
@@ -41,7 +47,14 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from local.functions import ACCOUNT, REGION, FunctionError, LocalFunction, function_arn
+from local.functions import (
+    ACCOUNT,
+    ASYNC_INVOCATIONS_QUEUE,
+    REGION,
+    FunctionError,
+    LocalFunction,
+    function_arn,
+)
 from local.streams import (
     Shard,
     SharedKinesisSource,
@@ -55,6 +68,11 @@ logger = logging.getLogger("dmsbus.local.lambda")
 
 #: Lambda's own limit on one invocation's payload.
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+
+
+#: Lambda retries an asynchronous invocation that failed after one minute, then after two
+#: more (invocation-async-error-handling).
+ASYNC_RETRY_DELAYS = (60, 120)
 
 
 class Checkpoints:
@@ -159,6 +177,7 @@ class LocalLambdaService:
         shared_poll_seconds: float = 0.05,
         refresh_seconds: float = 1.0,
         retry_backoff_seconds: float = 0.05,
+        async_retry_delays: Sequence[int] = ASYNC_RETRY_DELAYS,
     ) -> None:
         self.functions = dict(functions)
         self.lambda_client = lambda_client
@@ -179,6 +198,9 @@ class LocalLambdaService:
         self.shared_poll_seconds = shared_poll_seconds
         self.refresh_seconds = refresh_seconds
         self.retry_backoff_seconds = retry_backoff_seconds
+        #: Seconds before each retry of a failed asynchronous invocation.
+        self.async_retry_delays = tuple(async_retry_delays)
+        self._async_queue = ""  # made at start()
         self.stats: dict[str, MappingStats] = {}
         self.scheduled_errors: list[str] = []
         self._stop = threading.Event()
@@ -192,6 +214,8 @@ class LocalLambdaService:
     def start(self) -> None:
         self._stop.clear()
         self._spawn(self._watch_mappings, "esm-watcher")
+        self._async_queue = self.sqs.create_queue(QueueName=ASYNC_INVOCATIONS_QUEUE)["QueueUrl"]
+        self._spawn(self._run_async_invocations, "async-invocations")
         for schedule in self.schedules:
             self._spawn(functools.partial(self._run_schedule, schedule), f"schedule-{schedule.function}")
         for rule in self.table_rules:
@@ -256,6 +280,46 @@ class LocalLambdaService:
         for page in self.dynamodb.get_paginator("list_tables").paginate():
             tables.update(page.get("TableNames", []))
         return tables
+
+    def _run_async_invocations(self) -> None:
+        """Lambda's event queue: each queued invocation run in a thread of its own."""
+        while not self._stop.is_set():
+            try:
+                messages = self.sqs.receive_message(
+                    QueueUrl=self._async_queue, MaxNumberOfMessages=10, WaitTimeSeconds=1
+                ).get("Messages", [])
+            except Exception:  # e.g. moto going away on stop; the next round tries again
+                logger.exception("reading the asynchronous invocations failed")
+                self._stop.wait(1)
+                continue
+            for message in messages:
+                self.sqs.delete_message(QueueUrl=self._async_queue, ReceiptHandle=message["ReceiptHandle"])
+                invocation = json.loads(message["Body"])
+                thread = threading.Thread(
+                    target=self._run_async_invocation,
+                    args=(invocation,),
+                    name=f"local-lambda-async-{invocation['function']}",
+                    daemon=True,
+                )
+                thread.start()
+
+    def _run_async_invocation(self, invocation: Mapping[str, Any]) -> None:
+        function, attempt = invocation["function"], int(invocation["attempt"])
+        try:
+            self.invoke(function, json.loads(invocation["payload"]))
+        except FunctionError as exc:
+            if attempt > len(self.async_retry_delays):
+                self.scheduled_errors.append(str(exc))
+                logger.warning("%s (asynchronous invocation) failed %d times: %s", function, attempt, exc)
+                return
+            logger.warning("%s (asynchronous invocation) failed, retried later: %s", function, exc)
+            self.sqs.send_message(
+                QueueUrl=self._async_queue,
+                MessageBody=json.dumps({**invocation, "attempt": attempt + 1}),
+                DelaySeconds=self.async_retry_delays[attempt - 1],
+            )
+        except KeyError:
+            logger.warning("asynchronous invocation of %s: no such local function", function)
 
     # -- mappings ------------------------------------------------------------------------
 

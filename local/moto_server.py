@@ -45,8 +45,10 @@ from typing import Any
 
 from moto.core.serialize import TimestampSerializer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.sqs.models import sqs_backends
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from local.functions import ASYNC_INVOCATIONS_QUEUE
 from local.moto_patches import Patch, apply
 
 #: What moto's serializer sends for DynamoDB and DynamoDB Streams (JSON protocol 1.0).
@@ -259,6 +261,37 @@ FIND_ACCOUNT_BACKENDS_ONCE = Patch(
 )
 
 
+def _queue_async_invocations(invoke: Any) -> Any:
+    def queue_or_invoke(self: Any, *arguments: Any) -> Any:
+        function_name, qualifier, body, headers, response_headers = arguments
+        if headers.get("X-Amz-Invocation-Type") != "Event":
+            return invoke(self, *arguments)
+        function = self.get_function(function_name, qualifier)  # unknown: Lambda's 404
+        queues = sqs_backends[self.account_id][self.region_name]
+        queues.create_queue(ASYNC_INVOCATIONS_QUEUE)  # moto returns the queue when it exists
+        payload = body.decode() if isinstance(body, bytes) else (body or "{}")
+        queues.send_message(
+            ASYNC_INVOCATIONS_QUEUE,
+            json.dumps({"function": function.function_name, "payload": payload, "attempt": 1}),
+        )
+        response_headers["Content-Length"] = "0"
+        return b""
+
+    return queue_or_invoke
+
+
+#: Asynchronous invocations go to the local Lambda service, through a queue: moto would
+#: run the function in Docker, at once, and answer with its result. Lambda queues the
+#: event, answers 202 and runs it later, retrying twice on an error
+#: (invocation-async-error-handling); the local service does the same.
+QUEUE_ASYNC_INVOCATIONS = Patch(
+    "moto.awslambda.models.LambdaBackend",
+    "invoke",
+    ("self", "function_name", "qualifier", "body", "headers", "response_headers"),
+    _queue_async_invocations,
+)
+
+
 def _deliver_nothing(_original: Any) -> Any:
     def deliver_nothing(*_args: Any, **_kwargs: Any) -> None:
         return None
@@ -296,6 +329,7 @@ DETACH_MOTO_INVOCATIONS = (
 #: Every patch the local moto server runs with, applied in its own process only.
 PATCHES: tuple[Patch, ...] = (
     *DETACH_MOTO_INVOCATIONS,
+    QUEUE_ASYNC_INVOCATIONS,
     ENCODE_STREAM_RECORDS,
     *INDEX_KINESIS_SHARDS,
     ENCODE_BATCH_WRITES,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import Duration, Stack
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
@@ -255,6 +255,22 @@ class BusStack(Stack):
                                 "lambda:FunctionArn": self.bus_functions[grant.resource].function.function_arn
                             }
                         },
+                    )
+                )
+            case "schema-function:invoke":
+                # A source's schema function, in the source's stack (deployed after this
+                # one): named, so no stack imports it; asked asynchronously (Invoke, Event).
+                function.add_to_role_policy(
+                    iam.PolicyStatement(
+                        actions=["lambda:InvokeFunction"],
+                        resources=[
+                            self.format_arn(
+                                service="lambda",
+                                resource="function",
+                                resource_name=grant.resource,
+                                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+                            )
+                        ],
                     )
                 )
             case _:

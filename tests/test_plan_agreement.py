@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aws_cdk.assertions import Template
+from aws_cdk.assertions import Capture, Match, Template
 
 from config.functions import failures_bucket_name
 from config.loader import load_config
@@ -165,8 +165,12 @@ class TemplateReader:
 
 
 @pytest.fixture(scope="module")
-def stacks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Deployed]:
-    synthesized: Synthesized = synthesize(CONFIG, tmp_path_factory.mktemp("cdk.out"))
+def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    return synthesize(CONFIG, tmp_path_factory.mktemp("cdk.out"))
+
+
+@pytest.fixture(scope="module")
+def stacks(synthesized: Synthesized) -> dict[str, Deployed]:
     reader = TemplateReader(
         {
             "bus": synthesized.template(synthesized.stacks.bus),
@@ -367,3 +371,40 @@ def test_the_references_were_checked_not_copied(
     for name, key in references:
         assert isinstance(stacks[name].environment[key], Ref), (name, key)
         assert isinstance(local[name].environment[key], Ref), (name, key)
+
+
+def test_the_glue_and_discovery_may_invoke_the_schema_function_by_its_arn_and_nothing_else(
+    synthesized: Synthesized,
+) -> None:
+    # Given the typed bus's stack
+    bus = synthesized.template(synthesized.stacks.bus)
+    # Then exactly the glue's and discovery's roles may invoke a function
+    invoked = Capture()
+    policies = bus.find_resources(
+        "AWS::IAM::Policy",
+        {
+            "Properties": {
+                "PolicyDocument": {
+                    "Statement": Match.array_with(
+                        [Match.object_like({"Action": "lambda:InvokeFunction", "Resource": invoked})]
+                    )
+                }
+            }
+        },
+    )
+    roles = {role["Ref"] for policy in policies.values() for role in policy["Properties"]["Roles"]}
+    functions = bus.find_resources("AWS::Lambda::Function")
+    invokers = {
+        function["Properties"]["FunctionName"]
+        for function in functions.values()
+        if function["Properties"]["Role"]["Fn::GetAtt"][0] in roles
+    }
+    assert invokers == {"demo-glue", "demo-discovery"}
+    # And only the source's schema function, by its full ARN in this account and region
+    arns = [invoked.as_object()]
+    while invoked.next():
+        arns.append(invoked.as_object())
+    for arn in arns:
+        parts = arn["Fn::Join"][1]
+        assert parts[-1] == ":function:demo-legacy-schema"
+        assert {"Ref": "AWS::AccountId"} in parts and {"Ref": "AWS::Region"} in parts

@@ -58,7 +58,7 @@ from dmsbus.changes import ChangeBuilder
 from dmsbus.event_sources import mapping_request
 from dmsbus.names import TableName, TableNameError, bus_table, table_from_stream_arn
 from dmsbus.publisher import KinesisPublisher
-from dmsbus.typed import SchemaSource
+from dmsbus.typed import SchemaRefresher, SchemaSource
 
 logger = logging.getLogger("dmsbus.discovery")
 
@@ -170,6 +170,7 @@ class Discovery:
         publisher: KinesisPublisher,
         cloudwatch: Any = None,
         schemas: SchemaSource | None = None,
+        refresher: SchemaRefresher | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         poll_seconds: float = POLL_SECONDS,
@@ -181,6 +182,8 @@ class Discovery:
         self.cloudwatch = cloudwatch
         # ``schemas``: backfill reads are typed as the glue types the table's changes
         self.builder = ChangeBuilder(settings.bus, numbers=settings.numbers, schemas=schemas)
+        #: Asked to read each table discovery finds, before the glue meets its changes.
+        self.refresher = refresher
         self.clock = clock
         self.sleep = sleep
         self.poll_seconds = poll_seconds
@@ -321,6 +324,8 @@ class Discovery:
         if attached:
             self._keep_failures(item, attached)
             return True
+        if self.refresher is not None and self.refresher.request(item.table, "table discovered"):
+            item.report.actions.append("schema function asked for the table's schema")
         if self.settings.backfill and not self._backfill(item, description, stream_arn, deadline):
             return True  # another run attached the glue while this one scanned
         self._attach(item, stream_arn)

@@ -48,20 +48,20 @@ def discovery() -> Discovery:
     """Clients and core, built once per container, at the first invocation."""
     config = Config(retries={"mode": "standard", "max_attempts": 5})
     current = settings()
+    lambda_client = boto3.client("lambda", config=config)
+    schemas = schema_cache(
+        current, dynamodb=boto3.client("dynamodb", config=config), lambda_client=lambda_client
+    )
     return Discovery(
         settings=current,
         dynamodb=boto3.client("dynamodb", config=config),
-        lambda_client=boto3.client("lambda", config=config),
+        lambda_client=lambda_client,
         cloudwatch=boto3.client("cloudwatch", config=config),
         publisher=KinesisPublisher(
             boto3.client("kinesis", config=config), current.stream_name, settings=current.publisher
         ),
-        schemas=schema_cache(
-            boto3.client("dynamodb", config=config),
-            typed=current.typed,
-            schema_table=current.schema_table,
-            ttl=current.schema_ttl_seconds,
-        ),
+        schemas=schemas,
+        refresher=schemas.refresher if schemas is not None else None,
     )
 
 

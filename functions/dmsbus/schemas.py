@@ -244,6 +244,36 @@ class Saved:
         return SchemaChange.between(self.previous, self.schema) if self.created else None
 
 
+@dataclass(frozen=True, slots=True)
+class RefreshRequest:
+    """A request to a source's schema function to read tables now, sent as Lambda's
+    asynchronous Invoke payload (``{"tables": ["schema.table"], "reason": ...}``) by
+    discovery when it finds a table and by the glue when it meets columns a schema lacks.
+    No ``tables`` (``{}``, or EventBridge's scheduled event): every selected table."""
+
+    tables: tuple[str, ...] = ()
+    reason: str = ""
+
+    def payload(self) -> bytes:
+        return json.dumps({"tables": list(self.tables), "reason": self.reason}).encode()
+
+    @classmethod
+    def from_event(cls, event: Any) -> RefreshRequest:
+        """The request an invocation's event makes; SchemaError naming the field when it
+        names tables other than as ``schema.table`` strings."""
+        if not isinstance(event, dict) or "tables" not in event:
+            return cls()
+        tables = event["tables"]
+        if not isinstance(tables, list) or not all(
+            isinstance(table, str) and table.count(".") == 1 and all(table.split(".")) for table in tables
+        ):
+            raise SchemaError(
+                f"schema refresh request: tables must be a list of 'schema.table', not {tables!r}"
+            )
+        reason = event.get("reason", "")
+        return cls(tuple(tables), reason if isinstance(reason, str) else str(reason))
+
+
 #: The schema table's key, as CreateTable takes it: ``table`` (``source.schema.table``) and
 #: ``version``.
 TABLE_KEY: dict[str, Any] = {

@@ -229,6 +229,9 @@ class PublishingSettings(Settings):
     schema_table: str | None = variable(variables.SCHEMA_TABLE, default=None)
     #: A dropped column shows as null until the cache reads the next version.
     schema_ttl_seconds: int = variable(variables.SCHEMA_TTL_SECONDS, default=300)
+    #: ``source=function``: each source's schema function, asked to read a table when
+    #: discovery finds it and when the glue meets columns its schema lacks.
+    schema_functions: tuple[str, ...] | None = variable(variables.SCHEMA_FUNCTIONS, default=None)
 
     def __post_init__(self) -> None:
         try:
@@ -237,6 +240,15 @@ class PublishingSettings(Settings):
             raise SettingsError(
                 f"{variables.AGGREGATE_MAX_BYTES}/{variables.PUT_MAX_ATTEMPTS}: {exc}"
             ) from None
+        malformed = [entry for entry in self.schema_functions or () if not all(entry.partition("="))]
+        if malformed:
+            raise SettingsError(f"{variables.SCHEMA_FUNCTIONS}: {malformed} are not source=function")
+
+    @property
+    def schema_function_of(self) -> dict[str, str]:
+        """Each source's schema function name."""
+        pairs = (entry.partition("=") for entry in self.schema_functions or ())
+        return {source: function for source, _, function in pairs}
 
     @property
     def publisher(self) -> PublisherSettings:

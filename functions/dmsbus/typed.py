@@ -25,14 +25,17 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from decimal import Context, Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dmsbus.names import TableName
-from dmsbus.schemas import Column, Kind, SchemaError, SchemaStore, TableSchema
+from dmsbus.schemas import Column, Kind, RefreshRequest, SchemaError, SchemaStore, TableSchema
+
+if TYPE_CHECKING:  # dmsbus.settings imports the publisher, which imports this module
+    from dmsbus.settings import PublishingSettings
 
 logger = logging.getLogger("dmsbus.typed")
 
@@ -194,9 +197,57 @@ class SchemaVersions:
         return found
 
 
-def schema_cache(client: Any, *, typed: bool, schema_table: str | None, ttl: float) -> SchemaCache | None:
-    """The cache of a function that types events (``PublishingSettings``), or None."""
-    return SchemaCache(SchemaStore(client, schema_table), ttl=ttl) if typed and schema_table else None
+def schema_cache(settings: PublishingSettings, *, dynamodb: Any, lambda_client: Any) -> SchemaCache | None:
+    """The cache of a function that types events, asking the schema functions for tables
+    it has no schema of, or None when the bus does not type its events."""
+    if not (settings.typed and settings.schema_table):
+        return None
+    functions = settings.schema_function_of
+    return SchemaCache(
+        SchemaStore(dynamodb, settings.schema_table),
+        ttl=settings.schema_ttl_seconds,
+        refresher=SchemaRefresher(lambda_client, functions) if functions else None,
+    )
+
+
+class SchemaRefresher:
+    """Asks a source's schema function to read a table now: Lambda's asynchronous Invoke
+    (``InvocationType=Event``), which Lambda queues and retries twice on an error
+    (invocation-async-error-handling). At most once per table every ``every`` seconds per
+    container; a request that cannot be sent is logged, never raised: events go on."""
+
+    def __init__(
+        self,
+        lambda_client: Any,
+        functions: Mapping[str, str],
+        *,
+        every: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = lambda_client
+        self.functions = dict(functions)
+        self.every = every
+        self._clock = clock
+        self._asked: dict[tuple[str, str, str], float] = {}
+
+    def request(self, name: TableName, reason: str) -> bool:
+        """Whether a request for the table was sent now."""
+        function = self.functions.get(name.source)
+        if function is None:
+            return False
+        key = (name.source, name.schema, name.table)
+        now = self._clock()
+        if now < self._asked.get(key, float("-inf")) + self.every:
+            return False
+        self._asked[key] = now
+        request = RefreshRequest((f"{name.schema}.{name.table}",), reason)
+        try:
+            self.client.invoke(FunctionName=function, InvocationType="Event", Payload=request.payload())
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning("schema function %s not asked for %s: %s", function, key, exc)
+            return False
+        logger.info("schema function %s asked for %s.%s: %s", function, name.schema, name.table, reason)
+        return True
 
 
 class SchemaCache:
@@ -212,11 +263,14 @@ class SchemaCache:
         ttl: float = 300.0,
         retry: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        refresher: SchemaRefresher | None = None,
     ) -> None:
         self.store = store
         self.ttl = ttl
         self.retry = retry
         self._clock = clock
+        #: Asked to read a table the store has no schema of, or one whose columns changed.
+        self.refresher = refresher
         #: source.schema.table -> (typer or None, when to read it again)
         self._known: dict[str, tuple[ImageTyper | None, float]] = {}
 
@@ -237,6 +291,8 @@ class SchemaCache:
             return self._keep(qualified, known, now)
         if known is not None and known[0] is not None and schema is not None and known[0].schema == schema:
             typer = known[0]  # the same version: keep its converters
+        if schema is None and self.refresher is not None:
+            self.refresher.request(name, "no schema stored")
         self._known[qualified] = (typer, now + (self.ttl if typer is not None else self.retry))
         return typer
 
@@ -257,3 +313,5 @@ class SchemaCache:
             # Once per retry period, not per event
             self._known[qualified] = (known[0], soon)
             logger.info("%s has columns its schema lacks (%s): reading it again", qualified, attributes)
+        if self.refresher is not None:  # it asks once a minute per table at most
+            self.refresher.request(name, f"columns {attributes} not in schema")

@@ -22,6 +22,8 @@ TYPED = "BUS_TYPED"
 SCHEMA_TABLE = "BUS_SCHEMA_TABLE"
 #: How long a function keeps a table's schema before reading it again (a tunable).
 SCHEMA_TTL_SECONDS = "BUS_SCHEMA_TTL_SECONDS"
+#: ``source=function`` per source: the schema function to ask for a table's schema now.
+SCHEMA_FUNCTIONS = "BUS_SCHEMA_FUNCTIONS"
 
 # The schema function: its source (the secret is CREDENTIALS_NAME, as DMS's endpoint's)
 SOURCE_NAME = "DMSBUS_SOURCE"

@@ -45,10 +45,9 @@ def glue() -> Glue:
     settings = GlueSettings.from_environ(os.environ)
     config = Config(retries={"mode": "standard", "max_attempts": 3})
     schemas = schema_cache(
-        boto3.client("dynamodb", config=config),
-        typed=settings.typed,
-        schema_table=settings.schema_table,
-        ttl=settings.schema_ttl_seconds,
+        settings,
+        dynamodb=boto3.client("dynamodb", config=config),
+        lambda_client=boto3.client("lambda", config=config) if settings.schema_functions else None,
     )
     return Glue(
         settings=settings,

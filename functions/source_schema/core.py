@@ -138,7 +138,19 @@ def selected_tables(connection: Any, patterns: Iterable[str], exclude: Iterable[
 
 
 def refresh_source(
-    connection: Any, store: SchemaStore, source: str, patterns: Iterable[str], exclude: Iterable[str] = ()
+    connection: Any,
+    store: SchemaStore,
+    source: str,
+    patterns: Iterable[str],
+    exclude: Iterable[str] = (),
+    *,
+    only: Iterable[str] = (),
 ) -> list[Saved]:
-    """Every selected table of the source read and stored (a new version where it changed)."""
-    return refresh(connection, store, source, selected_tables(connection, patterns, exclude))
+    """Every selected table of the source (or those of them ``only`` names, ``schema.table``)
+    read and stored, a new version where it changed. A table ``only`` names that the
+    source's patterns do not select is not read: DMS does not replicate it."""
+    tables = selected_tables(connection, patterns, exclude)
+    wanted = set(only)
+    if wanted:
+        tables = [ref for ref in tables if f"{ref.schema}.{ref.table}" in wanted]
+    return refresh(connection, store, source, tables)

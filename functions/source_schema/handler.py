@@ -2,7 +2,9 @@
 
 Invoked on a schedule (and by hand with ``{}``): reads the source's selected tables from
 its catalog, with the credentials DMS's endpoint reads, and stores each table's schema
-that changed as a new version in the bus's schema table.
+that changed as a new version in the bus's schema table. Invoked asynchronously with a
+``dmsbus.schemas.RefreshRequest`` (discovery found a table, the glue met columns a schema
+lacks): reads the tables it names.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import boto3
 import psycopg
 from aws_lambda_powertools import Logger
 
-from dmsbus.schemas import SchemaStore
+from dmsbus.schemas import RefreshRequest, SchemaStore
 from dmsbus.secrets import secret_conninfo
 from source_schema.core import refresh_source
 from source_schema.settings import SourceSchemaSettings
@@ -32,6 +34,7 @@ def settings() -> SourceSchemaSettings:
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    request = RefreshRequest.from_event(event)
     config = settings()
     secret = boto3.client("secretsmanager").get_secret_value(SecretId=config.secret)["SecretString"]
     conninfo = secret_conninfo(
@@ -39,7 +42,17 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     )
     store = SchemaStore(boto3.client("dynamodb"), config.schema_table)
     with psycopg.connect(conninfo, autocommit=True) as connection:
-        saved = refresh_source(connection, store, config.source, config.tables, config.exclude or ())
+        saved = refresh_source(
+            connection, store, config.source, config.tables, config.exclude or (), only=request.tables
+        )
     changed = {item.schema.qualified: item.schema.version for item in saved if item.created}
-    logger.info("schemas read", extra={"tables": len(saved), "changed": changed})
+    logger.info(
+        "schemas read",
+        extra={
+            "tables": len(saved),
+            "changed": changed,
+            "asked": list(request.tables),
+            "reason": request.reason,
+        },
+    )
     return {"tables": len(saved), "changed": changed}

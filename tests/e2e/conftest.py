@@ -126,16 +126,19 @@ class Pipeline:
 
 @pytest.fixture
 def pipeline(database: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pipeline]:
-    """The sample bus (a test may give another: ``parametrize("pipeline", [bus], indirect=True)``)."""
+    """The sample bus (a test may give another: ``parametrize("pipeline", [bus], indirect=True)``,
+    or ``[(bus, sweep_seconds)]`` for sweeps and schedules other than every 20 seconds)."""
     create_schema(database, seed_rows=5)
+    given = getattr(request, "param", BUS)
+    bus, sweep_seconds = given if isinstance(given, tuple) else (given, 20)
     runtime = LocalRuntime(
-        bus=getattr(request, "param", BUS),
+        bus=bus,
         source=SOURCE,
         state_dir=tmp_path / "state",
         source_url=database,
         # Sweeps retry what a discovery run left undone; new tables come through the
         # CreateTable rule long before the next sweep.
-        sweep_seconds=20,
+        sweep_seconds=sweep_seconds,
         # Typed buses: the glue reads a table's schema again after 5 s, not 5 minutes
         function_environment={variables.SCHEMA_TTL_SECONDS: "5"},
     )

@@ -161,3 +161,46 @@ def test_a_typed_bus_mirrors_the_sources_types_and_both_checks_find_nothing_lost
             ).fetchall()
         )
     assert types == {name: declared[name] for name in CUSTOMER_COLUMNS}
+
+
+@pytest.mark.parametrize("pipeline", [(TYPED, 900)], indirect=True)
+def test_the_glue_meeting_a_new_column_asks_for_the_schema_long_before_the_next_sweep(
+    pipeline: Pipeline,
+) -> None:
+    # Given a typed bus whose schema function is scheduled every 15 minutes only (it ran at
+    # the start), and a customer whose events are typed with the first schema
+    typed_events_of(pipeline, 9004)
+    # When a column is added and the row's next changes carry it (DMS leaves NULLs out: a
+    # column only ever NULL gives the glue no sign, and waits for the sweep)
+    with psycopg.connect(pipeline.url, autocommit=True) as db:
+        db.execute("ALTER TABLE customers ADD COLUMN tier text DEFAULT 'basic'")
+    started = time.monotonic()
+    # Then the glue's first event with it goes out untyped and asks the schema function
+    # (Lambda's asynchronous Invoke, run by the local Lambda service), so the row's events
+    # come typed with version 2 within the cache's retry, not the next sweep
+    grown = typed_version_of(pipeline, 9004, 2, timeout=60)
+    assert time.monotonic() - started < 60
+    assert grown.after is not None and grown.after["tier"] == "basic"
+    assert pipeline.runtime.service is not None and pipeline.runtime.service.scheduled_errors == []
+
+
+@pytest.mark.parametrize("pipeline", [(TYPED, 900)], indirect=True)
+def test_a_table_created_mid_run_is_typed_without_waiting_for_the_sweep(pipeline: Pipeline) -> None:
+    # Given a typed bus whose schema function is scheduled every 15 minutes only
+    pipeline.wait_attached()
+    seen: list[ChangeEvent] = []
+    pipeline.faults.append(lambda event: seen.append(event) if event.source.table == "event_refund" else None)
+    # When a table the source's pattern selects (audit.event_%) is created and written
+    with psycopg.connect(pipeline.url, autocommit=True) as db:
+        db.execute("CREATE TABLE audit.event_refund (id int PRIMARY KEY, amount numeric(10,2), ok boolean)")
+        deadline = time.monotonic() + 60
+        row = 0
+        while not any(event.source.typed for event in seen):
+            assert time.monotonic() < deadline, [event.source for event in seen]
+            row += 1
+            db.execute("INSERT INTO audit.event_refund VALUES (%s, 12.50, true)", (row,))
+            time.sleep(2)
+    # Then discovery, attaching its DynamoDB table, asked the schema function for it, and
+    # its events come typed
+    typed = next(event for event in seen if event.source.typed)
+    assert typed.after is not None and (typed.after["ok"], typed.source.schema_version) == (True, 1)

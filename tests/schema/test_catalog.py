@@ -5,7 +5,8 @@ conversion) -> the glue's decoding -> typed values, compared with the row psycop
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any
@@ -18,7 +19,7 @@ from moto import mock_aws
 from consumers.pg_mirror.mirror import Mirror
 from dmsbus import testing
 from dmsbus.ddbjson import Decoder
-from dmsbus.schemas import TABLE_KEY, Column, SchemaStore
+from dmsbus.schemas import TABLE_KEY, Column, RefreshRequest, SchemaStore
 from dmsbus.typed import ImageTyper
 from local.dms_types import ColumnType, TypeInfo, dms_type, dynamodb_value
 from local.functions import LambdaContext
@@ -283,18 +284,23 @@ def test_selection_patterns_and_exclusions_name_the_tables_and_columns(
     ]
 
 
-def test_the_handler_stores_each_tables_schema_once_and_again_when_it_changes(
-    source: psycopg.Connection[Any], database: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Given the schema function's environment, its source's secret and the schema table (moto)
+SCHEMA_CONTEXT = LambdaContext("demo-legacy-schema", 256, 120)
+
+
+@contextmanager
+def schema_function(
+    database: str, monkeypatch: pytest.MonkeyPatch, tables: str, exclude: str | None = None
+) -> Iterator[Callable[[dict[str, Any]], Any]]:
+    """The schema function's handler with its environment, its source's secret and the
+    schema table (moto); the store's client as it reads the table."""
     environment = {
         "BUS_NAME": "demo",
         "DMSBUS_SOURCE": "legacy",
         "DMSBUS_SOURCE_DATABASE": database.rsplit("/", 1)[1],
         "DMSBUS_SECRET": "dmsbus/legacy",
         "BUS_SCHEMA_TABLE": "demo-schemas",
-        "DMSBUS_SOURCE_TABLES": "public.every_type",
-        "DMSBUS_SOURCE_EXCLUDE": "public.every_type.secret",
+        "DMSBUS_SOURCE_TABLES": tables,
+        **({"DMSBUS_SOURCE_EXCLUDE": exclude} if exclude else {}),
     }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
@@ -306,15 +312,27 @@ def test_the_handler_stores_each_tables_schema_once_and_again_when_it_changes(
         from source_schema import handler as schema_handler
 
         schema_handler.settings.cache_clear()
+        try:
+            yield lambda event: schema_handler.handler(event, SCHEMA_CONTEXT)
+        finally:
+            schema_handler.settings.cache_clear()
+
+
+def test_the_handler_stores_each_tables_schema_once_and_again_when_it_changes(
+    source: psycopg.Connection[Any], database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the schema function, its source's secret and the schema table (moto)
+    with schema_function(
+        database, monkeypatch, "public.every_type", exclude="public.every_type.secret"
+    ) as invoke:
         # When it runs twice, and again after a column is added
-        first = schema_handler.handler({}, LambdaContext("demo-legacy-schema", 256, 120))
-        second = schema_handler.handler({}, LambdaContext("demo-legacy-schema", 256, 120))
+        first = invoke({})
+        second = invoke({})
         source.execute("ALTER TABLE public.every_type ADD COLUMN coupon varchar(12)")
-        third = schema_handler.handler({}, LambdaContext("demo-legacy-schema", 256, 120))
+        third = invoke({})
         latest = SchemaStore(boto3.client("dynamodb", region_name="us-east-1"), "demo-schemas").latest(
             "legacy.public.every_type"
         )
-        schema_handler.settings.cache_clear()
     # Then the schema was stored as version 1, left alone, then stored as version 2
     assert (first, second, third) == (
         {"tables": 1, "changed": {"legacy.public.every_type": 1}},
@@ -333,3 +351,18 @@ def test_an_underscore_in_a_pattern_is_itself_not_any_character(source: psycopg.
     )
     refs = selected_tables(source, ["public.order_lines", "public.order_l%"])
     assert [ref.table for ref in refs] == ["order_lines"]
+
+
+def test_a_request_naming_a_table_reads_that_table_only_and_only_if_it_is_selected(
+    source: psycopg.Connection[Any], database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a schema function whose source selects public.% (every_type and lines)
+    source.execute("CREATE TABLE public.lines (id int PRIMARY KEY, qty int)")
+    source.execute("CREATE SCHEMA audit; CREATE TABLE audit.events (id int PRIMARY KEY)")
+    with schema_function(database, monkeypatch, "public.%") as invoke:
+        # When the glue asks for lines, and someone asks for a table the source does not select
+        asked = invoke(json.loads(RefreshRequest(("public.lines",), "new columns").payload()))
+        unselected = invoke({"tables": ["audit.events"], "reason": "by hand"})
+    # Then only lines was read and stored; the unselected table was not read at all
+    assert asked == {"tables": 1, "changed": {"legacy.public.lines": 1}}
+    assert unselected == {"tables": 0, "changed": {}}

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import io
+import json
+import zipfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,6 +15,7 @@ from dmsbus.changes import ChangeBuilder
 from dmsbus.deadletter import DeadLetterQueue, read_letter
 from dmsbus.publisher import KinesisPublisher, PublisherSettings
 from dmsbus.schemas import TABLE_KEY, SchemaStore
+from local.functions import ASYNC_INVOCATIONS_QUEUE
 from tests.streams import BUS
 
 STREAM = "demo-bus"
@@ -100,3 +104,36 @@ def schema_store() -> Iterator[SchemaStore]:
         client = boto3.client("dynamodb", region_name="us-east-1")
         client.create_table(TableName="demo-schemas", BillingMode="PAY_PER_REQUEST", **TABLE_KEY)
         yield SchemaStore(client, "demo-schemas")
+
+
+def deploy_function(lambda_client: Any, name: str, handler: str) -> None:
+    """A function in moto's Lambda, for mappings and invocations to name (never run)."""
+    role = boto3.client("iam", region_name="us-east-1").create_role(
+        RoleName=f"{name}-role", AssumeRolePolicyDocument="{}"
+    )["Role"]["Arn"]
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr(
+            handler.rsplit(".", 1)[0].replace(".", "/") + ".py",
+            "def handler(event, context):\n    return {}\n",
+        )
+    lambda_client.create_function(
+        FunctionName=name,
+        Runtime="python3.12",
+        Role=role,
+        Handler=handler,
+        Code={"ZipFile": archive.getvalue()},
+    )
+
+
+def queued_invocations() -> list[dict[str, Any]]:
+    """The asynchronous invocations moto's Lambda holds, queued as the local moto server
+    queues them (``local.moto_server.QUEUE_ASYNC_INVOCATIONS`` applied), payloads parsed."""
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    try:
+        url = sqs.get_queue_url(QueueName=ASYNC_INVOCATIONS_QUEUE)["QueueUrl"]
+    except sqs.exceptions.QueueDoesNotExist:
+        return []
+    messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    invocations = [json.loads(message["Body"]) for message in messages]
+    return [{**invocation, "payload": json.loads(invocation["payload"])} for invocation in invocations]

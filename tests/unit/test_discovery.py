@@ -30,10 +30,13 @@ from dmsbus.changes import ChangeBuilder
 from dmsbus.consumer import ChangeEvent, consumer
 from dmsbus.publisher import KinesisPublisher
 from dmsbus.settings import SettingsError
+from dmsbus.typed import SchemaRefresher
 from glue.core import process_batch
+from local.moto_patches import applied
+from local.moto_server import QUEUE_ASYNC_INVOCATIONS
 from tests.plans import deployed_environment
 from tests.streams import BUS, kinesis_event, modify, read_shards
-from tests.unit.conftest import STREAM
+from tests.unit.conftest import STREAM, deploy_function, queued_invocations
 
 REGION = "us-east-1"
 GLUE = "demo-glue"
@@ -342,6 +345,26 @@ def test_a_create_table_event_puts_the_new_table_on_the_bus(
     assert mapping["BisectBatchOnFunctionError"] is True
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["DestinationConfig"] == {"OnFailure": {"Destination": GLUE_FAILURES}}
+
+
+def test_a_table_discovery_finds_is_asked_of_its_sources_schema_function(
+    dynamodb: Any, lambda_client: Any, kinesis: Any, clock: Clock
+) -> None:
+    # Given a typed bus's discovery, which may ask the source's schema function
+    with applied([QUEUE_ASYNC_INVOCATIONS]):
+        deploy_function(lambda_client, "demo-legacy-schema", "source_schema.handler.handler")
+        discovery = make_discovery(dynamodb, lambda_client, kinesis, clock, typed=True)
+        discovery.refresher = SchemaRefresher(lambda_client, {"legacy": "demo-legacy-schema"}, clock=clock)
+        create_dms_table(dynamodb, ORDERS)
+        # When the table's CreateTable event arrives, and a sweep comes an hour later
+        (report,) = discovery.run(create_table_event(ORDERS), deadline=clock.later()).tables
+        clock.now += 3600
+        discovery.run(SWEEP, deadline=clock.later())
+        # Then the schema function was asked for the table once, when it was found
+        assert "schema function asked for the table's schema" in report.actions
+        assert [(i["function"], i["payload"]) for i in queued_invocations()] == [
+            ("demo-legacy-schema", {"tables": ["public.orders"], "reason": "table discovered"})
+        ]
 
 
 def test_a_mapping_made_before_the_failure_bucket_is_moved_to_it_on_the_next_sweep(
