@@ -51,7 +51,8 @@ def _matching(regex: re.Pattern[str], what: str) -> AfterValidator:
 
 Identifier = Annotated[str, AfterValidator(_identifier)]
 Pattern = Annotated[str, AfterValidator(_pattern)]
-Op = Literal["c", "u", "d", "r"]
+#: Change ops a consumer may select; ``s`` (schema changes, typed buses) only when named.
+Op = Literal["c", "u", "d", "r", "s"]
 
 
 class Model(BaseModel):

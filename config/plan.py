@@ -175,6 +175,8 @@ Access = Literal[
     "schemas:read",
     # Read and write the schema table (the schema functions)
     "schemas:write",
+    # Note a schema version announced on the bus (UpdateItem of its announced_ms only)
+    "schemas:announce",
     # Invoke a source's schema function (the glue and discovery, asynchronously)
     "schema-function:invoke",
 ]
@@ -360,6 +362,14 @@ def _schema_functions(functions: Mapping[str, str]) -> tuple[str, ...] | None:
     return tuple(f"{source}={name}" for source, name in sorted(functions.items())) or None
 
 
+def _schema_grants(schema_table: TablePlan | None) -> tuple[Grant, ...]:
+    """What the glue and discovery do with the schema table: read schemas, and note the
+    versions whose schema-change events they put on every shard (dmsbus.schema_events)."""
+    if schema_table is None:
+        return ()
+    return (Grant("schemas:read", schema_table.name), Grant("schemas:announce", schema_table.name))
+
+
 def _invoke_grants(functions: Mapping[str, str]) -> tuple[Grant, ...]:
     return tuple(Grant("schema-function:invoke", name) for name in sorted(functions.values()))
 
@@ -398,7 +408,7 @@ def _glue(
             Grant("queue:send", dead_letters.name),
             Grant("failures:put", failures.key),
             Grant("table-streams:read", bus.name),
-            *((Grant("schemas:read", schema_table.name),) if schema_table is not None else ()),
+            *_schema_grants(schema_table),
             *_invoke_grants(schema_functions),
         ),
     )
@@ -501,7 +511,7 @@ def _discovery(
             Grant("glue-mappings:manage", glue.name),
             Grant("stream:write", stream.name),  # the backfill publishes op "r" events
             # and types them, as the glue does
-            *((Grant("schemas:read", schema_table.name),) if schema_table is not None else ()),
+            *_schema_grants(schema_table),
             *_invoke_grants(schema_functions),
         ),
     )

@@ -19,6 +19,7 @@ from constructs import Construct
 from config.model import BusConfig
 from config.plan import DeploymentPlan, Grant
 from dmsbus import metrics as emitted
+from dmsbus.schemas import ANNOUNCED
 from stacks.building_blocks import (
     Alarms,
     BusFunction,
@@ -215,6 +216,21 @@ class BusStack(Stack):
                     iam.PolicyStatement(
                         actions=["dynamodb:Query", "dynamodb:GetItem"],
                         resources=[self.schema_table.table_arn],
+                    )
+                )
+            case "schemas:announce" if self.schema_table is not None:
+                # UpdateItem of the announcement's attribute and no other (the key attributes
+                # are named by every request): "Using IAM policy conditions for fine-grained
+                # access control", specifying-conditions, FGAC_DDB.ConditionKeys
+                function.add_to_role_policy(
+                    iam.PolicyStatement(
+                        actions=["dynamodb:UpdateItem"],
+                        resources=[self.schema_table.table_arn],
+                        conditions={
+                            "ForAllValues:StringEquals": {
+                                "dynamodb:Attributes": ["table", "version", ANNOUNCED]
+                            }
+                        },
                     )
                 )
             case "tables:manage":

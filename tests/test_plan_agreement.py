@@ -8,13 +8,14 @@ at: in a template, the resource it names; locally, the moto resource its value i
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aws_cdk.assertions import Capture, Match, Template
+from aws_cdk.assertions import Template
 
 from config.functions import failures_bucket_name
 from config.loader import load_config
@@ -373,38 +374,66 @@ def test_the_references_were_checked_not_copied(
         assert isinstance(local[name].environment[key], Ref), (name, key)
 
 
+def _statements(template: Template) -> list[tuple[str, dict[str, Any]]]:
+    """Every statement of every IAM policy, with the role it is attached to."""
+    found = []
+    for policy in template.find_resources("AWS::IAM::Policy").values():
+        for role in policy["Properties"]["Roles"]:
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                found.append((role["Ref"], statement))
+    return found
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    actions = statement["Action"]
+    return [actions] if isinstance(actions, str) else list(actions)
+
+
+def _function_of_role(template: Template) -> dict[str, str]:
+    return {
+        function["Properties"]["Role"]["Fn::GetAtt"][0]: function["Properties"]["FunctionName"]
+        for function in template.find_resources("AWS::Lambda::Function").values()
+    }
+
+
 def test_the_glue_and_discovery_may_invoke_the_schema_function_by_its_arn_and_nothing_else(
     synthesized: Synthesized,
 ) -> None:
-    # Given the typed bus's stack
+    # Given the typed bus's stack, every statement of every policy in it
     bus = synthesized.template(synthesized.stacks.bus)
-    # Then exactly the glue's and discovery's roles may invoke a function
-    invoked = Capture()
-    policies = bus.find_resources(
-        "AWS::IAM::Policy",
-        {
-            "Properties": {
-                "PolicyDocument": {
-                    "Statement": Match.array_with(
-                        [Match.object_like({"Action": "lambda:InvokeFunction", "Resource": invoked})]
-                    )
-                }
-            }
-        },
-    )
-    roles = {role["Ref"] for policy in policies.values() for role in policy["Properties"]["Roles"]}
-    functions = bus.find_resources("AWS::Lambda::Function")
-    invokers = {
-        function["Properties"]["FunctionName"]
-        for function in functions.values()
-        if function["Properties"]["Role"]["Fn::GetAtt"][0] in roles
-    }
-    assert invokers == {"demo-glue", "demo-discovery"}
-    # And only the source's schema function, by its full ARN in this account and region
-    arns = [invoked.as_object()]
-    while invoked.next():
-        arns.append(invoked.as_object())
-    for arn in arns:
-        parts = arn["Fn::Join"][1]
+    functions = _function_of_role(bus)
+    invoking = [
+        (functions.get(role), statement)
+        for role, statement in _statements(bus)
+        if any(
+            action.startswith("lambda:Invoke") or action in ("lambda:*", "*")
+            for action in _actions(statement)
+        )
+    ]
+    # Then only the glue and discovery may invoke, one action, on the schema function's ARN
+    assert sorted(name for name, _ in invoking) == ["demo-discovery", "demo-glue"]
+    for _, statement in invoking:
+        assert _actions(statement) == ["lambda:InvokeFunction"]
+        parts = statement["Resource"]["Fn::Join"][1]
         assert parts[-1] == ":function:demo-legacy-schema"
         assert {"Ref": "AWS::AccountId"} in parts and {"Ref": "AWS::Region"} in parts
+
+
+def test_the_glue_and_discovery_may_update_the_announcement_of_a_schema_version_only(
+    synthesized: Synthesized,
+) -> None:
+    bus = synthesized.template(synthesized.stacks.bus)
+    functions = _function_of_role(bus)
+    updating = [
+        (functions.get(role), statement)
+        for role, statement in _statements(bus)
+        if any(action in ("dynamodb:UpdateItem", "dynamodb:*", "*") for action in _actions(statement))
+        and "schema" in json.dumps(statement["Resource"]).lower()
+    ]
+    # Only they update the schema table, and only its announced_ms (the key names it too)
+    assert sorted(name for name, _ in updating) == ["demo-discovery", "demo-glue"]
+    for _, statement in updating:
+        assert _actions(statement) == ["dynamodb:UpdateItem"]
+        assert statement["Condition"] == {
+            "ForAllValues:StringEquals": {"dynamodb:Attributes": ["table", "version", "announced_ms"]}
+        }

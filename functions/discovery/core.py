@@ -58,6 +58,7 @@ from dmsbus.changes import ChangeBuilder
 from dmsbus.event_sources import mapping_request
 from dmsbus.names import TableName, TableNameError, bus_table, table_from_stream_arn
 from dmsbus.publisher import KinesisPublisher
+from dmsbus.schema_events import AnnouncementError, SchemaAnnouncer
 from dmsbus.typed import SchemaRefresher, SchemaSource
 
 logger = logging.getLogger("dmsbus.discovery")
@@ -171,6 +172,7 @@ class Discovery:
         cloudwatch: Any = None,
         schemas: SchemaSource | None = None,
         refresher: SchemaRefresher | None = None,
+        announcer: SchemaAnnouncer | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         poll_seconds: float = POLL_SECONDS,
@@ -184,6 +186,8 @@ class Discovery:
         self.builder = ChangeBuilder(settings.bus, numbers=settings.numbers, schemas=schemas)
         #: Asked to read each table discovery finds, before the glue meets its changes.
         self.refresher = refresher
+        #: Puts a schema version's change on every shard before the first read typed with it.
+        self.announcer = announcer
         self.clock = clock
         self.sleep = sleep
         self.poll_seconds = poll_seconds
@@ -432,6 +436,15 @@ class Discovery:
             if self._attached(stream_arn):
                 report.actions.append(f"backfill stopped after {done} items: another run attached the glue")
                 return False
+            versions = self.builder.take_typed_versions()
+            if self.announcer is not None and versions:
+                try:
+                    self.announcer.announce(versions, deadline=deadline)
+                except AnnouncementError as exc:
+                    self._save_cursor(table, table_arn, label, start, done)
+                    raise TableError(
+                        f"backfill of {table}: {exc}; the next run goes on from item {done}"
+                    ) from exc
             result = self.publisher.publish(records, deadline=deadline)
             if result.failed_from is not None:
                 self._save_cursor(table, table_arn, label, start, done)

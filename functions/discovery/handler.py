@@ -24,6 +24,7 @@ from discovery.core import Discovery, RunReport
 from discovery.settings import DiscoverySettings
 from dmsbus import metrics as emitted
 from dmsbus.publisher import KinesisPublisher
+from dmsbus.schema_events import SchemaAnnouncer
 from dmsbus.typed import schema_cache
 
 logger = Logger(service="dmsbus-discovery")
@@ -52,16 +53,18 @@ def discovery() -> Discovery:
     schemas = schema_cache(
         current, dynamodb=boto3.client("dynamodb", config=config), lambda_client=lambda_client
     )
+    publisher = KinesisPublisher(
+        boto3.client("kinesis", config=config), current.stream_name, settings=current.publisher
+    )
     return Discovery(
         settings=current,
         dynamodb=boto3.client("dynamodb", config=config),
         lambda_client=lambda_client,
         cloudwatch=boto3.client("cloudwatch", config=config),
-        publisher=KinesisPublisher(
-            boto3.client("kinesis", config=config), current.stream_name, settings=current.publisher
-        ),
+        publisher=publisher,
         schemas=schemas,
         refresher=schemas.refresher if schemas is not None else None,
+        announcer=SchemaAnnouncer(schemas.store, publisher, current.bus) if schemas is not None else None,
     )
 
 

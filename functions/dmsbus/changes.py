@@ -64,6 +64,14 @@ class ChangeBuilder:
         self._decoder = Decoder(numbers, native=native)
         self._tables: dict[str, _Table] = {}
         self._schemas = schemas
+        #: (DynamoDB table, schema version) of the events typed since the last take: their
+        #: schema changes go out before them (dmsbus.schema_events).
+        self._typed_versions: set[tuple[str, int]] = set()
+
+    def take_typed_versions(self) -> set[tuple[str, int]]:
+        """The (DynamoDB table, schema version) pairs typed since the last call."""
+        taken, self._typed_versions = self._typed_versions, set()
+        return taken
 
     @property
     def decoder(self) -> Decoder:
@@ -110,6 +118,8 @@ class ChangeBuilder:
             version: int | None = None
             if self._schemas is not None:
                 typed, version, before, after, key = _typed(self._schemas, name, before, after, key)
+                if version is not None:
+                    self._typed_versions.add((dynamodb_table, version))
             ttl = op == "d" and (record.get("userIdentity") or {}).get("principalId") == _TTL_PRINCIPAL
             event = ChangeEvent(
                 id=f"{dynamodb_table}/{sequence}",
@@ -192,6 +202,8 @@ class ChangeBuilder:
         if self._schemas is None:
             return None, None, after, key
         typed, version, _, typed_after, typed_key = _typed(self._schemas, name, None, after, key)
+        if version is not None:
+            self._typed_versions.add((name.dynamodb_table, version))
         return typed, version, typed_after if typed_after is not None else after, typed_key
 
     def _user_record(

@@ -58,6 +58,9 @@ class Selection:
     ops: frozenset[str] | None = None
     #: This deployment's function: a resync read meant for another consumer is not for it.
     function: str | None = None
+    #: Whether ``ops`` None lets schema changes (op ``s``) through: a deployment's selection
+    #: does (config leaves it to the code), a decorator's does not (a consumer names ``s``).
+    unset_ops_take_schema_changes: bool = False
 
     @classmethod
     def of(cls, tables: Iterable[str] | None, ops: Iterable[str] | None) -> Selection:
@@ -71,12 +74,16 @@ class Selection:
         unknown = sorted((op_set or frozenset()) - OPS)
         if unknown:
             raise ValueError(
-                f"ops {unknown} are not change ops; use c (insert), u (update), d (delete), r (backfill)"
+                f"ops {unknown} are not change ops; use c (insert), u (update), d (delete), r (backfill), "
+                "s (schema change)"
             )
         return cls(table_patterns, op_set)
 
     def matches(self, event: ChangeEvent) -> bool:
-        if self.ops is not None and event.op not in self.ops:
+        if self.ops is None:
+            if event.op == "s" and not self.unset_ops_take_schema_changes:
+                return False
+        elif event.op not in self.ops:
             return False
         target = event.source.resync_for
         if target is not None and self.function is not None and target != self.function:
@@ -96,7 +103,7 @@ class Selection:
             raise SettingsError(f"{variables.TABLES}/{variables.OPS}: {exc}") from None
         # Lambda's own variable: the function this deployment is.
         function = environ.get("AWS_LAMBDA_FUNCTION_NAME") or None
-        return cls(selection.tables, selection.ops, function)
+        return cls(selection.tables, selection.ops, function, unset_ops_take_schema_changes=True)
 
 
 @dataclass(frozen=True, slots=True)

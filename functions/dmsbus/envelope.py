@@ -18,8 +18,10 @@ from dmsbus.schemas import TableSchema
 
 ENVELOPE_VERSION = 1
 
-Op = Literal["c", "u", "d", "r"]
+Op = Literal["c", "u", "d", "r", "s"]
 OPS: frozenset[str] = frozenset(get_args(Op))
+#: A row's change ops; ``s`` is a table's schema change (typed buses only).
+ROW_OPS: frozenset[str] = frozenset({"c", "u", "d", "r"})
 
 #: DynamoDB Streams eventName -> envelope op (Debezium's codes; ``r`` is a backfill read).
 STREAM_OPS: dict[str, Op] = {"INSERT": "c", "MODIFY": "u", "REMOVE": "d"}
@@ -65,7 +67,10 @@ RESYNC_ATTRIBUTE = "dmsbus_resync"
 
 @dataclass(slots=True, kw_only=True)
 class ChangeEvent:
-    """One row change. ``before`` is None for ``c``/``r``; ``after`` is None for ``d``."""
+    """One row change. ``before`` is None for ``c``/``r``; ``after`` is None for ``d``.
+
+    On a typed bus, op ``s`` is a table's schema change (``schema_change``; ``key`` empty,
+    no images), put on every shard before the first row typed with the new version."""
 
     v: int = ENVELOPE_VERSION
     id: str
@@ -78,6 +83,9 @@ class ChangeEvent:
     #: The table's schema that typed this event (``source.schema_version``): set by the
     #: consumer SDK on a bus that types its events, when it could read it; never on the wire.
     schema: TableSchema | None = field(default=None, compare=False, repr=False)
+    #: Op ``s`` only: ``version``, ``previous_version`` (None: the table's first), and the
+    #: columns ``added``, ``dropped``, ``retyped`` and ``renamed`` (``[old, new]`` pairs).
+    schema_change: dict[str, Any] | None = None
 
     @property
     def qualified_table(self) -> str:
@@ -132,6 +140,8 @@ class ChangeEvent:
         if self.source.typed is not None:
             fields["source"]["typed"] = self.source.typed
             fields["source"]["schema_version"] = self.source.schema_version
+        if self.schema_change is not None:
+            fields["schema_change"] = self.schema_change
         return fields
 
     @classmethod
@@ -157,7 +167,7 @@ class ChangeEvent:
         event_id = _field(raw, "id", str)
         op = _field(raw, "op", str)
         if op not in OPS:
-            raise EnvelopeError(f"change event {event_id!r}: op {op!r} is not one of c, u, d, r")
+            raise EnvelopeError(f"change event {event_id!r}: op {op!r} is not one of c, u, d, r, s")
         ts_ms = _field(raw, "ts_ms", int)
         src = _field(raw, "source", dict)
         source = Source(
@@ -181,11 +191,19 @@ class ChangeEvent:
         key = _field(raw, "key", dict)
         before = _optional(raw, "before", dict)
         after = _optional(raw, "after", dict)
-        if op in ("c", "r") and before is not None:
+        schema_change = None
+        if op == "s":
+            schema_change = _field(raw, "schema_change", dict)
+            if before is not None or after is not None:
+                raise EnvelopeError(f"change event {event_id!r}: op 's' has no images")
+            for name in ("added", "dropped", "retyped", "renamed"):
+                _field(schema_change, name, list, "schema_change.")
+            _field(schema_change, "version", int, "schema_change.")
+        elif op in ("c", "r") and before is not None:
             raise EnvelopeError(f"change event {event_id!r}: op {op!r} must have before = null")
         if op == "d" and after is not None:
             raise EnvelopeError(f"change event {event_id!r}: op 'd' must have after = null")
-        if op != "d" and after is None:
+        if op not in ("d", "s") and after is None:
             raise EnvelopeError(f"change event {event_id!r}: op {op!r} needs an after image")
         return cls(
             id=event_id,
@@ -195,6 +213,7 @@ class ChangeEvent:
             key=key,
             before=before,
             after=after,
+            schema_change=schema_change,
         )
 
 

@@ -135,6 +135,31 @@ class KinesisPublisher:
                     break
         return result
 
+    def publish_to_every_shard(
+        self, data: bytes, partition_key: str, *, deadline: float | None = None
+    ) -> PublishResult:
+        """One record on every open shard of the stream, each pinned by ``ExplicitHashKey`` to
+        its shard's first hash key; shards read afresh (a split since is its parent's child,
+        which Lambda reads after its parent). ``failed_from`` 0: not on every shard."""
+        result = PublishResult(user_records=1)
+        self.shards.invalidate()
+        size = len(data) + len(partition_key.encode("utf-8"))
+        entries = [
+            _Entry(
+                {"Data": data, "PartitionKey": partition_key, "ExplicitHashKey": str(shard.start)},
+                [0],
+                size,
+                shard.shard_id,
+            )
+            for shard in self.shards.current().shards
+        ]
+        for request in _requests(entries):
+            failed, _ = self._put_with_retries(request, deadline, result)
+            if failed:
+                result.failed_from = 0
+                return result
+        return result
+
     def _rounds(self, records: Sequence[UserRecord], positions: list[int]) -> list[list[_Entry]]:
         if self.settings.aggregate:
             return self._aggregated_rounds(records, positions)

@@ -288,6 +288,11 @@ TABLE_KEY: dict[str, Any] = {
 }
 
 
+#: The schema item's attribute saying its schema-change event is on every shard (when, in
+#: epoch milliseconds): the only one the glue writes (its grant allows no other).
+ANNOUNCED = "announced_ms"
+
+
 class SchemaStore:
     """The bus's schema table (:data:`TABLE_KEY`): one item per table and version."""
 
@@ -316,6 +321,27 @@ class SchemaStore:
         )
         item = response.get("Item")
         return _from_item(item) if item else None
+
+    def announced(self, qualified: str, version: int) -> bool:
+        """Whether a schema-change event of the version is on every shard of the bus."""
+        response = self.client.get_item(
+            TableName=self.table_name,
+            Key={"table": {"S": qualified}, "version": {"N": str(version)}},
+            ProjectionExpression=ANNOUNCED,
+            ConsistentRead=True,
+        )
+        return ANNOUNCED in (response.get("Item") or {})
+
+    def mark_announced(self, qualified: str, version: int) -> None:
+        """Note that the version's schema-change event is on every shard (the item must exist)."""
+        self.client.update_item(
+            TableName=self.table_name,
+            Key={"table": {"S": qualified}, "version": {"N": str(version)}},
+            UpdateExpression=f"SET {ANNOUNCED} = :now",
+            ConditionExpression="attribute_exists(#v)",
+            ExpressionAttributeNames={"#v": "version"},
+            ExpressionAttributeValues={":now": {"N": str(int(time.time() * 1000))}},
+        )
 
     def save(self, schema: TableSchema) -> Saved:
         """Store ``schema`` as a new version unless the latest has the same columns."""

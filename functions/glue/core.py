@@ -10,6 +10,7 @@ from typing import Any
 from dmsbus.changes import ChangeBuilder, StreamRecordError, UserRecord, describe_stream_record
 from dmsbus.deadletter import DeadLetterQueue
 from dmsbus.publisher import KinesisPublisher, PublishResult
+from dmsbus.schema_events import AnnouncementError, SchemaAnnouncer
 from dmsbus.settings import SettingsError
 from glue.settings import GlueSettings
 
@@ -39,12 +40,15 @@ def process_batch(
     publisher: KinesisPublisher,
     dead_letters: DeadLetterQueue | None,
     deadline: float | None = None,
+    announcer: SchemaAnnouncer | None = None,
 ) -> GlueOutcome:
     """Turn one Lambda batch of stream records into change events on the stream.
 
     A poison record goes to ``dead_letters`` and is skipped; without a queue the batch
     stops there (loudly) and that record and the later ones are reported as failures,
-    as are the ones whose put finally failed, so Lambda hands them again in order.
+    as are the ones whose put finally failed, so Lambda hands them again in order. On a
+    typed bus, ``announcer`` first puts the schema change of each version met for the first
+    time on every shard; one that fails fails the batch (Lambda hands it again).
     """
     user_records: list[UserRecord] = []
     poison = 0
@@ -61,6 +65,20 @@ def process_batch(
             dead_letters.send(reason=str(exc), record=record, detail={"bus": builder.bus})
             poison += 1
             logger.warning("poison record sent to the dead-letter queue: %s", exc)
+    versions = builder.take_typed_versions()
+    if announcer is not None and versions:
+        try:
+            announcer.announce(versions, deadline=deadline)
+        except AnnouncementError as exc:
+            logger.error("%s; the batch is handed again", exc)
+            unsent = PublishResult(user_records=len(user_records), failed_from=0, errors=[str(exc)])
+            return GlueOutcome(
+                changes=len(user_records),
+                poison=poison,
+                publish=unsent,
+                failed=[_sequence_number(record) for record in records],
+                stopped_by=stopped_by,
+            )
     result = publisher.publish(user_records, deadline=deadline)
     starts = [index for index in (stop, result.failed_from) if index is not None]
     failed = [_sequence_number(record) for record in records[min(starts) :]] if starts else []

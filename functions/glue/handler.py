@@ -18,6 +18,7 @@ from dmsbus.changes import ChangeBuilder
 from dmsbus.ddbjson import NATIVE
 from dmsbus.deadletter import DeadLetterQueue
 from dmsbus.publisher import KinesisPublisher
+from dmsbus.schema_events import SchemaAnnouncer
 from dmsbus.typed import schema_cache
 from glue.core import GlueOutcome, process_batch
 from glue.settings import GlueSettings
@@ -37,6 +38,7 @@ class Glue:
     builder: ChangeBuilder
     publisher: KinesisPublisher
     dead_letters: DeadLetterQueue | None
+    announcer: SchemaAnnouncer | None
 
 
 @cache
@@ -49,12 +51,14 @@ def glue() -> Glue:
         dynamodb=boto3.client("dynamodb", config=config),
         lambda_client=boto3.client("lambda", config=config) if settings.schema_functions else None,
     )
+    publisher = KinesisPublisher(
+        boto3.client("kinesis", config=config), settings.stream_name, settings=settings.publisher
+    )
     return Glue(
         settings=settings,
         builder=ChangeBuilder(settings.bus, numbers=settings.numbers, schemas=schemas),
-        publisher=KinesisPublisher(
-            boto3.client("kinesis", config=config), settings.stream_name, settings=settings.publisher
-        ),
+        publisher=publisher,
+        announcer=SchemaAnnouncer(schemas.store, publisher, settings.bus) if schemas is not None else None,
         dead_letters=(
             DeadLetterQueue(boto3.client("sqs", config=config), settings.dlq_url, stage="glue")
             if settings.dlq_url
@@ -73,6 +77,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str
         publisher=app.publisher,
         dead_letters=app.dead_letters,
         deadline=_deadline(context),
+        announcer=app.announcer,
     )
     report(outcome)
     return outcome.response()

@@ -12,11 +12,12 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from config.functions import schema_function_name, schema_table_name
+from config.functions import schema_function_name, schema_table_name, stream_name
 from dmsbus.consumer import ChangeEvent
 from local.demo import Workload
 from tests.e2e.conftest import BUS, SOURCE, Pipeline
 from tests.plans import typed_bus
+from tests.streams import events_in, read_shards
 
 TYPED = typed_bus(BUS)
 #: The customers columns DMS replicates (config excludes email and phone).
@@ -131,6 +132,33 @@ def test_columns_added_and_dropped_mid_run_reach_consumers_with_the_next_schema_
         ExpressionAttributeValues={":t": {"S": "legacy.public.customers"}},
     )["Items"]
     assert sorted(int(item["version"]["N"]) for item in stored) == [1, 2, 3]
+    # And on every shard of the bus stream, each version's schema-change event (op s, which
+    # consumers ask for) comes before any row typed with it
+    on_shards = {
+        shard: events_in(records)
+        for shard, records in read_shards(pipeline.runtime.aws.client("kinesis"), stream_name(TYPED)).items()
+    }
+    for shard, events in on_shards.items():
+        for version in (1, 2, 3):
+            announced = [
+                i
+                for i, e in enumerate(events)
+                if e.op == "s" and e.source.schema_version == version and e.source.table == "customers"
+            ]
+            rows = [
+                i
+                for i, e in enumerate(events)
+                if e.op != "s" and e.source.schema_version == version and e.source.table == "customers"
+            ]
+            assert announced, (shard, version)
+            assert not rows or announced[0] < rows[0], (shard, version)
+    (dropped,) = {
+        e.id: e
+        for events in on_shards.values()
+        for e in events
+        if e.op == "s" and e.source.schema_version == 3 and e.source.table == "customers"
+    }.values()
+    assert dropped.schema_change is not None and dropped.schema_change["dropped"] == ["city"]
 
 
 @pytest.mark.parametrize("pipeline", [TYPED], indirect=True)

@@ -1,0 +1,174 @@
+"""Schema-change events (op ``s``): the glue puts a table's schema change on every shard of
+the bus stream before the first row typed with the new version, once per version (the
+schema table remembers it). moto's Kinesis (4 shards) and DynamoDB; real aggregation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dmsbus.changes import ChangeBuilder
+from dmsbus.consumer import Selection
+from dmsbus.envelope import ChangeEvent, EnvelopeError
+from dmsbus.publisher import KinesisPublisher
+from dmsbus.schema_events import SchemaAnnouncer
+from dmsbus.schemas import Column, SchemaStore, TableSchema
+from dmsbus.typed import SchemaCache
+from glue.core import process_batch
+from tests.streams import BUS, events_in, insert, modify, read_shards
+from tests.unit.conftest import STREAM
+
+ID = Column(name="id", type="integer", base="int4", nullable=False, key=1)
+PAID = Column(name="paid", type="boolean", base="bool", nullable=False)
+COUPON = Column(name="coupon", type="varchar(12)", base="varchar", nullable=True, length=12)
+V1 = TableSchema(source="legacy", schema="public", table="orders", columns=(ID, PAID))
+V2 = TableSchema(source="legacy", schema="public", table="orders", columns=(ID, PAID, COUPON))
+
+
+class Glue:
+    """One glue container: its builder, publisher and announcer, over the given store."""
+
+    def __init__(self, kinesis: Any, store: SchemaStore) -> None:
+        self.builder = ChangeBuilder(BUS, schemas=SchemaCache(store, ttl=0))
+        self.publisher = KinesisPublisher(kinesis, STREAM)
+        self.announcer = SchemaAnnouncer(store, self.publisher, BUS)
+
+    def run(self, records: list[dict[str, Any]]) -> list[str]:
+        outcome = process_batch(
+            records,
+            builder=self.builder,
+            publisher=self.publisher,
+            dead_letters=None,
+            announcer=self.announcer,
+        )
+        return outcome.failed
+
+
+def shards(kinesis: Any) -> dict[str, list[ChangeEvent]]:
+    return {shard: events_in(records) for shard, records in read_shards(kinesis, STREAM).items()}
+
+
+def test_a_schema_change_is_on_every_shard_before_the_first_row_of_its_version(
+    kinesis: Any, schema_store: SchemaStore
+) -> None:
+    # Given the orders' first schema, announced, and rows spread over the shards
+    schema_store.save(V1)
+    glue = Glue(kinesis, schema_store)
+    assert glue.run([insert({"id": row, "paid": "false"}) for row in range(1, 9)]) == []
+    # When a column is added (v2) and rows use it
+    schema_store.save(V2)
+    assert glue.run([insert({"id": row, "paid": "true", "coupon": "X"}) for row in range(11, 19)]) == []
+    # Then on every shard, each version's schema event comes before any row typed with it
+    for shard, events in shards(kinesis).items():
+        kinds = [(event.op, event.source.schema_version) for event in events]
+        assert kinds[0] == ("s", 1), shard
+        assert kinds.index(("s", 2)) < min(
+            (index for index, kind in enumerate(kinds) if kind[0] == "c" and kind[1] == 2), default=len(kinds)
+        ), shard
+        assert [kind for kind in kinds if kind[0] == "s"] == [("s", 1), ("s", 2)], shard
+    # And the v2 event says what changed, the same bytes on every shard
+    changes = {event.to_json() for events in shards(kinesis).values() for event in events if event.op == "s"}
+    v2 = [
+        ChangeEvent.from_json(data)
+        for data in changes
+        if ChangeEvent.from_json(data).schema_change["version"] == 2
+    ]  # type: ignore[index]
+    (event,) = v2
+    assert event.id == "demo.legacy.public.orders/schema/2"
+    assert event.schema_change == {
+        "version": 2,
+        "previous_version": 1,
+        "added": ["coupon"],
+        "dropped": [],
+        "retyped": [],
+        "renamed": [],
+    }
+    assert (event.key, event.before, event.after, event.source.typed) == ({}, None, None, True)
+
+
+def test_a_version_announced_once_is_not_announced_again_by_this_or_another_container(
+    kinesis: Any, schema_store: SchemaStore
+) -> None:
+    # Given v1 announced by one glue container
+    schema_store.save(V1)
+    Glue(kinesis, schema_store).run([insert({"id": 1, "paid": "true"})])
+    # When it and a new container publish more rows of v1
+    Glue(kinesis, schema_store).run([modify({"id": 1, "paid": "true"}, {"id": 1, "paid": "false"})])
+    # Then the schema table says v1 is announced, and each shard has its schema event once
+    assert schema_store.announced("legacy.public.orders", 1)
+    for events in shards(kinesis).values():
+        assert [event.op for event in events].count("s") == 1
+
+
+def test_a_schema_change_that_cannot_be_announced_holds_its_rows_back(
+    kinesis: Any, schema_store: SchemaStore
+) -> None:
+    # Given a container that types with v1, and cannot note announcements (its store's
+    # table is not there: say, its role lost the grant)
+    schema_store.save(V1)
+    glue = Glue(kinesis, schema_store)
+    glue.announcer = SchemaAnnouncer(
+        SchemaStore(schema_store.client, "demo-schemas-not-there"), glue.publisher, BUS
+    )
+    # When a batch typed with v1 comes
+    records = [insert({"id": row, "paid": "true"}, sequence=f"{row:021d}") for row in (1, 2)]
+    failed = glue.run(records)
+    # Then nothing went out and Lambda is handed the whole batch again
+    assert failed == [f"{row:021d}" for row in (1, 2)]
+    assert all(events == [] for events in shards(kinesis).values())
+
+
+def test_schema_events_go_to_consumers_that_name_op_s_only() -> None:
+    event = ChangeEvent.from_json(
+        b'{"v":1,"id":"demo.legacy.public.orders/schema/2","op":"s","ts_ms":1,"source":{"bus":"demo",'
+        b'"source":"legacy","schema":"public","table":"orders","version":null,"dynamodb_table":'
+        b'"demo.legacy.public.orders","sequence":"0","snapshot":false,"ttl":false,"typed":true,'
+        b'"schema_version":2},"key":{},"before":null,"after":null,"schema_change":{"version":2,'
+        b'"previous_version":1,"added":["coupon"],"dropped":[],"retyped":[],"renamed":[]}}'
+    )
+    # A consumer's decorator without ops takes rows only; one naming s takes schema changes
+    assert Selection.of(None, None).matches(event) is False
+    assert Selection.of(None, ["c", "s"]).matches(event) is True
+    # A deployment's selection without ops leaves it to the code
+    assert Selection.from_env({}).matches(event) is True
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"after": {"id": 1}}, "op 's' has no images"),
+        ({"schema_change": None}, "field schema_change must be dict"),
+        (
+            {"schema_change": {"version": 2, "added": [], "dropped": [], "retyped": []}},
+            "schema_change.renamed is missing",
+        ),
+    ],
+)
+def test_a_schema_event_not_following_the_envelope_is_refused_naming_the_field(
+    change: dict[str, Any], message: str
+) -> None:
+    raw = {
+        "v": 1,
+        "id": "demo.legacy.public.orders/schema/2",
+        "op": "s",
+        "ts_ms": 1,
+        "source": {
+            "bus": "demo",
+            "source": "legacy",
+            "schema": "public",
+            "table": "orders",
+            "version": None,
+            "dynamodb_table": "demo.legacy.public.orders",
+            "sequence": "0",
+            "snapshot": False,
+            "ttl": False,
+        },
+        "key": {},
+        "before": None,
+        "after": None,
+        "schema_change": {"version": 2, "added": [], "dropped": [], "retyped": [], "renamed": []},
+        **change,
+    }
+    with pytest.raises(EnvelopeError, match=message):
+        ChangeEvent.from_dict(raw)
