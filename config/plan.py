@@ -421,6 +421,10 @@ SECRETS_MANAGER_ENDPOINT = "AWS_ENDPOINT_URL_SECRETS_MANAGER"
 #: write per changed table.
 SCHEMA_MEMORY_MB = 256
 SCHEMA_TIMEOUT_SECONDS = 120
+#: At most this many schema functions of a source at once: each connects to the source
+#: with DMS's credentials. Requests beyond wait in Lambda's queue (throttled asynchronous
+#: invocations are retried for up to six hours: invocation-async-error-handling).
+SCHEMA_CONCURRENCY = 2
 
 
 def _schema(bus: BusConfig, source: SourceConfig, schema_table: TablePlan) -> FunctionPlan:
@@ -438,6 +442,7 @@ def _schema(bus: BusConfig, source: SourceConfig, schema_table: TablePlan) -> Fu
         folder="source_schema",
         memory_mb=SCHEMA_MEMORY_MB,
         timeout_seconds=SCHEMA_TIMEOUT_SECONDS,
+        reserved_concurrency=SCHEMA_CONCURRENCY,
         settings=SourceSchemaSettings(
             bus=bus.name,
             source=source.name,

@@ -304,6 +304,12 @@ class LocalLambdaService:
                 thread.start()
 
     def _run_async_invocation(self, invocation: Mapping[str, Any]) -> None:
+        try:
+            self._try_async_invocation(invocation)
+        except Exception:  # a thread of its own: say what went wrong, never die silently
+            logger.exception("asynchronous invocation %s failed", invocation)
+
+    def _try_async_invocation(self, invocation: Mapping[str, Any]) -> None:
         function, attempt = invocation["function"], int(invocation["attempt"])
         try:
             self.invoke(function, json.loads(invocation["payload"]))

@@ -291,7 +291,7 @@ BAD: list[tuple[str, Mutation, str, str]] = [
         "bad consumer op",
         _set("consumers.0.ops", ["c", "insert"], on="bus"),
         "bus.yaml",
-        "consumers[0].ops[1]: Input should be 'c', 'u', 'd' or 'r'",
+        "consumers[0].ops[1]: Input should be 'c', 'u', 'd', 'r' or 's'",
     ),
     (
         "bad consumer table filter",

@@ -195,9 +195,10 @@ def test_given_a_mirror_table_built_from_untyped_events_then_typed_events_give_i
     mirror.apply(
         mirror_db, [change("public.orders", "c", key={"id": 2}, after=typed_row(2), schema=schema(1, *V1))]
     )
-    # Then the inferred columns take the source's types, and the old values are kept, cast
+    # Then the inferred columns take the source's types, and the old values are kept, cast;
+    # an inferred bigint is not rewritten narrower (integer)
     assert column_types(mirror_db) == {
-        "id": "integer",
+        "id": "bigint",
         "price": "numeric(10,2)",
         "paid": "boolean",
         "label": "character varying(20)",
@@ -228,3 +229,87 @@ def test_given_values_that_do_not_cast_to_the_source_type_then_the_column_keeps_
     assert column_types(mirror_db)["paid"] == "text"
     assert (row(mirror_db, 1)["paid"], row(mirror_db, 2)["paid"], result.upserted) == ("maybe", "false", 1)
     assert "public.orders.paid stays text" in caplog.text
+
+
+def test_given_a_value_typed_with_an_older_version_too_wide_for_its_column_then_the_latest_schema_is_applied(
+    mirror_db: psycopg.Connection[Any],
+) -> None:
+    # Given a table typed at v1 (label varchar(20)), and a source that has widened label to
+    # varchar(50) in v2, which the glue has not read yet
+    label = Column("label", "character varying(50)", "varchar", nullable=True, length=50)
+    v2 = schema(2, ID, PRICE, PAID, AT, DOC, label, TAGS, PHOTO)
+    asked: list[str] = []
+
+    def latest(qualified: str) -> TableSchema:
+        asked.append(qualified)
+        return v2
+
+    mirror = Mirror(latest=latest)
+    mirror.apply(mirror_db, [change("public.orders", "c", key={"id": 1}, after=FIRST, schema=schema(1, *V1))])
+    # When an event typed with v1 brings a 30-character label
+    wide = typed_row(2, label="a label of thirty characters!!")
+    mirror.apply(mirror_db, [change("public.orders", "c", key={"id": 2}, after=wide, schema=schema(1, *V1))])
+    # Then the mirror read the latest schema, widened the column and wrote the row
+    assert asked == ["legacy.public.orders"]
+    assert column_types(mirror_db)["label"] == "character varying(50)"
+    assert row(mirror_db, 2)["label"] == "a label of thirty characters!!"
+
+
+def test_given_a_typed_table_then_a_column_it_inferred_from_values_still_widens(
+    mirror_db: psycopg.Connection[Any],
+) -> None:
+    # Given a typed table, and an attribute its schema lacks, inferred from a whole number
+    mirror = Mirror()
+    mirror.apply(mirror_db, [change("public.orders", "c", key={"id": 1}, after=FIRST, schema=schema(1, *V1))])
+    mirror.apply(mirror_db, [untyped_change("c", "public.orders", {"id": 2}, {"amount": 5}, sequence=2)])
+    assert column_types(mirror_db)["amount"] == "bigint"
+    # When a decimal comes
+    mirror.apply(mirror_db, [untyped_change("c", "public.orders", {"id": 3}, {"amount": "5.5"}, sequence=3)])
+    # Then the column widens, as the mirror's own columns always have
+    assert column_types(mirror_db)["amount"] == "text"
+    assert (row(mirror_db, 2)["amount"], row(mirror_db, 3)["amount"]) == ("5", "5.5")
+
+
+def test_given_a_view_on_a_column_then_its_retype_is_left_and_the_batch_applied(
+    mirror_db: psycopg.Connection[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given an inferred table, and a reporting view on one of its columns
+    mirror = Mirror()
+    mirror.apply(mirror_db, [untyped_change("c", "public.orders", {"id": 1}, {"paid": "true"}, sequence=1)])
+    mirror_db.execute("CREATE VIEW public.paid_orders AS SELECT id FROM public.orders WHERE paid = 'true'")
+    # When the first typed event comes
+    with caplog.at_level(logging.WARNING, logger="dmsbus.pg_mirror"):
+        result = mirror.apply(
+            mirror_db,
+            [
+                change(
+                    "public.orders", "c", key={"id": 2}, after=typed_row(2, paid=True), schema=schema(1, *V1)
+                )
+            ],
+        )
+    # Then the viewed column keeps its type, and the row is written
+    assert column_types(mirror_db)["paid"] == "text"
+    assert (result.upserted, row(mirror_db, 2)["paid"]) == (1, "true")
+    assert "public.orders.paid stays text" in caplog.text
+
+
+def test_given_a_retype_that_failed_then_the_next_version_tries_it_again(
+    mirror_db: psycopg.Connection[Any],
+) -> None:
+    # Given a v1 whose retype of paid failed (a value that is no boolean)
+    mirror = Mirror()
+    mirror.apply(mirror_db, [untyped_change("c", "public.orders", {"id": 1}, {"paid": "maybe"}, sequence=1)])
+    mirror.apply(
+        mirror_db,
+        [change("public.orders", "c", key={"id": 2}, after=typed_row(2, paid=False), schema=schema(1, *V1))],
+    )
+    assert column_types(mirror_db)["paid"] == "text"
+    # When the bad row is mended and v2 comes
+    mirror_db.execute("UPDATE public.orders SET paid = 'true' WHERE id = 1")
+    v2 = schema(2, *V1, Column("qty", "integer", "int4", nullable=True))
+    mirror.apply(
+        mirror_db,
+        [change("public.orders", "c", key={"id": 3}, after=typed_row(3, paid=True, qty=1), schema=v2)],
+    )
+    # Then paid takes the source's type: the mirror did not take it for an operator's
+    assert column_types(mirror_db)["paid"] == "boolean"

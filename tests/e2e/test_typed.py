@@ -202,12 +202,10 @@ def test_the_glue_meeting_a_new_column_asks_for_the_schema_long_before_the_next_
     # column only ever NULL gives the glue no sign, and waits for the sweep)
     with psycopg.connect(pipeline.url, autocommit=True) as db:
         db.execute("ALTER TABLE customers ADD COLUMN tier text DEFAULT 'basic'")
-    started = time.monotonic()
     # Then the glue's first event with it goes out untyped and asks the schema function
     # (Lambda's asynchronous Invoke, run by the local Lambda service), so the row's events
     # come typed with version 2 within the cache's retry, not the next sweep
     grown = typed_version_of(pipeline, 9004, 2, timeout=60)
-    assert time.monotonic() - started < 60
     assert grown.after is not None and grown.after["tier"] == "basic"
     assert pipeline.runtime.service is not None and pipeline.runtime.service.scheduled_errors == []
 

@@ -23,10 +23,17 @@ from consumers.pg_mirror.connection import MirrorConnection
 from consumers.pg_mirror.mirror import Mirror
 from consumers.pg_mirror.settings import PgMirrorSettings
 from dmsbus.consumer import ChangeEvent, consumer
+from dmsbus.schemas import SchemaStore
 
 logger = Logger(service="pg_mirror")
 SETTINGS = PgMirrorSettings.from_environ(os.environ)
-MIRROR = Mirror(schema_template=SETTINGS.mirror_schema)
+MIRROR = Mirror(
+    schema_template=SETTINGS.mirror_schema,
+    # On a typed bus: a table's latest schema, for values typed with an older one
+    latest=SchemaStore(boto3.client("dynamodb"), SETTINGS.schema_table).latest
+    if SETTINGS.schema_table
+    else None,
+)
 
 
 def _read_secret(secret_id: str) -> str:

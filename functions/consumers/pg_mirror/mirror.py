@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, LiteralString
 
@@ -84,11 +84,29 @@ VALUES (%s, %s, %s, %s)
 ON CONFLICT (mirror_table) DO UPDATE SET
     source_table = EXCLUDED.source_table, schema_version = EXCLUDED.schema_version,
     columns = EXCLUDED.columns, applied_at = now()
+WHERE typed_tables.schema_version <= EXCLUDED.schema_version
 """
 #: DMS writes timestamps with time zone in UTC, without an offset (docs/dms.md).
 _ZONE = "UTC"
-#: What a column that cannot be cast to the source's type raises: it keeps its type.
-_NO_CAST = (errors.DataError, errors.CannotCoerce, errors.DatatypeMismatch)
+#: What a column that cannot be cast to the source's type raises: it keeps its type (a
+#: view or rule on it also forbids the ALTER).
+_NO_CAST = (
+    errors.DataError,
+    errors.CannotCoerce,
+    errors.DatatypeMismatch,
+    errors.FeatureNotSupported,
+    errors.DependentObjectsStillExist,
+)
+#: A value too wide for a typed column: typed with an older schema version than the one
+#: that widened the column in the source (the glue learns of a retype at its next read).
+_TOO_WIDE = (errors.StringDataRightTruncation, errors.NumericValueOutOfRange)
+#: Integer and float types narrower than the one before them: an inferred ``bigint`` or
+#: ``double precision`` column is left as it is rather than rewritten narrower.
+_NARROWER = {
+    "bigint": frozenset({"integer", "smallint"}),
+    "integer": frozenset({"smallint"}),
+    "double precision": frozenset({"real"}),
+}
 # Returns the rows whose change is applied: newer than (or the same as) the last one.
 _CLAIM: LiteralString = """
 INSERT INTO dmsbus_mirror.applied AS a
@@ -184,10 +202,15 @@ class _Row:
 class Mirror:
     """Applies change events to a mirror database; keeps the catalog it has read."""
 
-    def __init__(self, *, schema_template: str = "{schema}") -> None:
+    def __init__(
+        self, *, schema_template: str = "{schema}", latest: Callable[[str], TableSchema | None] | None = None
+    ) -> None:
+        """``latest``: a table's latest schema by ``source.schema.table`` (the schema table),
+        for a value too wide for a column typed with an older version."""
         if "{schema}" not in schema_template and "{source}" not in schema_template:
             logger.warning("schema template %r puts every source schema in one schema", schema_template)
         self.schema_template = schema_template
+        self.latest = latest
         self._shapes: dict[TableRef, Shape | None] = {}
         self._state_ready = False
 
@@ -209,7 +232,33 @@ class Mirror:
                     raise
                 logger.warning("mirror catalog changed (%s); reading it again", exc)
                 self._shapes.clear()
+            except _TOO_WIDE as exc:
+                # Typed with an older version than the source has now: apply the latest.
+                if attempt == ATTEMPTS or not self._follow_latest(connection, events):
+                    raise
+                logger.warning("a value too wide for its column (%s); the latest schema applied", exc)
         raise AssertionError("unreachable")
+
+    def _follow_latest(self, connection: psycopg.Connection[Any], events: Sequence[ChangeEvent]) -> bool:
+        """Apply each typed table's latest schema where the mirror follows an older one;
+        whether any was."""
+        if self.latest is None:
+            return False
+        applied = Applied()
+        seen: set[TableRef] = set()
+        for event in events:
+            if not event.source.typed:
+                continue
+            table = self._target(connection, event)
+            if table in seen:
+                continue
+            seen.add(table)
+            source = event.source
+            latest = self.latest(f"{source.source}.{source.schema}.{source.table}")
+            shape = self._shape(connection, table, fresh=True)
+            if latest is not None and shape is not None and not shape.follows(latest):
+                self._change(connection, table, _Wanted(tuple(event.key), schema=latest), applied)
+        return bool(applied.altered_columns)
 
     def _apply(self, connection: psycopg.Connection[Any], events: Sequence[ChangeEvent]) -> Applied:
         result = Applied(events=len(events))
@@ -327,7 +376,7 @@ class Mirror:
             current = shape.columns.get(name)
             if current is None:
                 return True
-            if shape.typed is None and _widens(current, inferred):
+            if (shape.typed is None or name not in shape.typed.columns) and _widens(current, inferred):
                 return True
         return False
 
@@ -390,19 +439,27 @@ class Mirror:
                     assert wanted is not None
                     given = typed.columns.get(name) if typed is not None else None
                     ours = current == given if given is not None else current in MANAGED
-                    if current != wanted and ours:
+                    if current != wanted and ours and wanted not in _NARROWER.get(current, ()):
                         self._retype(
                             connection, table, name, current=current, wanted=wanted, result=result, exact=True
                         )
-                elif typed is None and schema is None and _widens(current, wanted):
+                elif (typed is None or name not in typed.columns) and _widens(current, wanted):
+                    # A column of the mirror's own, typed from values: it widens as ever
                     wider = widen(current, wanted)
                     assert wider is not None
                     self._retype(
                         connection, table, name, current=current, wanted=wider, result=result, exact=False
                     )
             if schema is not None:
+                # The types now in place: a column whose retype failed (or was left wider)
+                # is the mirror's to retry at the next version, not an operator's choice.
+                now = _read_shape(connection, table)
+                assert now is not None
+                given_types = {
+                    name: kind for name, kind in schema_types.items() if now.columns.get(name) == kind
+                }
                 connection.execute(
-                    _RECORD_TYPED, (table.label, schema.qualified, schema.version, Jsonb(schema_types))
+                    _RECORD_TYPED, (table.label, schema.qualified, schema.version, Jsonb(given_types))
                 )
         self._shape(connection, table, fresh=True)
 
