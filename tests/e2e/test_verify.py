@@ -6,8 +6,11 @@ from __future__ import annotations
 import threading
 
 import psycopg
+import pytest
 
+from dmsbus_cli.main import main
 from local.demo import Workload
+from local.verify import check_target
 from tests.e2e.conftest import Pipeline
 
 
@@ -63,3 +66,51 @@ def test_verify_finds_a_row_the_mirror_kept_after_the_source_deleted_it(pipeline
         mirror.execute("INSERT INTO public.orders (id, status) VALUES (987654, 'ghost')")
     # When verify compares every row, Then it is reported as lost
     assert pipeline.verify(sample=None)["public.orders"][1] == 1
+
+
+def test_verify_target_finds_a_value_dynamodb_kept_after_the_source_set_it_to_null(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given a converged bus, and a customer whose city the source set, then set to NULL
+    pipeline.wait_attached()
+    with psycopg.connect(pipeline.url, autocommit=True) as db:
+        db.execute("INSERT INTO customers (id, name, city) VALUES (9100, 'Ada', 'Kraków')")
+        db.execute("UPDATE customers SET city = NULL WHERE id = 9100")
+    assert list(pipeline.converge().describe()) == []
+    assert pipeline.runtime.stand_in is not None
+    dms, dynamodb = pipeline.runtime.stand_in.dms, pipeline.runtime.aws.client("dynamodb")
+    customers = "demo.legacy.public.customers"
+    # When the source is checked against DynamoDB: the stand-in writes whole items
+    checked = check_target(dms, dynamodb, sample=None)
+    found = [c for c in checked if c.table == customers]
+    assert len(found) == 1, [c.table for c in checked]
+    before = found[0]
+    # Then nothing is kept, missing or different
+    assert (before.kept, before.missing, before.different, before.compared > 0) == ({}, [], [], True)
+    # When the item keeps the old city, as an UpdateItem leaving NULL columns out would
+    dynamodb.update_item(
+        TableName=customers,
+        Key={"id": {"N": "9100"}},
+        UpdateExpression="SET city = :city",
+        ExpressionAttributeValues={":city": {"S": "Kraków"}},
+    )
+    (after,) = [c for c in check_target(dms, dynamodb, sample=None) if c.table == customers]
+    # Then the check names the column and the row
+    assert (after.kept, after.different) == ({"city": ["id=9100"]}, [])
+    # And `dmsbus verify --target` says what it means, and fails
+    monkeypatch.setenv("DMSBUS_SOURCE_URL", pipeline.url)
+    status = main(
+        [
+            "verify",
+            "--target",
+            "--all",
+            "--tables",
+            "public.customers",
+            "--endpoint-url",
+            pipeline.runtime.aws.endpoint_url,
+        ]
+    )
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "1 values kept after NULL" in out
+    assert "DMS applies an UPDATE as an UpdateItem that leaves NULL columns out" in out
