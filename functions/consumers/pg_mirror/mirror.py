@@ -424,6 +424,7 @@ class Mirror:
                 result.created_tables.append(table.label)
                 shape = Shape({name: columns[name] or TEXT for name in key}, key)
             typed = shape.typed
+            retypes: dict[str, tuple[str, str]] = {}  # to the source's types: one rewrite
             for name, wanted in columns.items():
                 current = shape.columns.get(name)
                 if current is None:
@@ -440,9 +441,7 @@ class Mirror:
                     given = typed.columns.get(name) if typed is not None else None
                     ours = current == given if given is not None else current in MANAGED
                     if current != wanted and ours and wanted not in _NARROWER.get(current, ()):
-                        self._retype(
-                            connection, table, name, current=current, wanted=wanted, result=result, exact=True
-                        )
+                        retypes[name] = (current, wanted)
                 elif (typed is None or name not in typed.columns) and _widens(current, wanted):
                     # A column of the mirror's own, typed from values: it widens as ever
                     wider = widen(current, wanted)
@@ -450,6 +449,8 @@ class Mirror:
                     self._retype(
                         connection, table, name, current=current, wanted=wider, result=result, exact=False
                     )
+            if retypes:
+                self._retype_all(connection, table, retypes, result)
             if schema is not None:
                 # The types now in place: a column whose retype failed (or was left wider)
                 # is the mirror's to retry at the next version, not an operator's choice.
@@ -462,6 +463,38 @@ class Mirror:
                     _RECORD_TYPED, (table.label, schema.qualified, schema.version, Jsonb(given_types))
                 )
         self._shape(connection, table, fresh=True)
+
+    def _retype_all(
+        self,
+        connection: psycopg.Connection[Any],
+        table: TableRef,
+        retypes: dict[str, tuple[str, str]],
+        result: Applied,
+    ) -> None:
+        """Every column to its source type in one ``ALTER TABLE``, which rewrites the table
+        once; when one of them cannot be cast, column by column, so the others still are."""
+        if len(retypes) > 1:
+            statement = sql.SQL("ALTER TABLE {} {}").format(
+                table.identifier(),
+                sql.SQL(", ").join(
+                    sql.SQL("ALTER COLUMN {} TYPE {} USING {}::{}").format(
+                        sql.Identifier(name), sql.SQL(wanted), sql.Identifier(name), sql.SQL(wanted)
+                    )
+                    for name, (_, wanted) in retypes.items()
+                ),
+            )
+            try:
+                with connection.transaction():
+                    connection.execute(statement)
+            except _NO_CAST:
+                pass  # column by column, below: the one that does not cast is named there
+            else:
+                for name, (current, wanted) in retypes.items():
+                    result.altered_columns.append(f"{table.label}.{name} {current} -> {wanted}")
+                logger.info("mirror table %s typed: %s", table.label, sorted(retypes))
+                return
+        for name, (current, wanted) in retypes.items():
+            self._retype(connection, table, name, current=current, wanted=wanted, result=result, exact=True)
 
     @staticmethod
     def _retype(
