@@ -55,7 +55,9 @@ def add_command(commands: Any, repository: Path) -> None:
     command.add_argument(
         "--tables", required=True, help="schema.table patterns it receives, comma-separated ('*' wildcards)"
     )
-    command.add_argument("--ops", help="ops it receives, comma-separated: c, u, d, r (default: all)")
+    command.add_argument(
+        "--ops", help="ops it receives, comma-separated: c, u, d, r, s (default: every row change)"
+    )
     command.add_argument("--config", type=Path, default=repository / "config", help="config folder")
     command.add_argument("--repository", type=Path, default=repository, help=argparse.SUPPRESS)
     command.set_defaults(run=run)

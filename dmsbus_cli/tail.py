@@ -5,7 +5,7 @@ Every shard of the bus stream is read from ``--from`` (``trim-horizon``, the def
 ``latest``; or an ISO-8601 time: Kinesis's AT_TIMESTAMP). Without ``--follow`` it stops
 once every shard is read up to its tip; with it, it waits for more until Ctrl-C.
 ``--table`` (``schema.table`` patterns, ``*`` wildcards, comma-separated) and ``--op``
-(``c,u,d,r``) filter. Each row's events come in order: a row is always on one shard.
+(``c,u,d,r,s``) filter. Each row's events come in order: a row is always on one shard.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from config.functions import stream_name
-from dmsbus.envelope import ChangeEvent, EnvelopeError
+from dmsbus.envelope import ChangeEvent, EnvelopeError, Op
 from dmsbus.kpl import unpack
 from dmsbus_cli.connect import add_arguments, connect
 
@@ -35,7 +35,8 @@ READ_LIMIT = 1000
 READ_INTERVAL = 1.0
 IDLE_SECONDS = 1.0
 THROTTLED_SECONDS = 2.0
-OPS = ("c", "u", "d", "r")
+#: The envelope's ops, in its order (``s``: a schema change, one copy per shard).
+OPS: tuple[str, ...] = get_args(Op)
 
 
 class TailError(RuntimeError):
@@ -191,7 +192,7 @@ def add_command(commands: Any, repository: Path) -> None:
     )
     add_arguments(command, repository)
     command.add_argument("--table", help="schema.table patterns, comma-separated (default: all)")
-    command.add_argument("--op", help="c,u,d,r (default: all)")
+    command.add_argument("--op", help="c,u,d,r,s (default: all)")
     command.add_argument(
         "--from",
         dest="start",

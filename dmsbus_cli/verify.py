@@ -146,6 +146,9 @@ def _report_target(checks: list[TargetCheck]) -> int:
     kept = {column for check in checks for column in check.kept}
     rows = sum(len(keys) for check in checks for keys in check.kept.values())
     problems = sum(len(check.missing) + len(check.different) for check in checks)
+    missing_tables = [check.table for check in checks if check.no_table]
+    if missing_tables:
+        print(f"verify: no such DynamoDB table: {', '.join(missing_tables)} (not created by DMS yet?)")
     print(
         f"verify: {sum(c.compared for c in checks)} rows of {len(checks)} tables against DynamoDB: "
         f"{problems} missing or different (replication lag shows here too), {rows} values kept after NULL"

@@ -17,6 +17,7 @@ with the source's types (a typed bus) checks as one of inferred types does. A ro
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -332,22 +333,34 @@ class TargetCheck:
     #: Rows DynamoDB lacks, and rows whose attributes hold other values (both may be lag).
     missing: list[str] = field(default_factory=list)
     different: list[str] = field(default_factory=list)
-    #: Attributes an item holds that its source row has no value for (NULL, or a dropped
-    #: column): column -> keys. DMS applying an UPDATE as an UpdateItem that leaves NULL
-    #: columns out would leave them (docs/dms.md, open question 12).
+    #: Rows whose only difference is a column the source filled without a change (``ADD
+    #: COLUMN ... DEFAULT``): no change carried it, to DynamoDB either.
+    stale: list[str] = field(default_factory=list)
+    #: Attributes an item holds that its source row has as NULL: column -> keys. DMS applying
+    #: an UPDATE as an UpdateItem that leaves NULL columns out would leave them (docs/dms.md,
+    #: open question 12).
     kept: dict[str, list[str]] = field(default_factory=dict)
+    #: Attributes of columns the source no longer has (dropped): column -> keys.
+    dropped: dict[str, list[str]] = field(default_factory=dict)
+    #: The DynamoDB table is not there.
+    no_table: bool = False
 
     def describe(self, limit: int = 3) -> list[str]:
         kept = sum(len(keys) for keys in self.kept.values())
         lines = [
             f"{self.table}: {self.compared} rows compared, {len(self.missing)} missing, "
-            f"{len(self.different)} different, {kept} values kept after NULL"
+            f"{len(self.different)} different, {len(self.stale)} stale after DDL, {kept} values kept after NULL"
+            + (" (no such DynamoDB table)" if self.no_table else "")
         ]
         lines += [f"  missing: {key}" for key in self.missing[:limit]]
         lines += [f"  different: {problem}" for problem in self.different[:limit]]
         lines += [
             f"  kept after NULL: {column} of {', '.join(keys[:limit])}"
             for column, keys in sorted(self.kept.items())
+        ]
+        lines += [
+            f"  a dropped column's value kept: {column} of {', '.join(keys[:limit])}"
+            for column, keys in sorted(self.dropped.items())
         ]
         return lines
 
@@ -361,13 +374,27 @@ def check_target(
 ) -> list[TargetCheck]:
     """A sample of each selected table's rows (None: all), mapped as DMS maps them, against
     the items of its DynamoDB table, read consistently by key."""
-    expected: dict[str, tuple[TargetSchema, list[dict[str, Any]]]] = {}
+    expected: dict[str, tuple[TargetSchema, tuple[str, str], list[dict[str, Any]]]] = {}
+    columns: dict[str, set[str]] = {}
+    with dms.connect() as connection:
+        for schema, table in dms.source_tables(connection):
+            target = dms.target_schema(connection, schema, table)
+            if target is not None and (tables is None or (schema, table) in tables):
+                expected[target.target.name] = (target, (schema, table), [])  # reported even when empty
+                columns[target.target.name] = set(mirror_columns(connection, schema, table))
     for target, item in dms.items(only=tables, sample=sample):
-        expected.setdefault(target.target.name, (target, []))[1].append(item)
+        expected[target.target.name][2].append(item)
     checks = []
-    for name, (target, items) in sorted(expected.items()):
+    for name, (target, source_table, items) in sorted(expected.items()):
         check = TargetCheck(name, compared=len(items))
-        found = _get_items(dynamodb, name, [{key: item[key] for key in target.key} for item in items])
+        checks.append(check)
+        try:
+            found = _get_items(dynamodb, name, [{key: item[key] for key in target.key} for item in items])
+        except dynamodb.exceptions.ResourceNotFoundException:
+            check.no_table = True
+            check.missing = [", ".join(f"{key}={_plain(item[key])}" for key in target.key) for item in items]
+            continue
+        added: set[str] | None = None
         for item in items:
             label = ", ".join(f"{key}={_plain(item[key])}" for key in target.key)
             actual = found.get(_key_text(item, target.key))
@@ -378,27 +405,42 @@ def check_target(
                 attribute: value for attribute, value in actual.items() if attribute != RESYNC_ATTRIBUTE
             }
             for attribute in sorted(actual.keys() - item.keys()):
-                check.kept.setdefault(attribute, []).append(label)
+                where = check.kept if attribute in columns[name] else check.dropped
+                where.setdefault(attribute, []).append(label)
             differ = sorted(a for a in item.keys() & actual.keys() if not _same(item[a], actual[a]))
-            differ += sorted(item.keys() - actual.keys())
-            if differ:
-                check.different.append(f"{label}: {', '.join(differ)}")
-        checks.append(check)
+            lacking = sorted(item.keys() - actual.keys())
+            if lacking and not differ:
+                if added is None:
+                    added = dms.added_with_default(*source_table)
+                if set(lacking) <= added:
+                    check.stale.append(label)
+                    continue
+            if differ or lacking:
+                check.different.append(f"{label}: {', '.join(differ + lacking)}")
     return checks
 
 
-def _get_items(dynamodb: Any, table: str, keys: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _get_items(
+    dynamodb: Any, table: str, keys: list[dict[str, Any]], *, attempts: int = 8, sleep: Any = time.sleep
+) -> dict[str, dict[str, Any]]:
+    """The items of ``keys``, read consistently; unprocessed keys are asked again with a
+    growing pause (DynamoDB's advice for BatchGetItem), ``attempts`` times at most."""
     found: dict[str, dict[str, Any]] = {}
     names = list(keys[0]) if keys else []
     for start in range(0, len(keys), _KEYS_PER_GET):
         request: dict[str, Any] = {
             table: {"Keys": keys[start : start + _KEYS_PER_GET], "ConsistentRead": True}
         }
-        while request:
+        for attempt in range(attempts):
             response = dynamodb.batch_get_item(RequestItems=request)
             for item in response.get("Responses", {}).get(table, []):
                 found[_key_text(item, names)] = item
             request = response.get("UnprocessedKeys") or {}
+            if not request:
+                break
+            sleep(min(2.0, 0.05 * 2**attempt))
+        else:
+            raise RuntimeError(f"{table}: DynamoDB left keys unprocessed {attempts} times (throttled)")
     return found
 
 

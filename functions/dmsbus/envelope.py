@@ -193,12 +193,9 @@ class ChangeEvent:
         after = _optional(raw, "after", dict)
         schema_change = None
         if op == "s":
-            schema_change = _field(raw, "schema_change", dict)
-            if before is not None or after is not None:
-                raise EnvelopeError(f"change event {event_id!r}: op 's' has no images")
-            for name in ("added", "dropped", "retyped", "renamed"):
-                _field(schema_change, name, list, "schema_change.")
-            _field(schema_change, "version", int, "schema_change.")
+            schema_change = _schema_change(raw, event_id, key=key, before=before, after=after, source=source)
+        elif raw.get("schema_change") is not None:
+            raise EnvelopeError(f"change event {event_id!r}: op {op!r} has no schema_change (op 's' only)")
         elif op in ("c", "r") and before is not None:
             raise EnvelopeError(f"change event {event_id!r}: op {op!r} must have before = null")
         if op == "d" and after is not None:
@@ -215,6 +212,46 @@ class ChangeEvent:
             after=after,
             schema_change=schema_change,
         )
+
+
+def _schema_change(
+    raw: dict[str, Any],
+    event_id: str,
+    *,
+    key: dict[str, Any],
+    before: Any,
+    after: Any,
+    source: Source,
+) -> dict[str, Any]:
+    """An op ``s`` event's ``schema_change``, checked; EnvelopeError naming the field."""
+
+    def refuse(problem: str) -> EnvelopeError:
+        return EnvelopeError(f"change event {event_id!r}: op 's' {problem}")
+
+    change = raw.get("schema_change")
+    if not isinstance(change, dict):
+        raise refuse("needs schema_change, an object")
+    if key or before is not None or after is not None:
+        raise refuse("has an empty key and no images")
+    version = change.get("version")
+    if type(version) is not int or version < 1:
+        raise refuse(f"schema_change.version must be a positive integer, not {version!r}")
+    if source.typed is not True or source.schema_version != version:
+        raise refuse(f"needs source.typed true and source.schema_version {version}")
+    previous = change.get("previous_version")
+    if previous is not None and (type(previous) is not int or previous >= version):
+        raise refuse(f"schema_change.previous_version must be null or below {version}, not {previous!r}")
+    for name in ("added", "dropped", "retyped"):
+        columns = change.get(name)
+        if not isinstance(columns, list) or not all(isinstance(column, str) for column in columns):
+            raise refuse(f"schema_change.{name} must be a list of column names")
+    renamed = change.get("renamed")
+    if not isinstance(renamed, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 and all(isinstance(n, str) for n in pair)
+        for pair in renamed
+    ):
+        raise refuse("schema_change.renamed must be a list of [old, new] column names")
+    return change
 
 
 def _field(raw: dict[str, Any], name: str, kind: type, prefix: str = "") -> Any:

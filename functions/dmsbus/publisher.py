@@ -31,6 +31,9 @@ if TYPE_CHECKING:
     from mypy_boto3_kinesis.client import KinesisClient
 
 MAX_RECORDS_PER_REQUEST = 500
+#: Rounds of "put on every shard, list the shards again" before giving up on a stream
+#: that keeps resharding.
+EVERY_SHARD_ROUNDS = 5
 MAX_BYTES_PER_REQUEST = 5 * 1024 * 1024
 
 #: Errors of the whole PutRecords call worth another try; anything else is a setup error
@@ -139,25 +142,35 @@ class KinesisPublisher:
         self, data: bytes, partition_key: str, *, deadline: float | None = None
     ) -> PublishResult:
         """One record on every open shard of the stream, each pinned by ``ExplicitHashKey`` to
-        its shard's first hash key; shards read afresh (a split since is its parent's child,
-        which Lambda reads after its parent). ``failed_from`` 0: not on every shard."""
+        its shard's first hash key. The shards are listed again after each put: a shard split
+        meanwhile put the record on one child at most, so the new shards get it too, until
+        the list stays the same (a split after that is read after its parent, which has it).
+        ``failed_from`` 0: not on every shard."""
         result = PublishResult(user_records=1)
-        self.shards.invalidate()
         size = len(data) + len(partition_key.encode("utf-8"))
-        entries = [
-            _Entry(
-                {"Data": data, "PartitionKey": partition_key, "ExplicitHashKey": str(shard.start)},
-                [0],
-                size,
-                shard.shard_id,
-            )
-            for shard in self.shards.current().shards
-        ]
-        for request in _requests(entries):
-            failed, _ = self._put_with_retries(request, deadline, result)
-            if failed:
-                result.failed_from = 0
+        put_to: set[str] = set()
+        for _ in range(EVERY_SHARD_ROUNDS):
+            self.shards.invalidate()
+            shards = [shard for shard in self.shards.current().shards if shard.shard_id not in put_to]
+            if not shards:
                 return result
+            entries = [
+                _Entry(
+                    {"Data": data, "PartitionKey": partition_key, "ExplicitHashKey": str(shard.start)},
+                    [0],
+                    size,
+                    shard.shard_id,
+                )
+                for shard in shards
+            ]
+            for request in _requests(entries):
+                failed, _ = self._put_with_retries(request, deadline, result)
+                if failed:
+                    result.failed_from = 0
+                    return result
+            put_to.update(shard.shard_id for shard in shards)
+        result.failed_from = 0
+        result.errors.append(f"the stream's shards changed {EVERY_SHARD_ROUNDS} times while putting to each")
         return result
 
     def _rounds(self, records: Sequence[UserRecord], positions: list[int]) -> list[list[_Entry]]:

@@ -17,10 +17,12 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from dmsbus.envelope import ChangeEvent, Source
 from dmsbus.names import TableName, parse_table_name
 from dmsbus.publisher import KinesisPublisher
-from dmsbus.schemas import SchemaChange, SchemaStore, TableSchema
+from dmsbus.schemas import SchemaChange, SchemaError, SchemaStore, TableSchema
 
 logger = logging.getLogger("dmsbus.schema_events")
 
@@ -32,8 +34,8 @@ class AnnouncementError(RuntimeError):
 def schema_change_event(
     bus: str, name: TableName, schema: TableSchema, previous: TableSchema | None
 ) -> ChangeEvent:
-    """The op ``s`` event of ``schema`` (``previous``: the version before, None for the first);
-    the same bytes whoever makes it, so that copies dedupe by ``id``."""
+    """The op ``s`` event of ``schema`` (``previous``: the version before, None for the first),
+    met on DynamoDB table ``name``; copies dedupe by ``id``."""
     change = SchemaChange.between(previous, schema)
     return ChangeEvent(
         id=f"{bus}.{schema.qualified}/schema/{schema.version}",
@@ -44,8 +46,8 @@ def schema_change_event(
             source=name.source,
             schema=name.schema,
             table=name.table,
-            version=None,
-            dynamodb_table=f"{bus}.{schema.qualified}",
+            version=name.version,
+            dynamodb_table=name.dynamodb_table,
             sequence="0",
             typed=True,
             schema_version=schema.version,
@@ -75,22 +77,30 @@ class SchemaAnnouncer:
     _done: set[tuple[str, int]] = field(default_factory=set)
 
     def announce(self, versions: Iterable[tuple[str, int]], *, deadline: float | None = None) -> int:
-        """Make sure each (DynamoDB table, schema version) is announced; how many this call
-        put on the stream. AnnouncementError when one could not be: its rows must wait."""
+        """Make sure each (DynamoDB table, schema version) is announced, and every earlier
+        version not announced yet, oldest first (two DDLs between the glue's reads are two
+        changes); how many this call put on the stream. AnnouncementError when one could not
+        be put on every shard: its rows must wait."""
         announced = 0
         for dynamodb_table, version in sorted(set(versions) - self._done):
             name = parse_table_name(dynamodb_table)
             qualified = f"{name.source}.{name.schema}.{name.table}"
             try:
-                if not self.store.announced(qualified, version):
-                    self._put(name, qualified, version, deadline)
+                for pending in self._unannounced(qualified, version):
+                    self._put(name, qualified, pending, deadline)
                     announced += 1
-            except AnnouncementError:
-                raise
-            except Exception as exc:  # the store or the stream: the batch is retried
+            except (ClientError, BotoCoreError, SchemaError) as exc:  # the batch is retried
                 raise AnnouncementError(f"schema v{version} of {qualified} not announced: {exc}") from exc
             self._done.add((dynamodb_table, version))
         return announced
+
+    def _unannounced(self, qualified: str, version: int) -> list[int]:
+        """``version`` and the versions before it back to the last announced, oldest first."""
+        pending: list[int] = []
+        while version >= 1 and not self.store.announced(qualified, version):
+            pending.append(version)
+            version -= 1
+        return pending[::-1]
 
     def _put(self, name: TableName, qualified: str, version: int, deadline: float | None) -> None:
         schema = self.store.version(qualified, version)
@@ -103,5 +113,9 @@ class SchemaAnnouncer:
         )
         if result.failed_from is not None:
             raise AnnouncementError(f"{event.id} is not on every shard: {'; '.join(result.errors[:2])}")
-        self.store.mark_announced(qualified, version)
         logger.info("schema change %s announced on %d shards", event.id, result.kinesis_records)
+        try:
+            self.store.mark_announced(qualified, version)
+        except (ClientError, BotoCoreError) as exc:
+            # It is on every shard: the rows may go. Unnoted, it goes out again (same id).
+            logger.warning("schema change %s not noted as announced: %s", event.id, exc)

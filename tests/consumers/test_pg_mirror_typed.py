@@ -317,3 +317,31 @@ def test_given_a_retype_that_failed_then_the_next_version_tries_it_again(
     )
     # Then paid takes the source's type: the mirror did not take it for an operator's
     assert column_types(mirror_db)["paid"] == "boolean"
+
+
+def test_given_an_operators_type_then_it_stays_through_later_versions(
+    mirror_db: psycopg.Connection[Any],
+) -> None:
+    # Given a table typed at v1, and an operator who made price a plain numeric
+    mirror = Mirror()
+    mirror.apply(mirror_db, [change("public.orders", "c", key={"id": 1}, after=FIRST, schema=schema(1, *V1))])
+    mirror_db.execute("ALTER TABLE public.orders ALTER COLUMN price TYPE numeric")
+    # When v2 and v3 come, neither of which touches price
+    for version in (2, 3):
+        extra = Column(f"extra{version}", "integer", "int4", nullable=True)
+        columns = (
+            *V1,
+            *(Column(f"extra{v}", "integer", "int4", nullable=True) for v in range(2, version)),
+            extra,
+        )
+        after = typed_row(version, **{column.name: None for column in columns[len(V1) :]})
+        mirror.apply(
+            mirror_db,
+            [
+                change(
+                    "public.orders", "c", key={"id": version}, after=after, schema=schema(version, *columns)
+                )
+            ],
+        )
+    # Then price is still the operator's numeric
+    assert column_types(mirror_db)["price"] == "numeric"

@@ -97,6 +97,11 @@ def test_verify_target_finds_a_value_dynamodb_kept_after_the_source_set_it_to_nu
     (after,) = [c for c in check_target(dms, dynamodb, sample=None) if c.table == customers]
     # Then the check names the column and the row
     assert (after.kept, after.different) == ({"city": ["id=9100"]}, [])
+    # And a column added with a default, which no change carried, is stale, not different
+    with psycopg.connect(pipeline.url, autocommit=True) as db:
+        db.execute("ALTER TABLE customers ADD COLUMN tier text DEFAULT 'basic'")
+    (grown,) = [c for c in check_target(dms, dynamodb, sample=None) if c.table == customers]
+    assert (grown.stale, grown.different) == (["id=9100"], [])
     # And `dmsbus verify --target` says what it means, and fails
     monkeypatch.setenv("DMSBUS_SOURCE_URL", pipeline.url)
     status = main(

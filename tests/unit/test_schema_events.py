@@ -4,9 +4,11 @@ schema table remembers it). moto's Kinesis (4 shards) and DynamoDB; real aggrega
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from dmsbus.changes import ChangeBuilder
 from dmsbus.consumer import Selection
@@ -43,6 +45,30 @@ class Glue:
             announcer=self.announcer,
         )
         return outcome.failed
+
+
+#: An op s event's source and schema_change, as the glue writes them.
+SOURCE = {
+    "bus": "demo",
+    "source": "legacy",
+    "schema": "public",
+    "table": "orders",
+    "version": None,
+    "dynamodb_table": "demo.legacy.public.orders",
+    "sequence": "0",
+    "snapshot": False,
+    "ttl": False,
+    "typed": True,
+    "schema_version": 2,
+}
+CHANGE = {
+    "version": 2,
+    "previous_version": 1,
+    "added": ["coupon"],
+    "dropped": [],
+    "retyped": [],
+    "renamed": [],
+}
 
 
 def shards(kinesis: Any) -> dict[str, list[ChangeEvent]]:
@@ -137,38 +163,111 @@ def test_schema_events_go_to_consumers_that_name_op_s_only() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"after": {"id": 1}}, "op 's' has no images"),
-        ({"schema_change": None}, "field schema_change must be dict"),
+        ({"after": {"id": 1}}, "has an empty key and no images"),
+        ({"key": {"id": 1}}, "has an empty key and no images"),
+        ({"schema_change": None}, "needs schema_change, an object"),
+        ({"source": {**SOURCE, "typed": None}}, "needs source.typed true and source.schema_version 2"),
+        ({"source": {**SOURCE, "schema_version": 3}}, "needs source.typed true and source.schema_version 2"),
+        ({"schema_change": {**CHANGE, "renamed": [["a"]]}}, r"renamed must be a list of \[old, new\]"),
+        ({"schema_change": {**CHANGE, "added": [1]}}, "added must be a list of column names"),
+        ({"schema_change": {**CHANGE, "previous_version": 2}}, "previous_version must be null or below 2"),
         (
-            {"schema_change": {"version": 2, "added": [], "dropped": [], "retyped": []}},
-            "schema_change.renamed is missing",
+            {"op": "u", "before": {"id": 1}, "after": {"id": 1}, "key": {"id": 1}},
+            "op 'u' has no schema_change",
         ),
     ],
 )
 def test_a_schema_event_not_following_the_envelope_is_refused_naming_the_field(
     change: dict[str, Any], message: str
 ) -> None:
-    raw = {
+    valid = {
         "v": 1,
         "id": "demo.legacy.public.orders/schema/2",
         "op": "s",
         "ts_ms": 1,
-        "source": {
-            "bus": "demo",
-            "source": "legacy",
-            "schema": "public",
-            "table": "orders",
-            "version": None,
-            "dynamodb_table": "demo.legacy.public.orders",
-            "sequence": "0",
-            "snapshot": False,
-            "ttl": False,
-        },
+        "source": SOURCE,
         "key": {},
         "before": None,
         "after": None,
-        "schema_change": {"version": 2, "added": [], "dropped": [], "retyped": [], "renamed": []},
-        **change,
+        "schema_change": CHANGE,
     }
-    with pytest.raises(EnvelopeError, match=message):
+    assert ChangeEvent.from_dict(valid).schema_change == CHANGE
+    raw = {**valid, **change}
+    with pytest.raises(
+        EnvelopeError, match=rf"^change event 'demo.legacy.public.orders/schema/2': .*{message}"
+    ):
         ChangeEvent.from_dict(raw)
+
+
+def test_versions_the_glue_skipped_are_announced_oldest_first(
+    kinesis: Any, schema_store: SchemaStore
+) -> None:
+    # Given two DDLs between the glue's reads: v1, v2 and v3 stored, none announced
+    schema_store.save(V1)
+    schema_store.save(V2)
+    schema_store.save(TableSchema(source="legacy", schema="public", table="orders", columns=(ID, COUPON)))
+    # When the glue first types rows, with v3
+    assert Glue(kinesis, schema_store).run([insert({"id": row, "coupon": "X"}) for row in range(1, 9)]) == []
+    # Then every shard has v1's, v2's and v3's changes, in order, before the rows
+    for shard, events in shards(kinesis).items():
+        assert [(e.op, e.source.schema_version) for e in events[:3]] == [("s", 1), ("s", 2), ("s", 3)], shard
+        assert all(e.op == "c" for e in events[3:]), shard
+    v3 = next(e for e in next(iter(shards(kinesis).values())) if e.op == "s" and e.source.schema_version == 3)
+    assert v3.schema_change is not None and v3.schema_change["dropped"] == ["paid"]
+
+
+class SplitBeforeFirstPut:
+    """A Kinesis client whose stream splits a shard between ListShards and the first put."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.split = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def put_records(self, **kwargs: Any) -> Any:
+        if not self.split:
+            self.split = True
+            shard = self._client.list_shards(StreamName=STREAM)["Shards"][0]
+            low, high = (int(shard["HashKeyRange"][k]) for k in ("StartingHashKey", "EndingHashKey"))
+            self._client.split_shard(
+                StreamName=STREAM, ShardToSplit=shard["ShardId"], NewStartingHashKey=str((low + high) // 2)
+            )
+        return self._client.put_records(**kwargs)
+
+
+def test_a_shard_split_while_announcing_gets_the_change_on_both_children(kinesis: Any) -> None:
+    # Given a stream whose first shard splits between the listing and the put
+    client = SplitBeforeFirstPut(kinesis)
+    publisher = KinesisPublisher(client, STREAM)  # type: ignore[arg-type]
+    # When a record goes to every shard
+    result = publisher.publish_to_every_shard(b'{"x": 1}', "public.orders|schema")
+    # Then every open shard has it, the split's children too
+    assert (client.split, result.failed_from) == (True, None)
+    open_shards = [
+        s["ShardId"]
+        for s in kinesis.list_shards(StreamName=STREAM)["Shards"]
+        if "EndingSequenceNumber" not in s["SequenceNumberRange"]
+    ]
+    on_stream = read_shards(kinesis, STREAM)
+    assert len(open_shards) == 5
+    assert all(on_stream[shard] for shard in open_shards)
+
+
+def test_a_version_put_on_every_shard_but_not_noted_lets_the_rows_go(
+    kinesis: Any, schema_store: SchemaStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a store that cannot note announcements (UpdateItem refused)
+    schema_store.save(V1)
+    glue = Glue(kinesis, schema_store)
+
+    def refuse(qualified: str, version: int) -> None:
+        raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "UpdateItem")
+
+    glue.announcer.store.mark_announced = refuse  # type: ignore[method-assign]
+    # When rows typed with v1 come, then they go out after the change, with a warning
+    with caplog.at_level(logging.WARNING, logger="dmsbus.schema_events"):
+        assert glue.run([insert({"id": 1, "paid": "true"})]) == []
+    assert sum(1 for events in shards(kinesis).values() for e in events if e.op == "c") == 1
+    assert "not noted as announced" in caplog.text

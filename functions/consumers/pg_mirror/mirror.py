@@ -425,6 +425,7 @@ class Mirror:
                 shape = Shape({name: columns[name] or TEXT for name in key}, key)
             typed = shape.typed
             retypes: dict[str, tuple[str, str]] = {}  # to the source's types: one rewrite
+            ours: set[str] = set()  # the mirror's columns, typed now or left (narrower)
             for name, wanted in columns.items():
                 current = shape.columns.get(name)
                 if current is None:
@@ -439,9 +440,10 @@ class Mirror:
                     # or inferred from values); a type an operator gave the column stays.
                     assert wanted is not None
                     given = typed.columns.get(name) if typed is not None else None
-                    ours = current == given if given is not None else current in MANAGED
-                    if current != wanted and ours and wanted not in _NARROWER.get(current, ()):
-                        retypes[name] = (current, wanted)
+                    if current == given if given is not None else current in MANAGED:
+                        ours.add(name)
+                        if current != wanted and wanted not in _NARROWER.get(current, ()):
+                            retypes[name] = (current, wanted)
                 elif (typed is None or name not in typed.columns) and _widens(current, wanted):
                     # A column of the mirror's own, typed from values: it widens as ever
                     wider = widen(current, wanted)
@@ -452,16 +454,7 @@ class Mirror:
             if retypes:
                 self._retype_all(connection, table, retypes, result)
             if schema is not None:
-                # The types now in place: a column whose retype failed (or was left wider)
-                # is the mirror's to retry at the next version, not an operator's choice.
-                now = _read_shape(connection, table)
-                assert now is not None
-                given_types = {
-                    name: kind for name, kind in schema_types.items() if now.columns.get(name) == kind
-                }
-                connection.execute(
-                    _RECORD_TYPED, (table.label, schema.qualified, schema.version, Jsonb(given_types))
-                )
+                _record_typed(connection, table, schema, schema_types=schema_types, typed=typed, ours=ours)
         self._shape(connection, table, fresh=True)
 
     def _retype_all(
@@ -595,6 +588,29 @@ class Mirror:
         ]
         with connection.cursor() as cursor:
             cursor.executemany(statement, parameters)
+
+
+def _record_typed(
+    connection: psycopg.Connection[Any],
+    table: TableRef,
+    schema: TableSchema,
+    *,
+    schema_types: dict[str, str],
+    typed: Typed | None,
+    ours: set[str],
+) -> None:
+    """Note the version applied and the types now in place. A column of the mirror's
+    (``ours``) whose retype failed, or was left wider, is retried at the next version; an
+    operator's keeps what the mirror gave it before, so that it stays the operator's."""
+    now = _read_shape(connection, table)
+    assert now is not None
+    given = dict(typed.columns) if typed is not None else {}
+    for name, kind in schema_types.items():
+        if now.columns.get(name) == kind:
+            given[name] = kind
+        elif name in ours:
+            given.pop(name, None)
+    connection.execute(_RECORD_TYPED, (table.label, schema.qualified, schema.version, Jsonb(given)))
 
 
 def _widens(current: str, inferred: str | None) -> bool:
