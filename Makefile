@@ -13,7 +13,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export CDK_DISABLE_VERSION_CHECK := 1
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: test lint typecheck unit synth bench demo clean lambda-deps cdk-cli
+.PHONY: test lint typecheck unit synth bench demo clean lambda-deps cdk-cli mariadb
 
 $(BIN)/.installed: requirements.txt functions/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,15 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# MariaDB's server, for the schema function's MySQL-family catalog tests: Debian's package,
+# installed once (the tests start their own server in a throwaway folder).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+mariadb:
+	@command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || { \
+		echo "installing Debian's mariadb-server (tests/schema: MySQL catalogs)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+			--no-install-recommends mariadb-server >/dev/null; }
+
 lambda-deps: $(DEPS)/.built
 cdk-cli: node_modules/.installed
 
@@ -54,7 +63,7 @@ lint: $(BIN)/.installed
 typecheck: $(BIN)/.installed
 	$(BIN)/mypy
 
-unit: $(BIN)/.installed $(NATIVE) $(DEPS)/.built node_modules/.installed
+unit: $(BIN)/.installed $(NATIVE) $(DEPS)/.built node_modules/.installed mariadb
 	$(BIN)/pytest
 
 # cdk.out/: one CloudFormation template per stack, checked by cdk-nag during synth.

@@ -43,7 +43,7 @@ from config.model import (
 from discovery.settings import GLUE_STARTING_POSITION, DiscoverySettings, MappingSettings
 from dmsbus import variables
 from dmsbus.event_sources import mapping_request
-from dmsbus.schemas import TABLE_KEY
+from dmsbus.schemas import MYSQL_ENGINES, POSTGRES_ENGINES, TABLE_KEY
 from dmsbus.settings import ConsumerSettings, Settings, SettingsError
 from glue.settings import GlueSettings
 from source_schema.settings import SourceSchemaSettings
@@ -430,6 +430,11 @@ SCHEMA_CONCURRENCY = 2
 def _schema(bus: BusConfig, source: SourceConfig, schema_table: TablePlan) -> FunctionPlan:
     """A source's schema function: in its network, with the credentials DMS reads, every
     sweep period."""
+    if source.engine not in POSTGRES_ENGINES | MYSQL_ENGINES:
+        raise ConsumerError(
+            f"source {source.name}: glue.typed reads PostgreSQL's and MySQL's catalogs; "
+            f"a {source.engine} source's events cannot be typed (turn glue.typed off)"
+        )
     name = schema_function_name(bus, source)
     patterns = [f"{table.schema_}.{table.table}" for table in source.tables]
     patterns += [f"{selection.schema_}.{selection.table}" for selection in source.selections]
@@ -446,6 +451,7 @@ def _schema(bus: BusConfig, source: SourceConfig, schema_table: TablePlan) -> Fu
         settings=SourceSchemaSettings(
             bus=bus.name,
             source=source.name,
+            engine=source.engine,
             database=source.database,
             secret=source.credentials.secret,
             schema_table=schema_table.name_ref,

@@ -48,6 +48,36 @@ POSTGRES_KINDS: dict[str, Kind] = {
 }
 
 
+#: MySQL's and MariaDB's data types (information_schema ``DATA_TYPE``) -> kind, by what DMS
+#: writes to DynamoDB (docs/dms.md, "MySQL sources"); every other type (char, varchar, the
+#: text types, enum, set) is ``text``. A ``BIT(1)`` is DMS's BOOLEAN (DynamoDB's BOOL); a
+#: wider ``BIT`` is BYTES, which the DynamoDB target does not write.
+MYSQL_KINDS: dict[str, Kind] = {
+    **dict.fromkeys(("tinyint", "smallint", "mediumint", "int", "bigint", "year"), "integer"),
+    "decimal": "decimal",
+    "float": "float",
+    "double": "float",
+    "bit": "boolean",
+    "date": "date",
+    # DATETIME is "not converted to UTC"; TIMESTAMP is "converted to UTC on the target"
+    "datetime": "timestamp",
+    "timestamp": "timestamptz",
+    "time": "time",
+    "json": "json",
+    **dict.fromkeys(
+        (
+            "binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob", "geometry", "point",
+            "linestring", "polygon", "multipoint", "multilinestring", "multipolygon", "geometrycollection",
+        ),
+        "unwritten",
+    ),
+}  # fmt: skip
+#: The engines whose catalogs are MySQL's (config's ``engine``).
+MYSQL_ENGINES = frozenset({"mysql", "aurora", "mariadb"})
+#: The engines whose catalogs are PostgreSQL's.
+POSTGRES_ENGINES = frozenset({"postgres", "aurora-postgresql"})
+
+
 class SchemaError(ValueError):
     """A stored schema that cannot be read back; the message names the table and field."""
 
@@ -67,9 +97,15 @@ class Column:
     scale: int | None = None
     #: Characters of a ``char(n)``/``varchar(n)``.
     length: int | None = None
+    #: Whose catalog ``base`` is from (the table's engine; not part of the column's data).
+    engine: str = field(default="postgres", compare=False)
 
     @property
     def kind(self) -> Kind:
+        if self.engine in MYSQL_ENGINES:
+            if self.base == "bit" and (self.precision or 1) > 1:
+                return "unwritten"
+            return MYSQL_KINDS.get(self.base, "text")
         return POSTGRES_KINDS.get(self.base, "text")
 
     @property
@@ -87,7 +123,7 @@ class Column:
         return fields
 
     @classmethod
-    def from_dict(cls, raw: Any, where: str) -> Column:
+    def from_dict(cls, raw: Any, where: str, engine: str = "postgres") -> Column:
         if not isinstance(raw, dict):
             raise SchemaError(f"{where}: a column must be an object")
         try:
@@ -100,6 +136,7 @@ class Column:
                 precision=raw.get("precision"),
                 scale=raw.get("scale"),
                 length=raw.get("length"),
+                engine=engine,
             )
         except KeyError as exc:
             raise SchemaError(f"{where}: field {exc.args[0]!r} is missing") from None
@@ -162,16 +199,17 @@ class TableSchema:
         columns = raw.get("columns")
         if not isinstance(columns, list):
             raise SchemaError(f"{where}: columns must be a list")
+        engine = raw.get("engine", "postgres")
         try:
             return cls(
                 source=raw["source"],
                 schema=raw["schema"],
                 table=raw["table"],
-                engine=raw.get("engine", "postgres"),
+                engine=engine,
                 version=int(raw.get("version", 0)),
                 read_ms=int(raw.get("read_ms", 0)),
                 columns=tuple(
-                    Column.from_dict(column, f"{where}.columns[{index}]")
+                    Column.from_dict(column, f"{where}.columns[{index}]", engine)
                     for index, column in enumerate(columns)
                 ),
             )

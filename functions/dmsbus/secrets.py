@@ -1,11 +1,13 @@
-"""A PostgreSQL connection from a Secrets Manager secret in the shape RDS and Aurora give
-their secrets (``host``, ``port``, ``username``, ``password``, ``dbname``), as DMS's
-endpoints read them too. TLS is required unless the secret says otherwise (``sslmode``).
-Local mode makes these secrets in moto's Secrets Manager."""
+"""Database connections from a Secrets Manager secret in the shape RDS and Aurora give their
+secrets (``host``, ``port``, ``username``, ``password``, ``dbname``), as DMS's endpoints read
+them too: PostgreSQL's (psycopg's conninfo) and MySQL's or MariaDB's (pymysql's arguments).
+TLS is required unless the secret says otherwise (``sslmode``: ``disable``). Local mode makes
+these secrets in moto's Secrets Manager."""
 
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -15,13 +17,12 @@ from dmsbus.settings import SettingsError
 
 #: Reads a secret's string: ``lambda secret_id: client.get_secret_value(...)["SecretString"]``.
 SecretReader = Callable[[str], str]
+#: Seconds to wait for a connection.
+CONNECT_TIMEOUT = 10
 
 
-def secret_conninfo(
-    secret_id: str, secret_string: str, *, application_name: str, dbname: str | None = None
-) -> str:
-    """Connection parameters from an RDS-style secret. Errors name the secret and the
-    field, never a value."""
+def _credentials(secret_id: str, secret_string: str, default_port: int) -> dict[str, Any]:
+    """The secret's fields, checked. Errors name the secret and the field, never a value."""
     try:
         secret: Any = json.loads(secret_string)
     except ValueError:
@@ -34,18 +35,46 @@ def secret_conninfo(
     missing += [] if isinstance(secret.get("password"), str) else ["password"]
     if missing:
         raise SettingsError(f"secret {secret_id}: missing {', '.join(missing)}")
-    port = secret.get("port", 5432)
     try:
-        port = int(port)
+        port = int(secret.get("port", default_port))
     except (TypeError, ValueError):
         raise SettingsError(f"secret {secret_id}: port is not a number") from None
+    return {**secret, "port": port}
+
+
+def secret_conninfo(
+    secret_id: str, secret_string: str, *, application_name: str, dbname: str | None = None
+) -> str:
+    """PostgreSQL connection parameters from an RDS-style secret."""
+    secret = _credentials(secret_id, secret_string, 5432)
     return make_conninfo(
         host=str(secret["host"]),
-        port=port,
+        port=secret["port"],
         dbname=dbname or str(secret.get("dbname") or "postgres"),
         user=str(secret["username"]),
         password=str(secret["password"]),
         sslmode=str(secret.get("sslmode") or "require"),
-        connect_timeout=10,
+        connect_timeout=CONNECT_TIMEOUT,
         application_name=application_name,
     )
+
+
+def mysql_connect_arguments(secret_id: str, secret_string: str) -> dict[str, Any]:
+    """pymysql's ``connect`` arguments from an RDS-style secret. TLS is required, without
+    checking the certificate (libpq's ``require``), unless ``sslmode`` is ``disable``."""
+    secret = _credentials(secret_id, secret_string, 3306)
+    arguments: dict[str, Any] = {
+        "host": str(secret["host"]),
+        "port": secret["port"],
+        "user": str(secret["username"]),
+        "password": str(secret["password"]),
+        "connect_timeout": CONNECT_TIMEOUT,
+    }
+    if (secret.get("sslmode") or "require") == "disable":
+        arguments["ssl_disabled"] = True
+    else:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        arguments["ssl"] = context
+    return arguments

@@ -28,6 +28,8 @@ SCHEMA_FUNCTIONS = "BUS_SCHEMA_FUNCTIONS"
 # The schema function: its source (the secret is CREDENTIALS_NAME, as DMS's endpoint's)
 SOURCE_NAME = "DMSBUS_SOURCE"
 SOURCE_DATABASE = "DMSBUS_SOURCE_DATABASE"
+#: The source's engine, as config names it: whose catalog the schema function reads.
+SOURCE_ENGINE = "DMSBUS_SOURCE_ENGINE"
 #: ``schema.table`` patterns (DMS's ``%`` wildcard) of the tables the source replicates.
 SOURCE_TABLES = "DMSBUS_SOURCE_TABLES"
 #: ``schema.table.column`` of the columns config excludes.

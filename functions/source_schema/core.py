@@ -1,18 +1,22 @@
-"""Reading table schemas from a PostgreSQL source's catalog (pg_catalog), the way DMS sees
-the tables: the columns it replicates, in order, with their types, nullability and key.
+"""Reading table schemas from a source's catalog, the way DMS sees the tables: the columns
+it replicates, in order, with their types, nullability and key. PostgreSQL's from
+pg_catalog; MySQL's and MariaDB's from information_schema (a MySQL database is the
+``schema`` of DMS's table mappings).
 
-Generated columns are left out (DMS does not write them: pgoutput does not send them), as
-are the columns the config excludes (its object mapping drops them).
+Generated columns are left out (DMS does not write them: pgoutput does not send them; on
+MySQL dmsbus assumes the same), as are the columns the config excludes (its object
+mapping drops them).
 """
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from dmsbus.schemas import Column, Saved, SchemaStore, TableSchema
+from dmsbus.schemas import MYSQL_ENGINES, Column, Saved, SchemaStore, TableSchema
 from dmsbus.table_mappings import like, pattern
 
 # One row per column of the named tables: its type as PostgreSQL spells it, its base type
@@ -59,28 +63,80 @@ class TableRef:
     exclude: frozenset[str] = frozenset()
 
 
+#: MySQL's and MariaDB's columns of the named tables (``{tables}``: a row constructor per
+#: table): their type as declared, their data type, nullability, precision and scale (of a
+#: DECIMAL; a BIT's width), length (of a CHAR or VARCHAR) and place in the primary key.
+MYSQL_CATALOG_QUERY = """
+SELECT c.TABLE_SCHEMA, c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_TYPE, LOWER(c.DATA_TYPE),
+       c.IS_NULLABLE = 'YES', c.NUMERIC_PRECISION, c.NUMERIC_SCALE, c.CHARACTER_MAXIMUM_LENGTH,
+       k.ORDINAL_POSITION
+  FROM information_schema.COLUMNS c
+  LEFT JOIN information_schema.KEY_COLUMN_USAGE k
+    ON k.CONSTRAINT_NAME = 'PRIMARY' AND k.TABLE_SCHEMA = c.TABLE_SCHEMA
+   AND k.TABLE_NAME = c.TABLE_NAME AND k.COLUMN_NAME = c.COLUMN_NAME
+ WHERE (c.TABLE_SCHEMA, c.TABLE_NAME) IN ({tables}) AND c.EXTRA NOT LIKE '%%GENERATED%%'
+ ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME, c.ORDINAL_POSITION
+"""
+
+
 def read_schemas(
-    connection: Any, source: str, tables: Iterable[TableRef]
+    connection: Any, source: str, tables: Iterable[TableRef], *, engine: str = "postgres"
 ) -> dict[tuple[str, str], TableSchema]:
-    """The schemas of ``tables`` from ``connection`` (psycopg); a table the catalog does not
-    have is left out of the result (dropped, or not created yet)."""
+    """The schemas of ``tables`` from ``connection`` (psycopg, or pymysql for a MySQL-family
+    ``engine``); a table the catalog does not have is left out of the result (dropped, or
+    not created yet)."""
     wanted = {(ref.schema, ref.table): ref for ref in tables}
     if not wanted:
         return {}
-    schemas, names = zip(*wanted, strict=True)
-    rows = connection.execute(CATALOG_QUERY, (list(schemas), list(names))).fetchall()
+    make: Callable[..., Column]
+    if engine in MYSQL_ENGINES:
+        query = MYSQL_CATALOG_QUERY.format(tables=", ".join(["(%s, %s)"] * len(wanted)))
+        rows = _fetch(connection, query, [part for where in wanted for part in where])
+        make = functools.partial(_mysql_column, engine=engine)
+    else:
+        schemas, names = zip(*wanted, strict=True)
+        rows = _fetch(connection, CATALOG_QUERY, (list(schemas), list(names)))
+        make = _column
     columns: dict[tuple[str, str], list[Column]] = {}
     for schema, table, *row in rows:
         if row[0] in wanted[(schema, table)].exclude:
             continue
-        columns.setdefault((schema, table), []).append(_column(*row))
+        columns.setdefault((schema, table), []).append(make(*row))
     read_ms = int(time.time() * 1000)
     return {
         where: TableSchema(
-            source=source, schema=where[0], table=where[1], columns=tuple(found), read_ms=read_ms
+            source=source,
+            schema=where[0],
+            table=where[1],
+            columns=tuple(found),
+            engine=engine,
+            read_ms=read_ms,
         )
         for where, found in columns.items()
     }
+
+
+def _fetch(connection: Any, query: str, parameters: Any) -> list[tuple[Any, ...]]:
+    """Rows of a query, through a DB-API cursor (psycopg's and pymysql's alike)."""
+    with connection.cursor() as cursor:
+        cursor.execute(query, parameters)
+        return list(cursor.fetchall())
+
+
+def _mysql_column(*row: Any, engine: str) -> Column:
+    """A MySQL catalog row (after its schema and table) as a column."""
+    name, type_, base, nullable, precision, scale, length, key = row
+    return Column(
+        name=str(name),
+        type=str(type_),
+        base=str(base),
+        nullable=bool(nullable),
+        key=int(key) if key is not None else None,
+        precision=int(precision) if base in ("decimal", "bit") and precision is not None else None,
+        scale=int(scale) if base == "decimal" and scale is not None else None,
+        length=int(length) if base in ("char", "varchar") and length is not None else None,
+        engine=engine,
+    )
 
 
 def _column(*row: Any) -> Column:
@@ -103,9 +159,11 @@ def _column(*row: Any) -> Column:
     )
 
 
-def refresh(connection: Any, store: SchemaStore, source: str, tables: Iterable[TableRef]) -> list[Saved]:
+def refresh(
+    connection: Any, store: SchemaStore, source: str, tables: Iterable[TableRef], *, engine: str = "postgres"
+) -> list[Saved]:
     """Read ``tables`` and store each schema that changed as a new version."""
-    return [store.save(schema) for schema in read_schemas(connection, source, tables).values()]
+    return [store.save(schema) for schema in read_schemas(connection, source, tables, engine=engine).values()]
 
 
 #: The tables of a source schema; which a pattern selects is dmsbus.table_mappings's to say.
@@ -115,9 +173,16 @@ SELECT n.nspname, c.relname
  WHERE c.relkind IN ('r', 'p') AND n.nspname = %s
  ORDER BY 1, 2
 """
+MYSQL_TABLES_QUERY = """
+SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES
+ WHERE TABLE_TYPE = 'BASE TABLE' AND TABLE_SCHEMA = %s
+ ORDER BY 1, 2
+"""
 
 
-def selected_tables(connection: Any, patterns: Iterable[str], exclude: Iterable[str] = ()) -> list[TableRef]:
+def selected_tables(
+    connection: Any, patterns: Iterable[str], exclude: Iterable[str] = (), *, engine: str = "postgres"
+) -> list[TableRef]:
     """The source's tables that ``patterns`` (``schema.table``, config patterns: ``%`` the
     one wildcard) select, as the task's rendered object locators select them (``_`` is
     written ``[_]``: "Wildcards in table mapping", CHAP_Tasks.CustomizingTasks.TableMapping.
@@ -131,7 +196,8 @@ def selected_tables(connection: Any, patterns: Iterable[str], exclude: Iterable[
     for selected in patterns:
         schema, table = selected.split(".", 1)
         locator = pattern(table)
-        for where in connection.execute(TABLES_QUERY, (schema,)).fetchall():
+        query = MYSQL_TABLES_QUERY if engine in MYSQL_ENGINES else TABLES_QUERY
+        for where in _fetch(connection, query, (schema,)):
             if like(locator, where[1]):
                 found[where] = TableRef(where[0], where[1], frozenset(excluded.get(where, ())))
     return list(found.values())
@@ -145,12 +211,13 @@ def refresh_source(
     exclude: Iterable[str] = (),
     *,
     only: Iterable[str] = (),
+    engine: str = "postgres",
 ) -> list[Saved]:
     """Every selected table of the source (or those of them ``only`` names, ``schema.table``)
     read and stored, a new version where it changed. A table ``only`` names that the
     source's patterns do not select is not read: DMS does not replicate it."""
-    tables = selected_tables(connection, patterns, exclude)
+    tables = selected_tables(connection, patterns, exclude, engine=engine)
     wanted = set(only)
     if wanted:
         tables = [ref for ref in tables if f"{ref.schema}.{ref.table}" in wanted]
-    return refresh(connection, store, source, tables)
+    return refresh(connection, store, source, tables, engine=engine)

@@ -15,10 +15,11 @@ from typing import Any
 
 import boto3
 import psycopg
+import pymysql
 from aws_lambda_powertools import Logger
 
-from dmsbus.schemas import RefreshRequest, SchemaStore
-from dmsbus.secrets import secret_conninfo
+from dmsbus.schemas import MYSQL_ENGINES, RefreshRequest, SchemaStore
+from dmsbus.secrets import mysql_connect_arguments, secret_conninfo
 from source_schema.core import refresh_source
 from source_schema.settings import SourceSchemaSettings
 
@@ -32,18 +33,32 @@ def settings() -> SourceSchemaSettings:
     return SourceSchemaSettings.from_environ(os.environ)
 
 
+def _connect(config: SourceSchemaSettings, secret: str) -> Any:
+    """A connection to the source's catalog with DMS's credentials (closed by ``with``)."""
+    if config.engine in MYSQL_ENGINES:
+        # The catalog spans the databases: none is chosen (information_schema is read)
+        return pymysql.connect(**mysql_connect_arguments(config.secret, secret), autocommit=True)
+    conninfo = secret_conninfo(
+        config.secret, secret, application_name=APPLICATION_NAME, dbname=config.database
+    )
+    return psycopg.connect(conninfo, autocommit=True)
+
+
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = RefreshRequest.from_event(event)
     config = settings()
-    secret = boto3.client("secretsmanager").get_secret_value(SecretId=config.secret)["SecretString"]
-    conninfo = secret_conninfo(
-        config.secret, str(secret), application_name=APPLICATION_NAME, dbname=config.database
-    )
+    secret = str(boto3.client("secretsmanager").get_secret_value(SecretId=config.secret)["SecretString"])
     store = SchemaStore(boto3.client("dynamodb"), config.schema_table)
-    with psycopg.connect(conninfo, autocommit=True) as connection:
+    with _connect(config, secret) as connection:
         saved = refresh_source(
-            connection, store, config.source, config.tables, config.exclude or (), only=request.tables
+            connection,
+            store,
+            config.source,
+            config.tables,
+            config.exclude or (),
+            only=request.tables,
+            engine=config.engine,
         )
     changed = {item.schema.qualified: item.schema.version for item in saved if item.created}
     logger.info(

@@ -15,6 +15,8 @@ class SourceSchemaSettings(Settings):
 
     bus: str = variable(variables.BUS_NAME)
     source: str = variable(variables.SOURCE_NAME)
+    #: ``postgres``/``aurora-postgresql``, or ``mysql``/``aurora``/``mariadb`` (their catalogs).
+    engine: str = variable(variables.SOURCE_ENGINE)
     #: The source's database (DMS's endpoint names it; the secret gives host, port, user).
     database: str = variable(variables.SOURCE_DATABASE)
     #: The source's credentials: the secret DMS's endpoint reads.

@@ -296,6 +296,7 @@ def schema_function(
     environment = {
         "BUS_NAME": "demo",
         "DMSBUS_SOURCE": "legacy",
+        "DMSBUS_SOURCE_ENGINE": "postgres",
         "DMSBUS_SOURCE_DATABASE": database.rsplit("/", 1)[1],
         "DMSBUS_SECRET": "dmsbus/legacy",
         "BUS_SCHEMA_TABLE": "demo-schemas",

@@ -274,3 +274,22 @@ def test_a_consumer_that_does_not_take_typed_events_is_refused_on_a_typed_bus(
         ConsumerError, match=r"^consumer untyped: consumers/untyped does not take typed events yet"
     ):
         deployment_plan(typed)
+
+
+@pytest.mark.parametrize(
+    ("engine", "reads"), [("mariadb", True), ("aurora-postgresql", True), ("oracle", False)]
+)
+def test_a_typed_bus_reads_postgres_and_mysql_catalogs_and_refuses_other_sources(
+    engine: str, reads: bool
+) -> None:
+    from config.model import Config
+
+    sample = load_config(REPO / "config")
+    source = sample.sources[0].model_copy(update={"engine": engine})
+    config = Config(bus=typed_bus(sample.bus), sources=[source])
+    if not reads:
+        with pytest.raises(ConsumerError, match=r"^source legacy: glue.typed reads PostgreSQL's and MySQL's"):
+            deployment_plan(config.bus, config.sources)
+        return
+    (schema,) = [f for f in deployment_plan(config.bus, config.sources).functions if f.kind == "schema"]
+    assert schema.environment["DMSBUS_SOURCE_ENGINE"] == engine

@@ -27,7 +27,7 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from dmsbus.schemas import Column
+from dmsbus.schemas import MYSQL_ENGINES, Column
 
 BOOLEAN = "boolean"
 BIGINT = "bigint"
@@ -95,11 +95,39 @@ _SOURCE_TYPES: dict[str, str] = {
 }
 
 
+#: MySQL's and MariaDB's data types -> PostgreSQL's, as ``format_type`` spells them (an
+#: UNSIGNED integer takes the next wider type); the rest (text types, enum, set) is text.
+_MYSQL_TYPES: dict[str, tuple[str, str]] = {  # data type -> (signed, unsigned)
+    "tinyint": ("smallint", "smallint"),
+    "smallint": ("smallint", "integer"),
+    "mediumint": ("integer", "integer"),
+    "int": ("integer", BIGINT),
+    "bigint": (BIGINT, "numeric(20,0)"),
+    "year": ("smallint", "smallint"),
+    "float": ("real", "real"),
+    "double": (DOUBLE, DOUBLE),
+    "bit": (BOOLEAN, BOOLEAN),
+    "date": ("date", "date"),
+    "datetime": ("timestamp without time zone",) * 2,
+    "timestamp": ("timestamp with time zone",) * 2,
+    "time": ("time without time zone",) * 2,
+    "json": (JSONB, JSONB),
+}
+
+
 def source_type(column: Column) -> str | None:
     """The mirror column type of a source column, as ``format_type`` spells it; None for a
-    column DMS never writes (``bytea``, ``oid``): the mirror would only ever hold NULL."""
+    column DMS never writes (``bytea``, ``oid``; MySQL's binary types): the mirror would
+    only ever hold NULL."""
     if not column.written:
         return None
+    if column.engine in MYSQL_ENGINES:
+        if column.base == "decimal":
+            return f"numeric({column.precision},{column.scale or 0})" if column.precision else NUMERIC
+        if column.base in ("char", "varchar") and column.length:
+            return f"{'character varying' if column.base == 'varchar' else 'character'}({column.length})"
+        signed, unsigned = _MYSQL_TYPES.get(column.base, (TEXT, TEXT))
+        return unsigned if "unsigned" in column.type.lower() else signed
     if column.base == "numeric":
         if column.precision:
             return f"numeric({column.precision},{column.scale or 0})"
