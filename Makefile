@@ -44,11 +44,11 @@ node_modules/.installed: package.json package-lock.json
 
 # MariaDB's server, for the schema function's MySQL-family catalog tests: Debian's package,
 # installed once (the tests start their own server in a throwaway folder).
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)
 mariadb:
 	@command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || { \
 		echo "installing Debian's mariadb-server (tests/schema: MySQL catalogs)"; \
-		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+		$(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			--no-install-recommends mariadb-server >/dev/null; }
 
 lambda-deps: $(DEPS)/.built

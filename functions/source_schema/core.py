@@ -11,6 +11,7 @@ mapping drops them).
 from __future__ import annotations
 
 import functools
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -74,9 +75,22 @@ SELECT c.TABLE_SCHEMA, c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_TYPE, LOWER(c.DATA_
   LEFT JOIN information_schema.KEY_COLUMN_USAGE k
     ON k.CONSTRAINT_NAME = 'PRIMARY' AND k.TABLE_SCHEMA = c.TABLE_SCHEMA
    AND k.TABLE_NAME = c.TABLE_NAME AND k.COLUMN_NAME = c.COLUMN_NAME
- WHERE (c.TABLE_SCHEMA, c.TABLE_NAME) IN ({tables}) AND c.EXTRA NOT LIKE '%%GENERATED%%'
+ WHERE (c.TABLE_SCHEMA, c.TABLE_NAME) IN ({tables}) AND COALESCE(c.GENERATION_EXPRESSION, '') = ''
  ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME, c.ORDINAL_POSITION
 """
+#: Generated columns have a GENERATION_EXPRESSION ('' otherwise on MySQL, NULL on MariaDB);
+#: EXTRA is no guide: MySQL 8 says DEFAULT_GENERATED of a plain column with an expression
+#: default (``created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP``).
+#: MySQL 8.0.19+ drops integers' display widths (``int``), MariaDB and 5.7 keep them
+#: (``int(11)``): without them, an upgrade is no new schema version. ``tinyint(1)`` (MySQL's
+#: BOOLEAN) and ZEROFILL keep theirs on both.
+_DISPLAY_WIDTH = re.compile(r"^(tinyint|smallint|mediumint|int|bigint)\(\d+\)")
+
+
+def _integer_type(declared: str) -> str:
+    if "zerofill" in declared or declared.startswith("tinyint(1)"):
+        return declared
+    return _DISPLAY_WIDTH.sub(r"\1", declared)
 
 
 def read_schemas(
@@ -128,7 +142,7 @@ def _mysql_column(*row: Any, engine: str) -> Column:
     name, type_, base, nullable, precision, scale, length, key = row
     return Column(
         name=str(name),
-        type=str(type_),
+        type=_integer_type(str(type_)),
         base=str(base),
         nullable=bool(nullable),
         key=int(key) if key is not None else None,

@@ -5,6 +5,7 @@ replication user as DMS's endpoint would have (its password made up per run)."""
 from __future__ import annotations
 
 import os
+import pwd
 import secrets
 import shutil
 import socket
@@ -35,7 +36,9 @@ class MariaDB:
 
     def admin(self) -> pymysql.Connection[Any]:
         """As root, over the server's socket: to make databases and tables."""
-        return pymysql.connect(unix_socket=self.socket, user="root", autocommit=True)
+        return pymysql.connect(
+            unix_socket=self.socket, user=pwd.getpwuid(os.geteuid()).pw_name, autocommit=True
+        )
 
 
 def _free_port() -> int:
@@ -61,7 +64,7 @@ def _program(*names: str) -> str:
 def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
     server, install = _program("mariadbd", "mysqld"), _program("mariadb-install-db", "mysql_install_db")
     root = tmp_path_factory.mktemp("mariadb")
-    user = "root" if os.geteuid() == 0 else os.environ.get("USER", "nobody")
+    user = pwd.getpwuid(os.geteuid()).pw_name  # root's socket login is this user's
     subprocess.run(
         [install, "--no-defaults", f"--datadir={root / 'data'}", f"--user={user}", "--skip-test-db",
          "--auth-root-authentication-method=socket"],
@@ -79,7 +82,7 @@ def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
         deadline = time.monotonic() + 60
         while True:
             try:
-                admin = pymysql.connect(unix_socket=sock, user="root", autocommit=True)
+                admin = pymysql.connect(unix_socket=sock, user=user, autocommit=True)
                 break
             except pymysql.err.OperationalError:
                 if process.poll() is not None or time.monotonic() > deadline:
@@ -93,7 +96,11 @@ def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
         yield MariaDB("127.0.0.1", port, "dms", password, sock)
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
         log.close()
 
 

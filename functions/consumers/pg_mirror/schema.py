@@ -110,7 +110,8 @@ _MYSQL_TYPES: dict[str, tuple[str, str]] = {  # data type -> (signed, unsigned)
     "date": ("date", "date"),
     "datetime": ("timestamp without time zone",) * 2,
     "timestamp": ("timestamp with time zone",) * 2,
-    "time": ("time without time zone",) * 2,
+    # MySQL's TIME spans -838:59:59 to 838:59:59: a duration, not a time of day
+    "time": ("interval", "interval"),
     "json": (JSONB, JSONB),
 }
 
