@@ -17,8 +17,9 @@ from dmsbus.settings import SettingsError
 
 #: Reads a secret's string: ``lambda secret_id: client.get_secret_value(...)["SecretString"]``.
 SecretReader = Callable[[str], str]
-#: Seconds to wait for a connection.
+#: Seconds to wait for a connection, and for a query's answer (MySQL).
 CONNECT_TIMEOUT = 10
+READ_TIMEOUT = 60
 
 
 def _credentials(secret_id: str, secret_string: str, default_port: int) -> dict[str, Any]:
@@ -69,6 +70,8 @@ def mysql_connect_arguments(secret_id: str, secret_string: str) -> dict[str, Any
         "user": str(secret["username"]),
         "password": str(secret["password"]),
         "connect_timeout": CONNECT_TIMEOUT,
+        # a catalog read waiting on a metadata lock must not outlast the function
+        "read_timeout": READ_TIMEOUT,
     }
     if (secret.get("sslmode") or "require") == "disable":
         arguments["ssl_disabled"] = True

@@ -51,7 +51,7 @@ def process_batch(
     time on every shard; one that fails fails the batch (Lambda hands it again).
     """
     user_records: list[UserRecord] = []
-    poison = 0
+    poisoned: list[tuple[Mapping[str, Any], StreamRecordError]] = []
     stop: int | None = None
     stopped_by: str | None = None
     for index, record in enumerate(records):
@@ -62,9 +62,8 @@ def process_batch(
                 stop, stopped_by = index, str(exc)
                 logger.error("poison record and no BUS_DLQ_URL, the shard stops here: %s", exc)
                 break
-            dead_letters.send(reason=str(exc), record=record, detail={"bus": builder.bus})
-            poison += 1
-            logger.warning("poison record sent to the dead-letter queue: %s", exc)
+            poisoned.append((record, exc))
+    poison = len(poisoned)
     versions = builder.take_typed_versions()
     if announcer is not None and versions:
         try:
@@ -79,6 +78,11 @@ def process_batch(
                 failed=[_sequence_number(record) for record in records],
                 stopped_by=stopped_by,
             )
+    # Parked once the batch goes on: a batch handed back whole parks them on its retry
+    for record, error in poisoned:
+        assert dead_letters is not None
+        dead_letters.send(reason=str(error), record=record, detail={"bus": builder.bus})
+        logger.warning("poison record sent to the dead-letter queue: %s", error)
     result = publisher.publish(user_records, deadline=deadline)
     starts = [index for index in (stop, result.failed_from) if index is not None]
     failed = [_sequence_number(record) for record in records[min(starts) :]] if starts else []

@@ -64,18 +64,21 @@ class TableRef:
     exclude: frozenset[str] = frozenset()
 
 
-#: MySQL's and MariaDB's columns of the named tables (``{tables}``: a row constructor per
-#: table): their type as declared, their data type, nullability, precision and scale (of a
-#: DECIMAL; a BIT's width), length (of a CHAR or VARCHAR) and place in the primary key.
+#: MySQL's and MariaDB's columns of the named tables of one database (``{tables}``: a
+#: placeholder per table): their type as declared, their data type, nullability, precision
+#: and scale (of a DECIMAL; a BIT's width), length (of a CHAR or VARCHAR) and place in the
+#: primary key. One database per query, named as a constant on both sides: MySQL 5.7 and
+#: MariaDB scan information_schema's tables only where such constants narrow them.
 MYSQL_CATALOG_QUERY = """
 SELECT c.TABLE_SCHEMA, c.TABLE_NAME, c.COLUMN_NAME, c.COLUMN_TYPE, LOWER(c.DATA_TYPE),
        c.IS_NULLABLE = 'YES', c.NUMERIC_PRECISION, c.NUMERIC_SCALE, c.CHARACTER_MAXIMUM_LENGTH,
        k.ORDINAL_POSITION
   FROM information_schema.COLUMNS c
   LEFT JOIN information_schema.KEY_COLUMN_USAGE k
-    ON k.CONSTRAINT_NAME = 'PRIMARY' AND k.TABLE_SCHEMA = c.TABLE_SCHEMA
+    ON k.CONSTRAINT_NAME = 'PRIMARY' AND k.TABLE_SCHEMA = %s
    AND k.TABLE_NAME = c.TABLE_NAME AND k.COLUMN_NAME = c.COLUMN_NAME
- WHERE (c.TABLE_SCHEMA, c.TABLE_NAME) IN ({tables}) AND COALESCE(c.GENERATION_EXPRESSION, '') = ''
+ WHERE c.TABLE_SCHEMA = %s AND c.TABLE_NAME IN ({tables})
+   AND COALESCE(c.GENERATION_EXPRESSION, '') = ''
  ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME, c.ORDINAL_POSITION
 """
 #: Generated columns have a GENERATION_EXPRESSION ('' otherwise on MySQL, NULL on MariaDB);
@@ -104,8 +107,13 @@ def read_schemas(
         return {}
     make: Callable[..., Column]
     if engine in MYSQL_ENGINES:
-        query = MYSQL_CATALOG_QUERY.format(tables=", ".join(["(%s, %s)"] * len(wanted)))
-        rows = _fetch(connection, query, [part for where in wanted for part in where])
+        per_database: dict[str, list[str]] = {}
+        for schema, table in wanted:
+            per_database.setdefault(schema, []).append(table)
+        rows: list[tuple[Any, ...]] = []
+        for database, tables_of in sorted(per_database.items()):
+            query = MYSQL_CATALOG_QUERY.format(tables=", ".join(["%s"] * len(tables_of)))
+            rows += _fetch(connection, query, [database, database, *tables_of])
         make = functools.partial(_mysql_column, engine=engine)
     else:
         schemas, names = zip(*wanted, strict=True)

@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 
 from dmsbus.changes import ChangeBuilder
 from dmsbus.consumer import Selection
+from dmsbus.deadletter import DeadLetterQueue
 from dmsbus.envelope import ChangeEvent, EnvelopeError
 from dmsbus.publisher import KinesisPublisher
 from dmsbus.schema_events import SchemaAnnouncer
@@ -19,7 +20,7 @@ from dmsbus.schemas import Column, SchemaStore, TableSchema
 from dmsbus.typed import SchemaCache
 from glue.core import process_batch
 from tests.streams import BUS, events_in, insert, modify, read_shards
-from tests.unit.conftest import STREAM
+from tests.unit.conftest import STREAM, dead_letters
 
 ID = Column(name="id", type="integer", base="int4", nullable=False, key=1)
 PAID = Column(name="paid", type="boolean", base="bool", nullable=False)
@@ -31,17 +32,18 @@ V2 = TableSchema(source="legacy", schema="public", table="orders", columns=(ID, 
 class Glue:
     """One glue container: its builder, publisher and announcer, over the given store."""
 
-    def __init__(self, kinesis: Any, store: SchemaStore) -> None:
+    def __init__(self, kinesis: Any, store: SchemaStore, dead_letters: DeadLetterQueue | None = None) -> None:
         self.builder = ChangeBuilder(BUS, schemas=SchemaCache(store, ttl=0))
         self.publisher = KinesisPublisher(kinesis, STREAM)
         self.announcer = SchemaAnnouncer(store, self.publisher, BUS)
+        self.dead_letters = dead_letters
 
     def run(self, records: list[dict[str, Any]]) -> list[str]:
         outcome = process_batch(
             records,
             builder=self.builder,
             publisher=self.publisher,
-            dead_letters=None,
+            dead_letters=self.dead_letters,
             announcer=self.announcer,
         )
         return outcome.failed
@@ -271,3 +273,24 @@ def test_a_version_put_on_every_shard_but_not_noted_lets_the_rows_go(
         assert glue.run([insert({"id": 1, "paid": "true"})]) == []
     assert sum(1 for events in shards(kinesis).values() for e in events if e.op == "c") == 1
     assert "not noted as announced" in caplog.text
+
+
+def test_a_poison_record_of_a_batch_handed_back_for_its_announcement_is_parked_once(
+    kinesis: Any, schema_store: SchemaStore, dlq: DeadLetterQueue, sqs: Any
+) -> None:
+    # Given a batch with a poison record, whose announcement fails at first
+    schema_store.save(V1)
+    glue = Glue(kinesis, schema_store, dead_letters=dlq)
+    working = glue.announcer
+    glue.announcer = SchemaAnnouncer(
+        SchemaStore(schema_store.client, "demo-schemas-not-there"), glue.publisher, BUS
+    )
+    poison = insert({"id": 2, "paid": "true"})
+    del poison["dynamodb"]["NewImage"]
+    batch = [insert({"id": 1, "paid": "true"}), poison]
+    # When it is handed back, then handed again once the announcement can be made
+    assert glue.run(batch) != []
+    glue.announcer = working
+    assert glue.run(batch) == []
+    # Then the poison record was parked once, by the attempt that went on
+    assert len(dead_letters(sqs, dlq.queue_url)) == 1
