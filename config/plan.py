@@ -309,7 +309,7 @@ def deployment_plan(bus: BusConfig, sources: Sequence[SourceConfig] = ()) -> Dep
     its events."""
     stream = StreamPlan(stream_name(bus))
     failures = BucketPlan(FAILURES)
-    schema_table = TablePlan(schema_table_name(bus), TABLE_KEY) if bus.glue.typed else None
+    schema_table = _schema_table(bus)
     # What the glue and discovery ask to read a table now: each source's schema function
     schema_functions = (
         {source.name: schema_function_name(bus, source) for source in sources}
@@ -360,6 +360,11 @@ def _mapping(
 def _schema_functions(functions: Mapping[str, str]) -> tuple[str, ...] | None:
     """``source=function`` pairs, as the settings hold them."""
     return tuple(f"{source}={name}" for source, name in sorted(functions.items())) or None
+
+
+def _schema_table(bus: BusConfig) -> TablePlan | None:
+    """The bus's schema table, when it types its events."""
+    return TablePlan(schema_table_name(bus), TABLE_KEY) if bus.glue.typed else None
 
 
 def _schema_grants(schema_table: TablePlan | None) -> tuple[Grant, ...]:
@@ -541,8 +546,8 @@ def consumer_plan(
     ``environment`` goes beside."""
     stream = stream or StreamPlan(stream_name(bus))
     failures = failures or BucketPlan(FAILURES)
-    if schema_table is None and bus.glue.typed:
-        schema_table = TablePlan(schema_table_name(bus), TABLE_KEY)
+    if schema_table is None:
+        schema_table = _schema_table(bus)
     name = consumer_name(bus.name, consumer)
     reserved = sorted(key for key in consumer.environment if key.startswith(RESERVED_PREFIXES))
     if reserved:

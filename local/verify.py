@@ -139,13 +139,12 @@ def _classify(
     if got is None:
         check.lost.append(f"{label}: not in the mirror")
         return
-    want = row
-    lacking = sorted(name for name in want if name not in columns or name not in got)
+    lacking = sorted(name for name in row if name not in columns or name not in got)
     stale = [name for name in lacking if name not in columns or name in added]
     unexplained = [name for name in lacking if name not in stale]
     different = (
-        sorted(name for name in want if name in got and want[name] != got[name])
-        + sorted(name for name in got if name not in want)
+        sorted(name for name in row if name in got and row[name] != got[name])
+        + sorted(name for name in got if name not in row)
         + unexplained
     )
     if different:
@@ -189,10 +188,10 @@ def as_mirror_holds(
     is kept with a note, so that it differs from whatever the mirror holds."""
     texts = [{name: as_text(value) for name, value in row.items() if value is not None} for row in rows]
     cast = sorted({name for row in texts for name in row if columns.get(name, TEXT) != TEXT})
-    for start in range(0, len(texts), _ROWS_PER_CAST):
-        chunk = texts[start : start + _ROWS_PER_CAST]
-        if cast:
-            _cast_in_mirror(connection, chunk, {name: columns[name] for name in cast})
+    if cast:
+        types = {name: columns[name] for name in cast}
+        for start in range(0, len(texts), _ROWS_PER_CAST):
+            _cast_in_mirror(connection, texts[start : start + _ROWS_PER_CAST], types)
     return texts
 
 
@@ -262,7 +261,6 @@ def _mirror_rows(
 ) -> dict[tuple[str, ...], dict[str, Any]]:
     """The mirror's rows with those keys: non-NULL columns, as text."""
     schema, table = where
-    types = columns
     names = list(columns)
     found: dict[tuple[str, ...], dict[str, Any]] = {}
     wanted = list(keys)
@@ -272,7 +270,7 @@ def _mirror_rows(
             sql.Identifier(schema),
             sql.Identifier(table),
             sql.SQL(", ").join(sql.Identifier(name) for name in key),
-            _typed_keys(key, wanted[start : start + _KEYS_PER_QUERY], types),
+            _typed_keys(key, wanted[start : start + _KEYS_PER_QUERY], columns),
         )
         for values in connection.execute(query):
             row = {name: value for name, value in zip(names, values, strict=True) if value is not None}
@@ -424,7 +422,8 @@ def _get_items(
     dynamodb: Any, table: str, keys: list[dict[str, Any]], *, attempts: int = 8, sleep: Any = time.sleep
 ) -> dict[str, dict[str, Any]]:
     """The items of ``keys``, read consistently; unprocessed keys are asked again with a
-    growing pause (DynamoDB's advice for BatchGetItem), ``attempts`` times at most."""
+    growing pause (BatchGetItem's UnprocessedKeys: "we strongly recommend that you use an
+    exponential backoff algorithm", API_BatchGetItem), ``attempts`` times at most."""
     found: dict[str, dict[str, Any]] = {}
     names = list(keys[0]) if keys else []
     for start in range(0, len(keys), _KEYS_PER_GET):

@@ -207,25 +207,7 @@ class SourceStack(Stack):
                         )
                     )
                 case "secret:read" if grant.resource == self.source.credentials.secret:
-                    self.secret.grant_read(function)
-                    if self.source.credentials.kms_key_arn is not None:
-                        function.add_to_role_policy(
-                            iam.PolicyStatement(
-                                actions=["kms:Decrypt"],
-                                resources=[self.source.credentials.kms_key_arn],
-                                conditions={
-                                    "StringEquals": {
-                                        "kms:ViaService": f"secretsmanager.{self.region}.amazonaws.com"
-                                    }
-                                },
-                            )
-                        )
-                    if not self.source.credentials.is_arn:
-                        acknowledge(
-                            bus_function.role,
-                            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:{grant.resource}-??????]",
-                            "A secret named in config: its ARN ends in a random six-character suffix.",
-                        )
+                    self._grant_secret(bus_function.role, kms_actions=["kms:Decrypt"])
                 case _:
                     raise ValueError(f"the source stack cannot grant {grant}")
         acknowledge_kms_grant(bus_function.role)
@@ -406,19 +388,9 @@ class SourceStack(Stack):
             assumed_by=iam.ServicePrincipal(f"dms.{self.region}.amazonaws.com"),
             description=f"DMS {name} reads the source database's credentials",
         )
-        secret.grant_read(role)
-        if credentials.kms_key_arn is not None:
-            # A secret under a customer-managed key: "kms:Decrypt", "kms:DescribeKey" on it
-            # (security_iam_secretsmanager), and only through Secrets Manager.
-            role.add_to_policy(
-                iam.PolicyStatement(
-                    actions=["kms:Decrypt", "kms:DescribeKey"],
-                    resources=[credentials.kms_key_arn],
-                    conditions={
-                        "StringEquals": {"kms:ViaService": f"secretsmanager.{self.region}.amazonaws.com"}
-                    },
-                )
-            )
+        # A secret under a customer-managed key: "kms:Decrypt", "kms:DescribeKey" on it
+        # (security_iam_secretsmanager)
+        self._grant_secret(role, kms_actions=["kms:Decrypt", "kms:DescribeKey"])
         # DMS takes host, port, user and password from the secret (it refuses both a secret
         # and clear-text connection values); the config's server and port document it.
         settings: dict[str, Any] = {
@@ -445,13 +417,30 @@ class SourceStack(Stack):
             microsoft_sql_server_settings=settings if family == "sqlserver" else None,
         )
         Tags.of(endpoint).add("dmsbus:server", f"{source.server}:{source.effective_port}")
+        return endpoint
+
+    def _grant_secret(self, role: iam.IRole, *, kms_actions: list[str]) -> None:
+        """Read access to the source's secret: under a customer-managed key, ``kms_actions``
+        on it, and only through Secrets Manager; a secret named in config is matched by its
+        name and ARN suffix."""
+        credentials = self.source.credentials
+        self.secret.grant_read(role)
+        if credentials.kms_key_arn is not None:
+            role.add_to_principal_policy(
+                iam.PolicyStatement(
+                    actions=kms_actions,
+                    resources=[credentials.kms_key_arn],
+                    conditions={
+                        "StringEquals": {"kms:ViaService": f"secretsmanager.{self.region}.amazonaws.com"}
+                    },
+                )
+            )
         if not credentials.is_arn:
             acknowledge(
                 role,
                 f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:{credentials.secret}-??????]",
                 "A secret named in config: its ARN ends in a random six-character suffix.",
             )
-        return endpoint
 
     def _target_endpoint(self, name: str, bus: BusConfig, source: SourceConfig) -> dms.CfnEndpoint:
         role = iam.Role(

@@ -23,6 +23,7 @@ the exact bytes it came in and its Kinesis position (sinks that store events unm
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import warnings
@@ -33,7 +34,7 @@ from typing import Any, Literal, overload
 
 from dmsbus import variables
 from dmsbus.deadletter import DeadLetterQueue
-from dmsbus.envelope import OPS, ChangeEvent, EnvelopeError
+from dmsbus.envelope import OPS, ROW_OPS, ChangeEvent, EnvelopeError
 from dmsbus.kpl import unpack
 from dmsbus.schemas import SchemaStore
 from dmsbus.settings import ConsumerSettings, SettingsError
@@ -58,9 +59,6 @@ class Selection:
     ops: frozenset[str] | None = None
     #: This deployment's function: a resync read meant for another consumer is not for it.
     function: str | None = None
-    #: Whether ``ops`` None lets schema changes (op ``s``) through: a deployment's selection
-    #: does (config leaves it to the code), a decorator's does not (a consumer names ``s``).
-    unset_ops_take_schema_changes: bool = False
 
     @classmethod
     def of(cls, tables: Iterable[str] | None, ops: Iterable[str] | None) -> Selection:
@@ -80,10 +78,7 @@ class Selection:
         return cls(table_patterns, op_set)
 
     def matches(self, event: ChangeEvent) -> bool:
-        if self.ops is None:
-            if event.op == "s" and not self.unset_ops_take_schema_changes:
-                return False
-        elif event.op not in self.ops:
+        if self.ops is not None and event.op not in self.ops:
             return False
         target = event.source.resync_for
         if target is not None and self.function is not None and target != self.function:
@@ -103,7 +98,7 @@ class Selection:
             raise SettingsError(f"{variables.TABLES}/{variables.OPS}: {exc}") from None
         # Lambda's own variable: the function this deployment is.
         function = environ.get("AWS_LAMBDA_FUNCTION_NAME") or None
-        return cls(selection.tables, selection.ops, function, unset_ops_take_schema_changes=True)
+        return cls(selection.tables, selection.ops, function)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +134,6 @@ class ConsumerHandler:
         self._dead_letters_resolved = False
         self._dead_letters: DeadLetterQueue | None = None
         self._deployment: Selection | None = None
-        self._schemas: SchemaVersions | bool | None = False  # False: not looked up yet
         self.__name__ = getattr(function, "__name__", "handler")
         self.__doc__ = function.__doc__
 
@@ -158,18 +152,15 @@ class ConsumerHandler:
             self._deployment = Selection.from_env(os.environ)
         return self._deployment
 
-    @property
+    @functools.cached_property
     def schemas(self) -> SchemaVersions | None:
         """The schema table's versions, on a bus that types its events (read at first use)."""
-        if self._schemas is False:
-            table = ConsumerSettings.from_environ(os.environ).schema_table
-            if table is None:
-                self._schemas = None
-            else:
-                import boto3
+        table = ConsumerSettings.from_environ(os.environ).schema_table
+        if table is None:
+            return None
+        import boto3
 
-                self._schemas = SchemaVersions(SchemaStore(boto3.client("dynamodb"), table))
-        return self._schemas if isinstance(self._schemas, SchemaVersions) else None
+        return SchemaVersions(SchemaStore(boto3.client("dynamodb"), table))
 
     def __call__(self, event: Mapping[str, Any], context: Any = None) -> LambdaResponse:
         records: Sequence[Mapping[str, Any]] = event.get("Records") or []
@@ -338,9 +329,11 @@ def consumer(
     (or, with ``batch=True``, of a list of them: one call per Lambda batch; with
     ``records=True``, of ``Received`` values instead of events).
 
-    ``dead_letters`` defaults to the queue named by ``BUS_DLQ_URL``.
+    ``dead_letters`` defaults to the queue named by ``BUS_DLQ_URL``. Without ``ops`` it
+    takes the row changes (``ROW_OPS``): schema changes (``s``) come to a consumer that
+    names them; a deployment's config leaves the choice to the code.
     """
-    selection = Selection.of(tables, ops)
+    selection = Selection.of(tables, ROW_OPS if ops is None else ops)
     source: DeadLettersSource = dead_letters if dead_letters is not None else _env_dead_letters
 
     def decorate(function: Callable[..., object]) -> ConsumerHandler:

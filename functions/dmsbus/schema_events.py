@@ -8,7 +8,10 @@ discovery's backfill) announce a version they meet for the first time unless the
 table says it is announced, and note it there once every shard has it. A consumer that
 asks for op ``s`` thus gets the change before any row of the new version, on each shard:
 one copy per shard, all with the same ``id``. A split shard's children are read after it
-(Lambda reads a parent shard to its end first), so they need no copy.
+(Lambda reads a parent shard to its end first), so they need no copy; and order holds per
+shard for a mapping whose ParallelizationFactor is 1, per partition key beyond (Lambda
+Developer Guide, "Using Lambda to process records from Amazon Kinesis Data Streams",
+with-kinesis: polling and batching, concurrent batches per shard).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from dmsbus.envelope import ChangeEvent, Source
 from dmsbus.names import TableName, parse_table_name
 from dmsbus.publisher import KinesisPublisher
-from dmsbus.schemas import SchemaChange, SchemaError, SchemaStore, TableSchema
+from dmsbus.schemas import SchemaChange, SchemaError, SchemaStore, TableSchema, qualified
 
 logger = logging.getLogger("dmsbus.schema_events")
 
@@ -84,29 +87,29 @@ class SchemaAnnouncer:
         announced = 0
         for dynamodb_table, version in sorted(set(versions) - self._done):
             name = parse_table_name(dynamodb_table)
-            qualified = f"{name.source}.{name.schema}.{name.table}"
+            table_key = qualified(name.source, name.schema, name.table)
             try:
-                for pending in self._unannounced(qualified, version):
-                    self._put(name, qualified, pending, deadline)
+                for pending in self._unannounced(table_key, version):
+                    self._put(name, table_key, pending, deadline)
                     announced += 1
             except (ClientError, BotoCoreError, SchemaError) as exc:  # the batch is retried
-                raise AnnouncementError(f"schema v{version} of {qualified} not announced: {exc}") from exc
+                raise AnnouncementError(f"schema v{version} of {table_key} not announced: {exc}") from exc
             self._done.add((dynamodb_table, version))
         return announced
 
-    def _unannounced(self, qualified: str, version: int) -> list[int]:
+    def _unannounced(self, table_key: str, version: int) -> list[int]:
         """``version`` and the versions before it back to the last announced, oldest first."""
         pending: list[int] = []
-        while version >= 1 and not self.store.announced(qualified, version):
+        while version >= 1 and not self.store.announced(table_key, version):
             pending.append(version)
             version -= 1
         return pending[::-1]
 
-    def _put(self, name: TableName, qualified: str, version: int, deadline: float | None) -> None:
-        schema = self.store.version(qualified, version)
+    def _put(self, name: TableName, table_key: str, version: int, deadline: float | None) -> None:
+        schema = self.store.version(table_key, version)
         if schema is None:
-            raise AnnouncementError(f"schema v{version} of {qualified} is not in the schema table")
-        previous = self.store.version(qualified, version - 1) if version > 1 else None
+            raise AnnouncementError(f"schema v{version} of {table_key} is not in the schema table")
+        previous = self.store.version(table_key, version - 1) if version > 1 else None
         event = schema_change_event(self.bus, name, schema, previous)
         result = self.publisher.publish_to_every_shard(
             event.to_json(), f"{name.schema}.{name.table}|schema", deadline=deadline
@@ -115,7 +118,7 @@ class SchemaAnnouncer:
             raise AnnouncementError(f"{event.id} is not on every shard: {'; '.join(result.errors[:2])}")
         logger.info("schema change %s announced on %d shards", event.id, result.kinesis_records)
         try:
-            self.store.mark_announced(qualified, version)
+            self.store.mark_announced(table_key, version)
         except (ClientError, BotoCoreError) as exc:
             # It is on every shard: the rows may go. Unnoted, it goes out again (same id).
             logger.warning("schema change %s not noted as announced: %s", event.id, exc)

@@ -78,6 +78,11 @@ MYSQL_ENGINES = frozenset({"mysql", "aurora", "mariadb"})
 POSTGRES_ENGINES = frozenset({"postgres", "aurora-postgresql"})
 
 
+def qualified(source: str, schema: str, table: str) -> str:
+    """``source.schema.table``: a table's key in the schema table."""
+    return f"{source}.{schema}.{table}"
+
+
 class SchemaError(ValueError):
     """A stored schema that cannot be read back; the message names the table and field."""
 
@@ -167,7 +172,7 @@ class TableSchema:
     @property
     def qualified(self) -> str:
         """``source.schema.table``: the store's key."""
-        return f"{self.source}.{self.schema}.{self.table}"
+        return qualified(self.source, self.schema, self.table)
 
     def column(self, name: str) -> Column | None:
         return self._by_name.get(name)

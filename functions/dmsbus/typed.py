@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from dmsbus.names import TableName
-from dmsbus.schemas import Column, Kind, RefreshRequest, SchemaError, SchemaStore, TableSchema
+from dmsbus.schemas import Column, Kind, RefreshRequest, SchemaError, SchemaStore, TableSchema, qualified
 
 if TYPE_CHECKING:  # dmsbus.settings imports the publisher, which imports this module
     from dmsbus.settings import PublishingSettings
@@ -179,18 +179,20 @@ class SchemaVersions:
 
     def __init__(self, store: SchemaStore) -> None:
         self.store = store
-        self._known: dict[tuple[str, int], TableSchema | None] = {}
+        self._known: dict[tuple[str, str, str, int], TableSchema] = {}
 
     def of(self, source: str, schema: str, table: str, version: int) -> TableSchema | None:
         """The version, or None when the store does not have it or cannot be read (then it
         is asked again next time)."""
-        key = (f"{source}.{schema}.{table}", version)
-        if key in self._known:
-            return self._known[key]
+        key = (source, schema, table, version)
+        found = self._known.get(key)
+        if found is not None:
+            return found
+        name = qualified(source, schema, table)
         try:
-            found = self.store.version(key[0], version)
+            found = self.store.version(name, version)
         except Exception:  # the consumer goes on with event.schema None
-            logger.exception("schema %s v%d not read", key[0], version)
+            logger.exception("schema %s v%d not read", name, version)
             return None
         if found is not None:
             self._known[key] = found
@@ -275,43 +277,43 @@ class SchemaCache:
         self._known: dict[str, tuple[ImageTyper | None, float]] = {}
 
     def typer(self, name: TableName) -> ImageTyper | None:
-        qualified = f"{name.source}.{name.schema}.{name.table}"
-        known = self._known.get(qualified)
+        table_key = qualified(name.source, name.schema, name.table)
+        known = self._known.get(table_key)
         now = self._clock()
         if known is not None and now < known[1]:
             return known[0]
         try:
-            schema = self.store.latest(qualified)
+            schema = self.store.latest(table_key)
             typer = ImageTyper(schema) if schema is not None else None
         except (ClientError, BotoCoreError, SchemaError) as exc:
-            logger.warning("schema of %s not read, its events go out untyped: %s", qualified, exc)
-            return self._keep(qualified, known, now)
+            logger.warning("schema of %s not read, its events go out untyped: %s", table_key, exc)
+            return self._keep(table_key, known, now)
         except Exception:  # a stored schema this code cannot use: untyped, never held back
-            logger.exception("schema of %s not usable, its events go out untyped", qualified)
-            return self._keep(qualified, known, now)
+            logger.exception("schema of %s not usable, its events go out untyped", table_key)
+            return self._keep(table_key, known, now)
         if known is not None and known[0] is not None and schema is not None and known[0].schema == schema:
             typer = known[0]  # the same version: keep its converters
         if schema is None and self.refresher is not None:
             self.refresher.request(name, "no schema stored")
-        self._known[qualified] = (typer, now + (self.ttl if typer is not None else self.retry))
+        self._known[table_key] = (typer, now + (self.ttl if typer is not None else self.retry))
         return typer
 
     def _keep(
-        self, qualified: str, known: tuple[ImageTyper | None, float] | None, now: float
+        self, table_key: str, known: tuple[ImageTyper | None, float] | None, now: float
     ) -> ImageTyper | None:
         """After a failed read: what was known, until the next try."""
         typer = known[0] if known is not None else None
-        self._known[qualified] = (typer, now + self.retry)
+        self._known[table_key] = (typer, now + self.retry)
         return typer
 
     def stale(self, name: TableName, attributes: list[str]) -> None:
         """An image had ``attributes`` the schema lacks: read the schema again soon."""
-        qualified = f"{name.source}.{name.schema}.{name.table}"
-        known = self._known.get(qualified)
+        table_key = qualified(name.source, name.schema, name.table)
+        known = self._known.get(table_key)
         soon = self._clock() + self.retry
         if known is not None and known[1] > soon:
             # Once per retry period, not per event
-            self._known[qualified] = (known[0], soon)
-            logger.info("%s has columns its schema lacks (%s): reading it again", qualified, attributes)
+            self._known[table_key] = (known[0], soon)
+            logger.info("%s has columns its schema lacks (%s): reading it again", table_key, attributes)
         if self.refresher is not None:  # it asks once a minute per table at most
             self.refresher.request(name, f"columns {attributes} not in schema")

@@ -214,12 +214,15 @@ def selected_tables(
     for entry in exclude:
         schema, table, column = entry.split(".", 2)
         excluded.setdefault((schema, table), set()).add(column)
+    query = MYSQL_TABLES_QUERY if engine in MYSQL_ENGINES else TABLES_QUERY
+    listed: dict[str, list[tuple[Any, ...]]] = {}  # each schema's tables, listed once
     found: dict[tuple[str, str], TableRef] = {}
     for selected in patterns:
         schema, table = selected.split(".", 1)
         locator = pattern(table)
-        query = MYSQL_TABLES_QUERY if engine in MYSQL_ENGINES else TABLES_QUERY
-        for where in _fetch(connection, query, (schema,)):
+        if schema not in listed:
+            listed[schema] = _fetch(connection, query, (schema,))
+        for where in listed[schema]:
             if like(locator, where[1]):
                 found[where] = TableRef(where[0], where[1], frozenset(excluded.get(where, ())))
     return list(found.values())

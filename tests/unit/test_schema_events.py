@@ -11,7 +11,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from dmsbus.changes import ChangeBuilder
-from dmsbus.consumer import Selection
+from dmsbus.consumer import Selection, consumer
 from dmsbus.deadletter import DeadLetterQueue
 from dmsbus.envelope import ChangeEvent, EnvelopeError
 from dmsbus.publisher import KinesisPublisher
@@ -156,8 +156,8 @@ def test_schema_events_go_to_consumers_that_name_op_s_only() -> None:
         b'"previous_version":1,"added":["coupon"],"dropped":[],"retyped":[],"renamed":[]}}'
     )
     # A consumer's decorator without ops takes rows only; one naming s takes schema changes
-    assert Selection.of(None, None).matches(event) is False
-    assert Selection.of(None, ["c", "s"]).matches(event) is True
+    assert consumer()(print).selection.matches(event) is False
+    assert consumer(ops=["c", "s"])(print).selection.matches(event) is True
     # A deployment's selection without ops leaves it to the code
     assert Selection.from_env({}).matches(event) is True
 

@@ -45,7 +45,7 @@ from consumers.pg_mirror.schema import (
 from dmsbus.envelope import ChangeEvent
 from dmsbus.names import version_rank
 from dmsbus.partition import canonical_json
-from dmsbus.schemas import TableSchema
+from dmsbus.schemas import TableSchema, qualified
 
 __all__ = ["Applied", "Mirror", "MirrorSchemaError", "row_key", "version_rank"]
 
@@ -254,7 +254,7 @@ class Mirror:
                 continue
             seen.add(table)
             source = event.source
-            latest = self.latest(f"{source.source}.{source.schema}.{source.table}")
+            latest = self.latest(qualified(source.source, source.schema, source.table))
             shape = self._shape(connection, table, fresh=True)
             if latest is not None and shape is not None and not shape.follows(latest):
                 self._change(connection, table, _Wanted(tuple(event.key), schema=latest), applied)
