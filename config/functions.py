@@ -33,6 +33,32 @@ def schema_function_name(bus: BusConfig, source: SourceConfig) -> str:
     return f"{bus.name}-{source.name}-schema"
 
 
+def source_admin_function_name(bus: BusConfig, source: SourceConfig) -> str:
+    """The source's admin function (``functions/source_admin``): ``dmsbus doctor``'s checks
+    and dropping the replication slot, in the source's network with DMS's credentials."""
+    return f"{bus.name}-{source.name}-admin"
+
+
+def replication_identifier(bus_name: str, source_name: str) -> str:
+    """The source's DMS identifier (replication instance, task, subnet group; endpoints add
+    ``-source``/``-target``), as DMS reports it: DMS stores identifiers in lowercase
+    (API_CreateReplicationInstance), so alarm dimensions and event subscriptions match it."""
+    return f"{bus_name}-{source_name}".lower()
+
+
+#: The task lifecycle's two functions (stacks/task_lifecycle.py): ``{identifier}-{suffix}``.
+TASK_LIFECYCLE_SUFFIXES = ("task-lifecycle", "task-lifecycle-wait")
+
+
+def source_function_names(bus: BusConfig, source: SourceConfig) -> list[str]:
+    """Every Lambda function a source stack names (Lambda allows 64 characters)."""
+    identifier = replication_identifier(bus.name, source.name)
+    return [
+        *(f"{identifier}-{suffix}" for suffix in TASK_LIFECYCLE_SUFFIXES),
+        schema_function_name(bus, source),
+    ]
+
+
 def consumer_name(bus_name: str, consumer: ConsumerConfig) -> str:
     return f"{bus_name}-{consumer.name}"
 

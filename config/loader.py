@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import ValidationError
 
-from config.model import BusConfig, Config, SourceConfig
+from config.functions import replication_identifier, source_function_names
+from config.model import DMS_NAME_LENGTH, BusConfig, Config, SourceConfig
 from dmsbus.names import TableName
 
 BUS_FILE = "bus.yaml"
@@ -187,6 +188,20 @@ def _consumer_problems(path: Path, bus: BusConfig, repo: Path) -> Iterator[str]:
 
 
 def _name_problems(path: Path, bus: BusConfig, source: SourceConfig) -> Iterator[str]:
+    identifier = replication_identifier(bus.name, source.name)
+    if len(identifier) > DMS_NAME_LENGTH:
+        yield (
+            f"{path}: name: the DMS replication instance identifier {identifier!r} (bus name, '-', "
+            f"source name) is over DMS's {DMS_NAME_LENGTH} characters (API_CreateReplicationInstance); "
+            "shorten the bus or source name"
+        )
+        return
+    for function_name in source_function_names(bus, source):
+        if len(function_name) > MAX_FUNCTION_NAME:
+            yield (
+                f"{path}: name: the function name {function_name!r} is over {MAX_FUNCTION_NAME} "
+                "characters; shorten the bus or source name"
+            )
     for index, table in enumerate(source.tables):
         name = TableName(bus.name, source.name, table.schema_, table.table, table.version_suffix)
         if len(name.dynamodb_table) > MAX_TABLE_NAME:

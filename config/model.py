@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dmsbus.names import IDENTIFIER
 from dmsbus.table_mappings import like, pattern
@@ -25,12 +25,32 @@ _SUBNET = re.compile(r"subnet-[0-9a-f]{8,17}")
 _VPC = re.compile(r"vpc-[0-9a-f]{8,17}")
 _TABLE_FILTER = re.compile(r"[A-Za-z0-9_*?-]+\.[A-Za-z0-9_*?-]+")
 _SECURITY_GROUP = re.compile(r"sg-[0-9a-f]{8,17}")
+_ROUTE_TABLE = re.compile(r"rtb-[0-9a-f]{8,17}")
 _VPCE_DNS = re.compile(r"vpce-[0-9a-z-]+\.secretsmanager\.[a-z0-9-]+\.vpce\.amazonaws\.com(\.cn)?")
 
 
 def _identifier(value: str) -> str:
     if not IDENTIFIER.fullmatch(value):
         raise ValueError(f"{value!r} is not an identifier (letters, digits, '_' and '-' only)")
+    return value
+
+
+#: DMS's identifiers (replication instance, task, endpoints): "1-63 alphanumeric characters
+#: or hyphens. First character must be a letter. Can't end with a hyphen or contain two
+#: consecutive hyphens", "stored as a lowercase string" (API_CreateReplicationInstance;
+#: API_CreateEndpoint and API_CreateReplicationTask say the same). The bus and source names
+#: become them (``config.functions.replication_identifier``).
+_DMS_NAME = re.compile(r"[A-Za-z](?:-?[A-Za-z0-9])*")
+DMS_NAME_LENGTH = 63
+
+
+def _dms_name(value: str) -> str:
+    if not _DMS_NAME.fullmatch(value) or len(value) > DMS_NAME_LENGTH:
+        raise ValueError(
+            f"{value!r} cannot name DMS resources: use 1-{DMS_NAME_LENGTH} letters, digits and "
+            "hyphens, starting with a letter, without '--' or a hyphen at the end "
+            "(API_CreateReplicationInstance)"
+        )
     return value
 
 
@@ -50,6 +70,8 @@ def _matching(regex: re.Pattern[str], what: str) -> AfterValidator:
 
 
 Identifier = Annotated[str, AfterValidator(_identifier)]
+#: A bus or source name: part of DMS's identifiers, so DMS's rules hold for it.
+DmsName = Annotated[str, AfterValidator(_dms_name)]
 Pattern = Annotated[str, AfterValidator(_pattern)]
 #: Change ops a consumer may select; ``s`` (schema changes, typed buses) only when named.
 Op = Literal["c", "u", "d", "r", "s"]
@@ -224,7 +246,7 @@ class FailuresConfig(Model):
 
 
 class BusConfig(Model):
-    name: Identifier
+    name: DmsName
     #: ``create``: the bus stack creates the account's ``dms-vpc-role``; ``existing``: the
     #: account has it already (it is one per account, named by DMS).
     dms_vpc_role: Literal["create", "existing"] = "create"
@@ -250,7 +272,19 @@ class BusConfig(Model):
 
 # --- sources ---------------------------------------------------------------------------
 
-Engine = Literal["postgres", "aurora-postgresql", "mysql", "aurora", "mariadb", "oracle", "sqlserver"]
+Engine = Literal["postgres", "aurora-postgresql", "mysql", "aurora", "mariadb"]
+#: Engines DMS reads that dmsbus does not deploy yet, with why (refused at config load).
+UNSUPPORTED_ENGINES = {
+    "oracle": (
+        "DMS does not support SslMode require, which every dmsbus source endpoint sets, on Oracle (CHAP_Security.SSL), "
+        "and its CDC prerequisites (supplemental logging, LogMiner or Binary Reader: CHAP_Source.Oracle) "
+        "are not checked or set by dmsbus"
+    ),
+    "sqlserver": (
+        "its CDC prerequisites (MS-CDC or MS-Replication on every table, the distributor: "
+        "CHAP_Source.SQLServer) are not checked or set by dmsbus"
+    ),
+}
 
 DEFAULT_PORTS: dict[str, int] = {
     "postgres": 5432,
@@ -258,8 +292,6 @@ DEFAULT_PORTS: dict[str, int] = {
     "mysql": 3306,
     "aurora": 3306,
     "mariadb": 3306,
-    "oracle": 1521,
-    "sqlserver": 1433,
 }
 
 
@@ -289,6 +321,14 @@ class Network(Model):
     #: Secrets Manager interface endpoint (``vpce-....secretsmanager.<region>.vpce.amazonaws.com``),
     #: passed to DMS as ``secretsManagerEndpointOverride``.
     secrets_manager_endpoint: Annotated[str, _matching(_VPCE_DNS, "a VPC endpoint DNS name")] | None = None
+    #: In an existing VPC: how the replication instance reaches DynamoDB. Since DMS 3.4.7 a
+    #: private network needs a VPC endpoint for it (CHAP_VPC_Endpoints). ``existing``: the
+    #: VPC has a DynamoDB gateway endpoint on the replication subnets' route tables;
+    #: ``create``: the source stack creates one on ``route_table_ids``.
+    dynamodb_endpoint: Literal["existing", "create"] | None = None
+    route_table_ids: list[Annotated[str, _matching(_ROUTE_TABLE, "a route table id")]] = Field(
+        default_factory=list
+    )
 
     @model_validator(mode="after")
     def _one_network(self) -> Network:
@@ -307,6 +347,11 @@ class Network(Model):
                     "create_vpc: true creates its own Secrets Manager endpoint; "
                     "secrets_manager_endpoint is for an existing VPC"
                 )
+            if self.dynamodb_endpoint is not None or self.route_table_ids:
+                raise ValueError(
+                    "create_vpc: true creates its own DynamoDB gateway endpoint; "
+                    "dynamodb_endpoint and route_table_ids are for an existing VPC"
+                )
         else:
             if not self.vpc_id or len(self.subnet_ids) < 2:
                 raise ValueError(
@@ -314,7 +359,25 @@ class Network(Model):
                 )
             if self.egress is not None:
                 raise ValueError("egress applies to create_vpc: true; an existing VPC routes as it is")
+            self._reaches_dynamodb()
         return self
+
+    def _reaches_dynamodb(self) -> None:
+        if self.dynamodb_endpoint is None:
+            raise ValueError(
+                "an existing VPC needs a VPC endpoint for DynamoDB, DMS's target (required since DMS "
+                "3.4.7 on a private network: CHAP_VPC_Endpoints): set dynamodb_endpoint: existing when "
+                "the replication subnets' route tables have a DynamoDB gateway endpoint, or "
+                "dynamodb_endpoint: create with route_table_ids (those route tables)"
+            )
+        if self.dynamodb_endpoint == "create" and not self.route_table_ids:
+            raise ValueError(
+                "dynamodb_endpoint: create needs route_table_ids: the route tables of the replication subnets"
+            )
+        if self.dynamodb_endpoint == "existing" and self.route_table_ids:
+            raise ValueError(
+                "route_table_ids is for dynamodb_endpoint: create; the existing endpoint routes as it is"
+            )
 
 
 class Replication(Model):
@@ -380,7 +443,7 @@ class SelectionConfig(Model):
 
 
 class SourceConfig(Model):
-    name: Identifier
+    name: DmsName
     engine: Engine
     server: Annotated[str, Field(min_length=1, max_length=255)]
     port: Annotated[int, Field(ge=1, le=65_535)] | None = None
@@ -393,6 +456,16 @@ class SourceConfig(Model):
     start: bool = True
     tables: list[TableConfig] = Field(default_factory=list)
     selections: list[SelectionConfig] = Field(default_factory=list)
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _supported(cls, value: object) -> object:
+        if isinstance(value, str) and value in UNSUPPORTED_ENGINES:
+            raise ValueError(
+                f"{value!r} sources are not supported yet: {UNSUPPORTED_ENGINES[value]}; "
+                f"supported: {', '.join(DEFAULT_PORTS)}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _tables(self) -> SourceConfig:

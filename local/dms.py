@@ -43,8 +43,10 @@ from botocore.exceptions import ClientError
 from psycopg import sql
 
 from config.endpoints import POSTGRES_SOURCE_SETTINGS
+from config.functions import replication_identifier
 from config.mappings import TargetTable, render_table_mappings, resolve, task_settings
 from config.model import SourceConfig
+from dmsbus.names import DMS_EXCEPTIONS_TABLE
 from local.dms_types import (
     MAX_ITEM_BYTES,
     ColumnType,
@@ -66,16 +68,25 @@ PARALLEL_APPLY_FROM = 50
 NUMBER_TYPES: frozenset[DmsType] = frozenset(
     {"INT2", "INT4", "INT8", "REAL4", "REAL8", "NUMERIC", "NUMERIC(28,6)", "NUMERIC(38,4)"}
 )
-#: DMS's control table for rows it could not apply; on a DynamoDB target "only the Apply
-#: Exceptions control table ... is supported" (CHAP_Target.DynamoDB). Its DynamoDB key is
-#: not documented: the stand-in keys it by task and time.
-EXCEPTIONS_TABLE = "awsdms_apply_exceptions"
+#: DMS's control table for rows it could not apply. Its DynamoDB key is not documented:
+#: the stand-in keys it by task and time.
+EXCEPTIONS_TABLE = DMS_EXCEPTIONS_TABLE
 Types = Mapping[str, ColumnType]
 NO_ERROR_YET = datetime.min.replace(tzinfo=UTC)
 #: Every stand-in session reads values in one text form, whatever the server's defaults:
 #: pgoutput writes a change's values with the decoding session's settings, and the type
 #: mapping parses them (money without a locale's separators, ISO dates).
 SESSION_OPTIONS = "-c lc_monetary=C -c DateStyle=ISO -c IntervalStyle=postgres -c TimeZone=UTC"
+
+
+#: ``TargetTablePrepMode`` (CHAP_Tasks.CustomizingTasks.TaskSettings.FullLoad; docs/dms.md,
+#: "Target table preparation"): what a table's full load does to its target first.
+#: DO_NOTHING "assumes that the target tables are precreated": DMS creates none, and a
+#: change or a load for a table that is not there is a table error (TableErrorPolicy
+#: SUSPEND_TABLE). TRUNCATE_BEFORE_LOAD empties an existing table (item by item on
+#: DynamoDB: a REMOVE per row in its stream) and creates a missing one. DROP_AND_CREATE
+#: drops an existing table and creates it anew (a new stream, which discovery attaches).
+PREP_MODES = frozenset({"DO_NOTHING", "TRUNCATE_BEFORE_LOAD", "DROP_AND_CREATE"})
 
 
 class DmsError(RuntimeError):
@@ -102,6 +113,8 @@ class DmsStandIn:
     rows_loaded: int = 0
     #: Writers applying a poll's changes at once (DMS's apply is not one request at a time).
     apply_threads: int = 4
+    #: ``FullLoadSettings.TargetTablePrepMode``; empty: the task settings' (what AWS runs).
+    prep_mode: str = ""
     _mappings: dict[str, Any] = field(default_factory=dict)
     _schemas: dict[tuple[str, str], TargetSchema | None] = field(default_factory=dict)
     _created: set[str] = field(default_factory=set)
@@ -126,9 +139,12 @@ class DmsStandIn:
         self.slot = self.slot or f"dmsbus_{self.bus}_{self.source.name}".replace("-", "_").lower()
         self.publication = self.publication or self.slot
         self._mappings = render_table_mappings(self.bus, self.source)
-        self.task_name = f"{self.bus}-{self.source.name}"
+        self.task_name = replication_identifier(self.bus, self.source.name)
         # The task's and the endpoint's settings, as the source stack deploys them.
         self.lob_max_bytes = int(task_settings()["TargetMetadata"]["LobMaxSize"]) * 1024
+        self.prep_mode = self.prep_mode or str(task_settings()["FullLoadSettings"]["TargetTablePrepMode"])
+        if self.prep_mode not in PREP_MODES:
+            raise DmsError(f"TargetTablePrepMode {self.prep_mode!r} is not one of {sorted(PREP_MODES)}")
         self.fail_on_lob_truncation = bool(POSTGRES_SOURCE_SETTINGS["failTasksOnLobTruncation"])
 
     def connect(self, *, autocommit: bool = False) -> psycopg.Connection[Any]:
@@ -155,7 +171,8 @@ class DmsStandIn:
             for schema, table in self.source_tables(connection):
                 target = self.target_schema(connection, schema, table)
                 if target is not None:
-                    self.ensure_table(target)
+                    # They were there in AWS (whatever the prep mode): not DMS creating them.
+                    self._create_table(target.target.name, self._key_schema(target))
                     names.append(target.target.name)
         return names
 
@@ -183,7 +200,8 @@ class DmsStandIn:
         loaded = 0
         with self.connect() as connection:
             for target, rows in self._tables(connection, only):
-                self.ensure_table(target)
+                if not self._prepare_for_load(target):
+                    continue
                 batch: list[dict[str, Any]] = []
                 for item in rows:
                     if isinstance(item, DataError):
@@ -394,9 +412,75 @@ class DmsStandIn:
             )
         ]
 
-    def ensure_table(self, schema: TargetSchema) -> None:
-        """Create the target table as DMS does (provisioned 200/200, no stream) if absent."""
-        self._create_table(schema.target.name, list(zip(schema.key, schema.key_types, strict=True)))
+    def ensure_table(self, schema: TargetSchema) -> bool:
+        """A change's target table: created as DMS creates it (provisioned 200/200, no
+        stream) if absent, unless the prep mode creates none; False when the table is not
+        there and so suspended."""
+        if self.prep_mode != "DO_NOTHING":
+            self._create_table(schema.target.name, self._key_schema(schema))
+            return True
+        if schema.target.name in self._created or self._exists(schema.target.name):
+            self._created.add(schema.target.name)
+            return True
+        self._suspend_missing(schema)
+        return False
+
+    def _prepare_for_load(self, schema: TargetSchema) -> bool:
+        """What ``prep_mode`` does to a table before its full load; False when the table
+        cannot be loaded (suspended)."""
+        name = schema.target.name
+        if self.prep_mode == "DO_NOTHING":
+            return self.ensure_table(schema)
+        exists = self._exists(name)
+        if exists and self.prep_mode == "DROP_AND_CREATE":
+            self.dynamodb.delete_table(TableName=name)
+            self.dynamodb.get_waiter("table_not_exists").wait(
+                TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 120}
+            )
+            self._created.discard(name)
+            logger.info("dropped DynamoDB table %s (TargetTablePrepMode DROP_AND_CREATE)", name)
+        elif exists:  # TRUNCATE_BEFORE_LOAD
+            self._truncate(schema)
+        self._create_table(name, self._key_schema(schema))
+        return True
+
+    def _truncate(self, schema: TargetSchema) -> None:
+        """Delete every item of an existing target table (DynamoDB has no TRUNCATE)."""
+        name = schema.target.name
+        paginator = self.dynamodb.get_paginator("scan")
+        pages = paginator.paginate(
+            TableName=name,
+            ProjectionExpression=", ".join(f"#k{i}" for i in range(len(schema.key))),
+            ExpressionAttributeNames={f"#k{i}": attribute for i, attribute in enumerate(schema.key)},
+            ConsistentRead=True,
+        )
+        for page in pages:
+            requests = [{"DeleteRequest": {"Key": item}} for item in page["Items"]]
+            for start in range(0, len(requests), 25):
+                self._batch_write(name, requests[start : start + 25])
+        logger.info("emptied DynamoDB table %s (TargetTablePrepMode TRUNCATE_BEFORE_LOAD)", name)
+
+    def _exists(self, name: str) -> bool:
+        try:
+            self.dynamodb.describe_table(TableName=name)
+        except self.dynamodb.exceptions.ResourceNotFoundException:
+            return False
+        return True
+
+    def _suspend_missing(self, schema: TargetSchema) -> None:
+        source = _source_of(schema.target.name)
+        why = (
+            f"{source[0]}.{source[1]}: its target table {schema.target.name} does not exist, and "
+            "TargetTablePrepMode DO_NOTHING assumes the target tables are precreated; DMS creates none "
+            "(config/dms-task-settings.json)"
+        )
+        logger.warning("table suspended: %s", why)
+        self.suspended[source] = why
+        self._schemas[source] = None
+
+    @staticmethod
+    def _key_schema(schema: TargetSchema) -> list[tuple[str, str]]:
+        return list(zip(schema.key, schema.key_types, strict=True))
 
     def _create_table(self, name: str, key: list[tuple[str, str]]) -> None:
         if name in self._created:
@@ -547,9 +631,8 @@ class DmsStandIn:
         in the task's thread."""
         relation = change.relation
         schema = self.target_schema(connection, relation.schema, relation.table)
-        if schema is None:
+        if schema is None or not self.ensure_table(schema):
             return None
-        self.ensure_table(schema)
         types = _types(change)
         row = _new_row(change) if change.kind != "delete" else change.old
         assert row is not None
@@ -573,9 +656,8 @@ class DmsStandIn:
     def _apply(self, connection: psycopg.Connection[Any] | None, change: Change, writer: BatchWriter) -> int:
         relation = change.relation
         schema = self.target_schema(connection, relation.schema, relation.table)
-        if schema is None:
+        if schema is None or not self.ensure_table(schema):
             return 0
-        self.ensure_table(schema)
         try:
             self._write(connection, change, schema, writer)
         except DataError as error:

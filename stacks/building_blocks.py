@@ -217,6 +217,13 @@ class BusFunction(Construct):
             security_groups=list(network.security_groups) if network else None,
         )
         if network is not None:
+            # Lambda creates the function's network interfaces with the function's role and
+            # refuses to create the function without ec2:CreateNetworkInterface and friends
+            # (configuration-vpc: "Required IAM permissions"); CDK adds this policy only to
+            # roles it creates, and this role is the function's own.
+            self.role.add_managed_policy(
+                iam.ManagedPolicy.from_aws_managed_policy_name("service-role/AWSLambdaVPCAccessExecutionRole")
+            )
             acknowledge(
                 self.role,
                 "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole]",

@@ -19,6 +19,7 @@ from constructs import Construct
 from config.model import BusConfig
 from config.plan import DeploymentPlan, Grant
 from dmsbus import metrics as emitted
+from dmsbus.names import DMS_EXCEPTIONS_TABLE
 from dmsbus.schemas import ANNOUNCED
 from stacks.building_blocks import (
     Alarms,
@@ -244,6 +245,13 @@ class BusStack(Stack):
                             "dynamodb:Scan",
                         ],
                         resources=[self._table_arn(f"{grant.resource}.*")],
+                    )
+                )
+                # DMS's exceptions table: made on-demand, nothing else (discovery's core)
+                function.add_to_role_policy(
+                    iam.PolicyStatement(
+                        actions=["dynamodb:DescribeTable", "dynamodb:UpdateTable"],
+                        resources=[self._table_arn(DMS_EXCEPTIONS_TABLE)],
                     )
                 )
                 # ListTables and GetMetricData (a sweep counts the bus tables' throttles)

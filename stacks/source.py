@@ -26,6 +26,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from config.endpoints import POSTGRES_SOURCE_SETTINGS
+from config.functions import replication_identifier
 from config.mappings import render_table_mappings, task_settings
 from config.model import BusConfig, SourceConfig
 from config.plan import DeploymentPlan, FunctionPlan
@@ -48,8 +49,6 @@ _SECRET_SETTINGS = {
     "mysql": "mysql",
     "aurora": "mysql",
     "mariadb": "mysql",
-    "oracle": "oracle",
-    "sqlserver": "sqlserver",
 }
 #: The TableMappings the template's task is created with. The lifecycle replaces them with
 #: the config's before the task first starts; being fixed, they never change in place.
@@ -86,7 +85,9 @@ class SourceStack(Stack):
         super().__init__(scope, id_, **kwargs)
         bus = plan.bus
         self.source = source
-        name = f"{bus.name}-{source.name}"
+        # DMS's identifier for the instance, task and endpoints, as DMS stores it (lowercase),
+        # so the alarms' dimensions and the event subscriptions name what DMS reports.
+        name = replication_identifier(bus.name, source.name)
         self.key = kms.Key(
             self,
             "Key",
@@ -340,6 +341,17 @@ class SourceStack(Stack):
             vpc = ec2.Vpc.from_vpc_attributes(
                 self, "Vpc", vpc_id=network.vpc_id, availability_zones=self.availability_zones
             )
+            if network.dynamodb_endpoint == "create":
+                # DMS >= 3.4.7 reaches DynamoDB from a private network through a VPC
+                # endpoint only (CHAP_VPC_Endpoints); a gateway endpoint costs nothing.
+                ec2.CfnVPCEndpoint(
+                    self,
+                    "DynamoDbEndpoint",
+                    vpc_id=network.vpc_id,
+                    service_name=f"com.amazonaws.{self.region}.dynamodb",
+                    vpc_endpoint_type="Gateway",
+                    route_table_ids=list(network.route_table_ids),
+                )
             return vpc, list(network.subnet_ids)
         # The config model admits create_vpc only with egress: nat, the one route a new VPC
         # has to a source outside it (its public address).
@@ -413,8 +425,6 @@ class SourceStack(Stack):
             ),
             postgre_sql_settings=postgres if family == "postgres" else None,
             my_sql_settings=settings if family == "mysql" else None,
-            oracle_settings=settings if family == "oracle" else None,
-            microsoft_sql_server_settings=settings if family == "sqlserver" else None,
         )
         Tags.of(endpoint).add("dmsbus:server", f"{source.server}:{source.effective_port}")
         return endpoint

@@ -437,3 +437,29 @@ def test_the_glue_and_discovery_may_update_the_announcement_of_a_schema_version_
         assert statement["Condition"] == {
             "ForAllValues:StringEquals": {"dynamodb:Attributes": ["table", "version", "announced_ms"]}
         }
+
+
+def test_every_function_in_a_vpc_may_create_its_network_interfaces(synthesized: Synthesized) -> None:
+    # Given every stack of the typed sample: pg_mirror and the schema function run in VPCs
+    templates = [
+        synthesized.template(stack)
+        for stack in (
+            synthesized.stacks.bus,
+            synthesized.stacks.consumers,
+            *synthesized.stacks.sources.values(),
+        )
+    ]
+    in_vpc = []
+    for template in templates:
+        roles = template.find_resources("AWS::IAM::Role")
+        for function in template.find_resources("AWS::Lambda::Function").values():
+            properties = function["Properties"]
+            if "VpcConfig" not in properties:
+                continue
+            in_vpc.append(properties["FunctionName"])
+            # Then its own role carries Lambda's policy for the function's network interfaces,
+            # without which Lambda refuses to create the function (configuration-vpc)
+            role = roles[properties["Role"]["Fn::GetAtt"][0]]["Properties"]
+            policies = json.dumps(role.get("ManagedPolicyArns", []))
+            assert "service-role/AWSLambdaVPCAccessExecutionRole" in policies, properties["FunctionName"]
+    assert {"demo-pg-mirror", "demo-legacy-schema"} <= set(in_vpc)

@@ -56,7 +56,7 @@ from discovery.settings import GLUE_STARTING_POSITION, DiscoverySettings
 from dmsbus.backfill import read_records
 from dmsbus.changes import ChangeBuilder
 from dmsbus.event_sources import mapping_request
-from dmsbus.names import TableName, TableNameError, bus_table, table_from_stream_arn
+from dmsbus.names import DMS_EXCEPTIONS_TABLE, TableName, TableNameError, bus_table, table_from_stream_arn
 from dmsbus.publisher import KinesisPublisher
 from dmsbus.schema_events import AnnouncementError, SchemaAnnouncer
 from dmsbus.typed import SchemaRefresher, SchemaSource
@@ -115,6 +115,8 @@ class RunReport:
     #: A sweep's count of the bus tables' read and write throttle events over its period
     #: (None: not counted: not a sweep, or no CloudWatch client).
     throttle_events: int | None = None
+    #: What was done to DMS's ``awsdms_apply_exceptions`` table, when the run met it.
+    control_table: str | None = None
 
     @property
     def errors(self) -> list[TableReport]:
@@ -199,6 +201,9 @@ class Discovery:
         run = RunReport()
         work: list[_Work] = []
         for name in self._all_tables() if named is None else named:
+            if name == DMS_EXCEPTIONS_TABLE:
+                run.control_table = self._control_table(name)
+                continue
             table = bus_table(name, self.settings.bus)
             if table is None:
                 run.skipped += 1
@@ -227,6 +232,27 @@ class Discovery:
         if named is None and self.cloudwatch is not None and self.settings.sweep_minutes:
             run.throttle_events = self._count_throttles(run, event, deadline)
         return run
+
+    def _control_table(self, name: str) -> str:
+        """DMS's exceptions table, created provisioned at 200/200 like DMS's targets (about
+        $100 a month idle): switched to on-demand by the rules the bus tables follow, never
+        streamed or attached (its items are DMS's errors, not changes)."""
+        try:
+            description = self.dynamodb.describe_table(TableName=name)["Table"]
+        except ClientError as exc:
+            return f"{name}: {exc}"
+        billing = description.get("BillingModeSummary") or {}
+        if self.settings.keep_provisioned or _billing_mode(description) != "PROVISIONED":
+            return f"{name}: left {_billing_mode(description)}"
+        if "LastUpdateToPayPerRequestDateTime" in billing:
+            return f"{name}: left PROVISIONED (it was on-demand once and someone set it back)"
+        if description.get("TableStatus") != "ACTIVE":
+            return f"{name}: {description.get('TableStatus')}; the next run switches its billing"
+        try:
+            self.dynamodb.update_table(TableName=name, BillingMode="PAY_PER_REQUEST")
+        except ClientError as exc:
+            return f"{name}: billing switch deferred ({exc})"
+        return f"{name}: billing -> PAY_PER_REQUEST"
 
     def _count_throttles(self, run: RunReport, event: Mapping[str, Any], deadline: float) -> int | None:
         """The sweep's throttle count, or None (logged) when CloudWatch cannot give it: a

@@ -101,6 +101,8 @@ def report(run: RunReport) -> dict[str, Any]:
             logger.error("table not on the bus", extra=fields)
         elif fields["actions"] or fields["status"] != "done":
             logger.info("table discovered", extra=fields)
+    if run.control_table is not None:
+        logger.info("DMS's exceptions table", extra={"detail": run.control_table})
     counts = {
         "TablesFound": len(run.tables),
         "TablesSkipped": run.skipped,
@@ -116,4 +118,7 @@ def report(run: RunReport) -> dict[str, Any]:
     for name, value in counts.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     logger.info("discovery run", extra=counts)
-    return {"tables": tables, **counts}
+    summary: dict[str, Any] = {"tables": tables, **counts}
+    if run.control_table is not None:
+        summary["control_table"] = run.control_table
+    return summary

@@ -11,6 +11,10 @@ import re
 from dataclasses import dataclass
 
 IDENTIFIER = re.compile(r"[A-Za-z0-9_-]+")
+#: DMS's control table for rows it could not apply: on a DynamoDB target "only the Apply
+#: Exceptions control table ... is supported" (CHAP_Target.DynamoDB). DMS creates it like
+#: its targets (provisioned 200/200); discovery makes it on-demand and never streams it.
+DMS_EXCEPTIONS_TABLE = "awsdms_apply_exceptions"
 _VERSION_NUMBER = re.compile(r"[A-Za-z_-]*(\d+)")
 
 

@@ -103,7 +103,46 @@ BAD: list[tuple[str, Mutation, str, str]] = [
         "legacy.yaml",
         "tables[0].schema: 'pub.lic' is not an identifier",
     ),
-    ("bad bus name", _set("name", "my bus", on="bus"), "bus.yaml", "name: 'my bus' is not an identifier"),
+    (
+        "bad bus name",
+        _set("name", "my bus", on="bus"),
+        "bus.yaml",
+        "name: 'my bus' cannot name DMS resources",
+    ),
+    # DMS identifiers: letters, digits, hyphens; a letter first; no '--', no '-' last; 1-63
+    (
+        "underscore in a bus name",
+        _set("name", "my_bus", on="bus"),
+        "bus.yaml",
+        "name: 'my_bus' cannot name DMS",
+    ),
+    ("bus name starting with a digit", _set("name", "9shop", on="bus"), "bus.yaml", "name: '9shop' cannot"),
+    ("two hyphens in a bus name", _set("name", "a--b", on="bus"), "bus.yaml", "name: 'a--b' cannot name DMS"),
+    ("bus name ending in a hyphen", _set("name", "shop-", on="bus"), "bus.yaml", "name: 'shop-' cannot name"),
+    (
+        "64-character bus name",
+        _set("name", "b" * 64, on="bus"),
+        "bus.yaml",
+        f"name: '{'b' * 64}' cannot name",
+    ),
+    (
+        "underscore in a source name",
+        _set("name", "leg_acy"),
+        "legacy.yaml",
+        "name: 'leg_acy' cannot name DMS",
+    ),
+    (
+        "bus and source name over DMS's 63 characters",
+        lambda bus, source: bus.update(name="b" * 57, consumers=[]),
+        "legacy.yaml",
+        f"name: the DMS replication instance identifier '{'b' * 57}-legacy' (bus name, '-', source name) is over",
+    ),
+    (
+        "a source function name over Lambda's 64 characters",
+        lambda bus, source: bus.update(name="b" * 40, consumers=[]),
+        "legacy.yaml",
+        f"name: the function name '{'b' * 40}-legacy-task-lifecycle-wait' is over 64 characters",
+    ),
     (
         "duplicate table",
         _append_table({"schema": "public", "table": "orders"}),
@@ -141,6 +180,18 @@ BAD: list[tuple[str, Mutation, str, str]] = [
         "credentials: required and missing",
     ),
     ("unknown engine", _set("engine", "db2"), "legacy.yaml", "engine: Input should be 'postgres'"),
+    (
+        "an oracle source",
+        _set("engine", "oracle"),
+        "legacy.yaml",
+        "engine: 'oracle' sources are not supported yet: DMS does not support SslMode require",
+    ),
+    (
+        "a sql server source",
+        _set("engine", "sqlserver"),
+        "legacy.yaml",
+        "engine: 'sqlserver' sources are not supported yet",
+    ),
     (
         "port out of range",
         _set("port", 70000),
@@ -186,6 +237,48 @@ BAD: list[tuple[str, Mutation, str, str]] = [
         _set("selections", [{"schema": "public", "table": "order%"}]),
         "legacy.yaml",
         "tables[1] public.order_lines has a key, exclude or version and is also matched by selections[0]",
+    ),
+    (
+        "an existing vpc without a route to dynamodb",
+        _set(
+            "network",
+            {"vpc_id": "vpc-0123456789abcdef0", "subnet_ids": ["subnet-01234567", "subnet-89abcdef"]},
+        ),
+        "legacy.yaml",
+        "network: an existing VPC needs a VPC endpoint for DynamoDB, DMS's target (required since DMS 3.4.7",
+    ),
+    (
+        "a dynamodb endpoint to create without route tables",
+        _set(
+            "network",
+            {
+                "vpc_id": "vpc-0123456789abcdef0",
+                "subnet_ids": ["subnet-01234567", "subnet-89abcdef"],
+                "dynamodb_endpoint": "create",
+            },
+        ),
+        "legacy.yaml",
+        "network: dynamodb_endpoint: create needs route_table_ids",
+    ),
+    (
+        "a dynamodb endpoint in a created vpc",
+        _set("network", {"create_vpc": True, "egress": "nat", "dynamodb_endpoint": "existing"}),
+        "legacy.yaml",
+        "network: create_vpc: true creates its own DynamoDB gateway endpoint",
+    ),
+    (
+        "bad route table id",
+        _set(
+            "network",
+            {
+                "vpc_id": "vpc-0123456789abcdef0",
+                "subnet_ids": ["subnet-01234567", "subnet-89abcdef"],
+                "dynamodb_endpoint": "create",
+                "route_table_ids": ["rtb-1"],
+            },
+        ),
+        "legacy.yaml",
+        "network.route_table_ids[0]: 'rtb-1' is not a route table id",
     ),
     (
         "one subnet",

@@ -26,6 +26,8 @@ SECRETS_ENDPOINT = "vpce-0a1b2c3d4e5f60718-abcdefgh.secretsmanager.eu-west-1.vpc
 def variant(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
     bus = {
         **BUS,
+        # Mixed case: DMS stores identifiers in lowercase, and reports them so
+        "name": "Demo",
         "dms_vpc_role": "existing",
         "dms_cloudwatch_logs_role": "existing",
         "kinesis": {"mode": "provisioned", "shards": 4, "kms_key_arn": KEY_ARN},
@@ -40,6 +42,8 @@ def variant(tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
             "vpc_id": "vpc-0123456789abcdef0",
             "subnet_ids": ["subnet-0aaa1111", "subnet-0bbb2222"],
             "secrets_manager_endpoint": SECRETS_ENDPOINT,
+            "dynamodb_endpoint": "create",
+            "route_table_ids": ["rtb-0aaa1111", "rtb-0bbb2222"],
         },
         "start": False,
         "replication": {"multi_az": True, "instance_class": "dms.r5.large"},
@@ -152,6 +156,42 @@ def test_secret_access_is_limited_to_the_named_secret(variant: Synthesized) -> N
                     ]
                 )
             }
+        },
+    )
+
+
+def test_dms_identifiers_alarm_dimensions_and_events_name_the_resources_as_dms_reports_them(
+    variant: Synthesized,
+) -> None:
+    # Given a bus named "Demo" (DMS stores identifiers in lowercase: API_CreateReplicationInstance)
+    source = variant.template(variant.stacks.sources["orders"])
+    # Then the instance, the task and the endpoints are named in lowercase
+    source.has_resource_properties(
+        "AWS::DMS::ReplicationInstance", {"ReplicationInstanceIdentifier": "demo-orders"}
+    )
+    source.has_resource_properties("AWS::DMS::ReplicationTask", {"ReplicationTaskIdentifier": "demo-orders"})
+    source.has_resource_properties("AWS::DMS::Endpoint", {"EndpointIdentifier": "demo-orders-source"})
+    # And every DMS alarm's instance dimension is the identifier DMS reports
+    alarms = source.find_resources("AWS::CloudWatch::Alarm", {"Properties": {"Namespace": "AWS/DMS"}})
+    assert alarms
+    for alarm in alarms.values():
+        dimensions = {d["Name"]: d["Value"] for d in alarm["Properties"]["Dimensions"]}
+        assert dimensions["ReplicationInstanceIdentifier"] == "demo-orders"
+
+
+def test_an_existing_vpc_reaches_dynamodb_through_a_gateway_endpoint_on_the_given_route_tables(
+    variant: Synthesized,
+) -> None:
+    # Given an existing VPC with dynamodb_endpoint: create (DMS >= 3.4.7 needs one: CHAP_VPC_Endpoints)
+    source = variant.template(variant.stacks.sources["orders"])
+    # Then the stack creates DynamoDB's gateway endpoint on those route tables
+    source.has_resource_properties(
+        "AWS::EC2::VPCEndpoint",
+        {
+            "VpcEndpointType": "Gateway",
+            "VpcId": "vpc-0123456789abcdef0",
+            "RouteTableIds": ["rtb-0aaa1111", "rtb-0bbb2222"],
+            "ServiceName": {"Fn::Join": ["", ["com.amazonaws.", {"Ref": "AWS::Region"}, ".dynamodb"]]},
         },
     )
 

@@ -627,3 +627,88 @@ def test_a_task_stopped_during_its_full_load_loads_again_at_its_next_start(
     # the next start is a first start again: a whole new full load
     assert not runner.dms.has_slot()
     assert runner.dms.start() is True
+
+
+def test_the_task_settings_let_dms_create_its_tables() -> None:
+    # Given the task settings every source deploys (config/dms-task-settings.json)
+    from config.mappings import task_settings
+
+    # Then the prep mode is one under which DMS creates missing target tables: DO_NOTHING
+    # "assumes that the target tables are precreated" (docs/dms.md, "Target table preparation")
+    assert task_settings()["FullLoadSettings"]["TargetTablePrepMode"] == "DROP_AND_CREATE"
+
+
+def test_under_do_nothing_dms_creates_no_table_and_suspends_the_tables_it_cannot_write(
+    source: str, dynamodb: Any
+) -> None:
+    # Given rows in the source and a task whose prep mode is DO_NOTHING
+    run(source, "INSERT INTO orders (id, customer_id) VALUES (1, 1); INSERT INTO products VALUES ('A', 'a');")
+    dms = DmsStandIn(url=source, bus="demo", source=SOURCE, dynamodb=dynamodb, prep_mode="DO_NOTHING")
+    # And one target table made beforehand, as that mode assumes
+    dynamodb.create_table(
+        TableName="demo.legacy.public.orders",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "N"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    # When it loads and then applies a change to a table without a target
+    assert dms.start() is True
+    assert dms.full_load() == 1
+    run(source, "INSERT INTO products VALUES ('B', 'b');")
+    dms.poll()
+    # Then it created no table: only the precreated one exists, loaded
+    assert dynamodb.list_tables()["TableNames"] == ["demo.legacy.public.orders"]
+    assert [item["id"] for item in items(dynamodb, "demo.legacy.public.orders")] == [1]
+    # And every other selected table is suspended, saying why
+    assert "demo.legacy.public.products.v2 does not exist" in dms.suspended[("public", "products")]
+    assert "TargetTablePrepMode DO_NOTHING" in dms.suspended[("public", "products")]
+
+
+def test_drop_and_create_loads_an_existing_table_into_a_new_one(source: str, dynamodb: Any) -> None:
+    # Given a target table left with an item the source no longer has, and streamed
+    run(source, "INSERT INTO products VALUES ('A', 'a');")
+    dynamodb.create_table(
+        TableName="demo.legacy.public.products.v2",
+        KeySchema=[{"AttributeName": "sku", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "sku", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+    dynamodb.put_item(TableName="demo.legacy.public.products.v2", Item={"sku": {"S": "gone"}})
+    dms = DmsStandIn(url=source, bus="demo", source=SOURCE, dynamodb=dynamodb, prep_mode="DROP_AND_CREATE")
+    # When the table is loaded (a reload, or a restarted full load)
+    dms.start()
+    dms.full_load(only={("public", "products")})
+    # Then the table was dropped and created anew, as DMS creates it: no stream, 200/200
+    table = dynamodb.describe_table(TableName="demo.legacy.public.products.v2")["Table"]
+    assert "StreamSpecification" not in table
+    assert table["ProvisionedThroughput"]["WriteCapacityUnits"] == 200
+    assert items(dynamodb, "demo.legacy.public.products.v2") == [{"sku": "A", "title": "a"}]
+
+
+def test_truncate_before_load_deletes_every_item_of_an_existing_table(source: str, dynamodb: Any) -> None:
+    # Given a target table holding an item the source no longer has
+    run(source, "INSERT INTO products VALUES ('A', 'a');")
+    dynamodb.create_table(
+        TableName="demo.legacy.public.products.v2",
+        KeySchema=[{"AttributeName": "sku", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "sku", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    dynamodb.put_item(TableName="demo.legacy.public.products.v2", Item={"sku": {"S": "gone"}})
+    dms = DmsStandIn(
+        url=source, bus="demo", source=SOURCE, dynamodb=dynamodb, prep_mode="TRUNCATE_BEFORE_LOAD"
+    )
+    # When the table is loaded
+    dms.start()
+    dms.full_load(only={("public", "products")})
+    # Then the same table keeps its settings and holds the source's rows only
+    table = dynamodb.describe_table(TableName="demo.legacy.public.products.v2")["Table"]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert items(dynamodb, "demo.legacy.public.products.v2") == [{"sku": "A", "title": "a"}]
+
+
+def test_an_unknown_prep_mode_is_refused(source: str, dynamodb: Any) -> None:
+    # Given a prep mode DMS does not have, Then the stand-in refuses to start, naming it
+    with pytest.raises(Exception, match="TargetTablePrepMode 'TRUNCATE' is not one of"):
+        DmsStandIn(url=source, bus="demo", source=SOURCE, dynamodb=dynamodb, prep_mode="TRUNCATE")
