@@ -142,6 +142,13 @@ def dms_type(column: ColumnType, lookup: Callable[[int], TypeInfo]) -> tuple[Dms
     return "STRING", column  # enum, range, uuid, inet, cidr, macaddr, bit, interval, geometry ...
 
 
+def lob_size(text: str, kind: DmsType) -> int:
+    """A LOB's size against LobMaxSize: DMS treats an NCLOB's "each character as a
+    double-byte character" (CHAP_Source.PostgreSQL), so two bytes a character; a CLOB's
+    UTF-8 bytes."""
+    return 2 * len(text) if kind == "NCLOB" else len(text.encode("utf-8"))
+
+
 def dynamodb_value(
     text: str, kind: DmsType, column: ColumnType, *, lob_max_bytes: int, fail_on_lob_truncation: bool = True
 ) -> dict[str, Any] | None:
@@ -168,15 +175,18 @@ def dynamodb_value(
     if kind == "DATETIME":
         return {"S": _datetime(text)}
     if kind in LOBS:
-        encoded = text.encode("utf-8")
-        if len(encoded) > lob_max_bytes:
+        size = lob_size(text, kind)
+        if size > lob_max_bytes:
             if fail_on_lob_truncation:
                 raise TaskError(
-                    f"a {kind} value of {len(encoded)} bytes is over the task's LobMaxSize ({lob_max_bytes} "
-                    "bytes); with FailTasksOnLobTruncation the task fails instead of truncating it"
+                    f"a {kind} value of {size} bytes (as DMS counts a {kind}) is over the task's LobMaxSize "
+                    f"({lob_max_bytes} bytes); with FailTasksOnLobTruncation the task fails instead of "
+                    "truncating it"
                 )
             # "LOBs that exceed the maximum LOB size are truncated" (CHAP_Tasks.LOBSupport)
-            return {"S": encoded[:lob_max_bytes].decode("utf-8", errors="ignore")}
+            keep = lob_max_bytes // 2 if kind == "NCLOB" else lob_max_bytes
+            cut = text[:keep] if kind == "NCLOB" else text.encode("utf-8")[:keep].decode("utf-8", errors="ignore")
+            return {"S": cut}
         return {"S": text}
     if kind in ("BLOB", "NOT MIGRATED"):
         # "AWS DMS doesn't support LOB data unless it is a CLOB" (CHAP_Target.DynamoDB);

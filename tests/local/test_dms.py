@@ -472,7 +472,7 @@ def test_a_lob_over_lob_max_size_stops_the_task(source: str, dynamodb: Any) -> N
     dms = stand_in(source, dynamodb)
     dms.start()
     dms.full_load()
-    run(source, f"INSERT INTO orders (id, note) VALUES (1, '{'y' * (401 * 1024)}');")
+    run(source, f"INSERT INTO orders (id, note) VALUES (1, '{'y' * (401 * 1024)}');")  # 802 KB as an NCLOB
     with pytest.raises(TaskError, match="over the task's LobMaxSize"):
         dms.poll()
 

@@ -32,7 +32,7 @@ from local.dms_types import (
     item_bytes,
 )
 
-LOB_MAX = 400 * 1024
+LOB_MAX = 800 * 1024  # config/dms-task-settings.json's LobMaxSize
 
 
 def _numeric(precision: int, scale: int) -> ColumnType:
@@ -119,10 +119,19 @@ def test_a_value_dms_cannot_write_is_a_data_error(text: str, column: ColumnType,
 
 
 def test_a_lob_over_lob_max_size_stops_the_task() -> None:
-    # FailTasksOnLobTruncation: the task fails instead of truncating the value
+    # FailTasksOnLobTruncation: the task fails instead of truncating the value. A text is an
+    # NCLOB, "each character as a double-byte character" (CHAP_Source.PostgreSQL)
     with pytest.raises(TaskError, match="over the task's LobMaxSize"):
-        write("x" * (LOB_MAX + 1), ColumnType(TEXT))
-    assert write("x" * LOB_MAX, ColumnType(TEXT)) == {"S": "x" * LOB_MAX}
+        write("x" * (LOB_MAX // 2 + 1), ColumnType(TEXT))
+    assert write("x" * (LOB_MAX // 2), ColumnType(TEXT)) == {"S": "x" * (LOB_MAX // 2)}
+
+
+def test_every_text_that_fits_in_a_dynamodb_item_is_within_lob_max_size() -> None:
+    # Given the largest text a DynamoDB item can hold (400 KB of UTF-8: 409,600 one-byte characters)
+    largest = "x" * (400 * 1024)
+    # Then DMS counts it (two bytes a character) within LobMaxSize: never cut, never failing the task
+    assert write(largest, ColumnType(TEXT)) == {"S": largest}
+    assert write("é" * (200 * 1024), ColumnType(TEXT)) == {"S": "é" * (200 * 1024)}
 
 
 @pytest.mark.parametrize(
