@@ -231,8 +231,8 @@ def _backwards(root: Path, before: Config, after: Config) -> Iterator[str]:
                     f"{path}: tables[{index}].version: {table.version} goes backwards from "
                     f"{previous.version}; a reload needs a higher version"
                 )
-            elif now == was and previous.key != table.key:
+            elif now == was and (previous.key, previous.key_types) != (table.key, table.key_types):
                 yield (
-                    f"{path}: tables[{index}].key: changing the key ({previous.key} -> {table.key}) "
-                    "needs a reload: bump version"
+                    f"{path}: tables[{index}].key: changing the key ({previous.key} {previous.key_types} -> "
+                    f"{table.key} {table.key_types}) needs a reload: bump version"
                 )

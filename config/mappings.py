@@ -95,11 +95,24 @@ def render_table_mappings(bus: str, source: SourceConfig) -> dict[str, Any]:
     for table in source.tables:
         full_name = table_name(bus, source.name, table).dynamodb_table
         if table.key is not None:
+            assert table.key_types is not None  # the config model requires them with a key
             parameters: dict[str, Any] = {"partition-key-name": table.key[0]}
             if len(table.key) == 2:
                 parameters["sort-key-name"] = table.key[1]
             if table.exclude:
                 parameters["exclude-columns"] = list(table.exclude)
+            # The key attributes, declared as every documented DynamoDB object mapping does
+            # (CHAP_Target.DynamoDB, "Using object mapping to migrate data to DynamoDB");
+            # the other columns map to attributes of their own name (map-record-to-record).
+            parameters["attribute-mappings"] = [
+                {
+                    "target-attribute-name": column,
+                    "attribute-type": "scalar",
+                    "attribute-sub-type": kind,
+                    "value": "${" + column + "}",
+                }
+                for column, kind in zip(table.key, table.key_types, strict=True)
+            ]
             add(
                 "object-mapping",
                 f"map-{table.schema_}.{table.table}",

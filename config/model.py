@@ -75,6 +75,8 @@ DmsName = Annotated[str, AfterValidator(_dms_name)]
 Pattern = Annotated[str, AfterValidator(_pattern)]
 #: Change ops a consumer may select; ``s`` (schema changes, typed buses) only when named.
 Op = Literal["c", "u", "d", "r", "s"]
+#: A DynamoDB key attribute's type, as an object mapping's ``attribute-sub-type`` names it.
+KeyType = Literal["string", "number"]
 
 
 class Model(BaseModel):
@@ -395,6 +397,9 @@ class TableConfig(Model):
     #: Key columns when the DynamoDB key is not the table's primary key or is composite:
     #: [partition] or [partition, sort].
     key: list[Identifier] | None = None
+    #: With ``key``: each key attribute's DynamoDB type, ``string`` or ``number``, which the
+    #: object mapping declares (``attribute-sub-type``, CHAP_Target.DynamoDB).
+    key_types: list[KeyType] | None = None
     #: Columns DMS must not copy (PII): they never reach DynamoDB, the bus or consumers.
     exclude: list[Identifier] = Field(default_factory=list)
     #: Bump to reload the table into a new DynamoDB table ``....{table}.v{version}``.
@@ -419,6 +424,16 @@ class TableConfig(Model):
             overlap = sorted(set(self.key) & set(self.exclude))
             if overlap:
                 raise ValueError(f"exclude {overlap} removes key columns")
+            if self.key_types is None:
+                raise ValueError(
+                    f"key {self.key} needs key_types: the DynamoDB type (string or number) of each key "
+                    "attribute, which DMS's object mapping declares (attribute-sub-type, CHAP_Target.DynamoDB); "
+                    "`dmsbus doctor` checks them against the source's column types"
+                )
+            if len(self.key_types) != len(self.key):
+                raise ValueError(f"key_types {self.key_types} must give one type for each key column {self.key}")
+        elif self.key_types is not None:
+            raise ValueError("key_types goes with key")
         if self.exclude and self.key is None:
             raise ValueError(
                 "exclude needs key: the object mapping that drops columns names the DynamoDB key"

@@ -54,6 +54,7 @@ from local.dms_types import (
     DmsType,
     TypeInfo,
     dms_type,
+    dynamodb_number,
     dynamodb_value,
     item_bytes,
 )
@@ -358,11 +359,15 @@ class DmsStandIn:
                 self.suspended[(schema, table)] = why
                 self._schemas[(schema, table)] = None
                 return None
+            declared = dict(target.key_types)
             result = TargetSchema(
                 target,
                 tuple(key),
                 tuple(
-                    "N"
+                    # an object mapping's attribute-sub-type, else DMS's type for the column
+                    ("N" if declared[name] == "number" else "S")
+                    if name in declared
+                    else "N"
                     if name in columns and self._dms_type(connection, columns[name])[0] in NUMBER_TYPES
                     else "S"
                     for name in key
@@ -396,7 +401,8 @@ class DmsStandIn:
             )
         return (
             f"{schema}.{table} has a composite primary key ({', '.join(key)}), which DMS's DynamoDB target "
-            f"replicates only through an object mapping: give it `key: [{', '.join(key)}]` in {where}"
+            f"replicates only through an object mapping: give it `key: [{', '.join(key)}]` and their "
+            f"`key_types` in {where}"
         )
 
     @staticmethod
@@ -794,6 +800,8 @@ class DmsStandIn:
             )
         except DataError as error:
             raise DataError(f"column {column}: {error}") from None
+        if value is not None and schema.target.key_types:
+            value = _as_declared(value, column, schema.target.key_types)
         if value is None and (schema.target.name, column) not in self._not_migrated:
             self._not_migrated.add((schema.target.name, column))
             logger.warning(
@@ -909,6 +917,23 @@ class BatchWriter:
 #: DynamoDB's limits on key values ("Service, account, and table quotas"): bytes of a
 #: partition and a sort key value; an empty string is refused in a key.
 KEY_LIMITS = (2048, 1024)
+
+
+def _as_declared(value: dict[str, Any], column: str, declared: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """A key attribute as its object mapping declares it (``attribute-sub-type``): a
+    ``string`` takes the value's text, a ``number`` needs a value that is one."""
+    kind = next((sub_type for attribute, sub_type in declared if attribute == column), None)
+    if kind is None:
+        return value
+    text = str(next(iter(value.values())))
+    if kind == "string":
+        return {"S": text}
+    if "N" in value:
+        return value
+    try:
+        return {"N": dynamodb_number(text)}
+    except DataError as error:
+        raise DataError(f"key attribute {column} (attribute-sub-type number): {error}") from None
 
 
 def _check_key(key: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> None:

@@ -211,6 +211,11 @@ def _plain(number: Decimal) -> str:
     return format(number.normalize(_EXACT), "f") if number else "0"
 
 
+def dynamodb_number(text: str) -> str:
+    """A number as DynamoDB stores it; DataError when it is not one DynamoDB holds."""
+    return _number(text)
+
+
 def _number(text: str) -> str:
     number = _decimal(text)
     if len(number.normalize(_EXACT).as_tuple().digits) > 38:

@@ -4,21 +4,42 @@ The Provider framework calls ``on_event`` with CloudFormation's request, then
 ``is_complete`` every ``query_interval`` until the task is where the config wants it:
 stopping a task that applies cached changes can take minutes, so the wait runs in the
 framework's state machine, up to ``total_timeout``, not in one Lambda invocation.
+
+The mappings and settings travel as an S3 object (a file asset, which ``cdk deploy``
+uploads to the bootstrap bucket under a key made of its content's hash), and the resource's
+properties carry only its bucket, key and SHA-256: with every table listed, TableMappings
+grow by about 500 bytes a table, which an update request would carry twice through
+CloudFormation's asynchronous Lambda invocation (services-cloudformation; API_Invoke: at
+most 1 MB) and the Provider framework's state machine (a state's input is at most 262,144
+bytes: API_StateEnteredEventDetails), and the template once (at most 1 MB from S3:
+cloudformation-limits). The lifecycle functions may read that one object.
 """
 
 from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
 
 from aws_cdk import CfnResource, CustomResource, Duration, Stack
 from aws_cdk import aws_dms as dms
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
+from config.functions import TASK_LIFECYCLE_SUFFIXES
 from stacks.building_blocks import BusFunction
 from stacks.nag import acknowledge
+from task_lifecycle.core import TaskConfigObject, encode_task_config, resource_properties
 
 FOLDER = "task_lifecycle"
+#: Where the task configuration objects are written before CDK stages them as assets: one
+#: file per content (named by its SHA-256), so concurrent synths write the same bytes.
+STAGING = Path(tempfile.gettempdir()) / "dmsbus-task-config"
 #: How often the task is looked at, and how long a deploy may wait for it: less than the
 #: hour CloudFormation waits for a custom resource, so the waiter has always ended (and
 #: reported) before CloudFormation gives up and rolls back.
@@ -40,7 +61,10 @@ TASK_ACTIONS = {
 
 
 class TaskLifecycle(Construct):
-    """Starts, changes (stop -> modify -> resume -> reload) and finally stops one task."""
+    """Starts, changes (stop -> modify -> resume -> reload) and finally stops one task.
+
+    ``table_mappings`` and ``task_settings``: the JSON documents DMS takes; they go to S3
+    as ``config`` (an asset), never into the template."""
 
     def __init__(
         self,
@@ -56,11 +80,15 @@ class TaskLifecycle(Construct):
     ) -> None:
         super().__init__(scope, id_)
         task_arn = task.ref  # Ref of AWS::DMS::ReplicationTask is its ARN
+        body = encode_task_config(json.loads(table_mappings), json.loads(task_settings))
+        sha256 = hashlib.sha256(body).hexdigest()
+        self.config = s3_assets.Asset(self, "TaskConfig", path=str(_write_config(body, sha256)))
+        config_object = TaskConfigObject(self.config.s3_bucket_name, self.config.s3_object_key, sha256)
         self.functions = [
             BusFunction(
                 self,
                 name,
-                function_name=f"{function_prefix}-task-{suffix}",
+                function_name=f"{function_prefix}-{suffix}",
                 folder=FOLDER,
                 entry=entry,
                 layer=layer,
@@ -69,9 +97,8 @@ class TaskLifecycle(Construct):
                 environment={},
                 unscoped_actions="dms:DescribeReplicationTasks and X-Ray's trace actions",
             )
-            for name, suffix, entry in (
-                ("OnEvent", "lifecycle", "on_event"),
-                ("IsComplete", "lifecycle-wait", "is_complete"),
+            for name, suffix, entry in zip(
+                ("OnEvent", "IsComplete"), TASK_LIFECYCLE_SUFFIXES, ("on_event", "is_complete"), strict=True
             )
         ]
         for function, entry in zip(self.functions, ("on_event", "is_complete"), strict=True):
@@ -81,6 +108,13 @@ class TaskLifecycle(Construct):
             # DescribeReplicationTasks takes no resource (it filters by ARN).
             function.function.add_to_role_policy(
                 iam.PolicyStatement(actions=["dms:DescribeReplicationTasks"], resources=["*"])
+            )
+            # This template's object only (not the bucket, not other assets).
+            function.function.add_to_role_policy(
+                iam.PolicyStatement(
+                    actions=["s3:GetObject"],
+                    resources=[self.config.bucket.arn_for_objects(self.config.s3_object_key)],
+                )
             )
             acknowledge(
                 function.function,
@@ -102,15 +136,23 @@ class TaskLifecycle(Construct):
             "Resource",
             service_token=self.provider.service_token,
             resource_type="Custom::DmsTaskLifecycle",
-            properties={
-                "TaskArn": task_arn,
-                "TableMappings": table_mappings,
-                "TaskSettings": task_settings,
-                "Start": str(start).lower(),
-            },
+            properties=resource_properties(task_arn=task_arn, config=config_object, start=start),
         )
         #: What the last deploy left the task as (and tables to reload by hand with start: false).
         self.summary = self.resource.get_att_string("Summary")
+
+
+def _write_config(body: bytes, sha256: str) -> Path:
+    """The task configuration object as a file for the asset (written whole, then renamed)."""
+    STAGING.mkdir(parents=True, exist_ok=True)
+    path = STAGING / f"{sha256}.json"
+    if path.is_file() and path.read_bytes() == body:
+        return path
+    handle, temporary = tempfile.mkstemp(dir=STAGING, suffix=".part")
+    with os.fdopen(handle, "wb") as file:
+        file.write(body)
+    os.replace(temporary, path)
+    return path
 
 
 def _acknowledge_framework(provider: cr.Provider, functions: list[lambda_.IFunction]) -> None:

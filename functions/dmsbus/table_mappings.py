@@ -37,6 +37,9 @@ class TargetTable:
     #: table's primary key.
     key: tuple[str, ...] | None
     exclude: frozenset[str]
+    #: The key attributes' ``attribute-sub-type`` (``string`` or ``number``) an object
+    #: mapping declares, as (attribute, sub-type) pairs; empty: DMS's type for the column.
+    key_types: tuple[tuple[str, str], ...] = ()
 
 
 def escape(name: str) -> str:
@@ -105,8 +108,16 @@ def resolve(mappings: Mapping[str, Any], schema: str, table: str) -> TargetTable
             key = [parameters["partition-key-name"]]
             if "sort-key-name" in parameters:
                 key.append(parameters["sort-key-name"])
+            declared = tuple(
+                (mapping["target-attribute-name"], mapping["attribute-sub-type"])
+                for mapping in parameters.get("attribute-mappings", ())
+                if mapping.get("attribute-type") == "scalar" and mapping["target-attribute-name"] in key
+            )
             return TargetTable(
-                rule["target-table-name"], tuple(key), frozenset(parameters.get("exclude-columns", ()))
+                rule["target-table-name"],
+                tuple(key),
+                frozenset(parameters.get("exclude-columns", ())),
+                declared,
             )
     transformations = [
         rule

@@ -18,8 +18,21 @@ fixed properties, and this lifecycle applies the config's mappings and settings:
 The lifecycle is a reconciler: each ``isComplete`` call looks at the task and takes the
 one next step (``next_action``), so a retried or interrupted call repeats nothing harmful.
 The task's tags hold its state: which mappings and settings it holds (``dmsbus:applied``,
-a fingerprint), which request owns it and which request last started it. Pure: no AWS
-calls here (``handler`` makes them).
+a fingerprint), which request owns it and which request last started it. A refused modify
+leaves the task holding what it held, so the tag is set back to the fingerprint it had
+before the request (``Plan.applied_before``): CloudFormation's rollback then finds the task
+holding its mappings already, and neither stops, modifies nor reloads it.
+
+The mappings and settings do not travel in the resource's properties: each listed table
+adds about 500 bytes of TableMappings, which an update request carries twice
+(ResourceProperties and OldResourceProperties) through CloudFormation's asynchronous Lambda
+invocation (services-cloudformation; API_Invoke: at most 1 MB) and the Provider framework's
+state machine (a state's input is at most 262,144 bytes: API_StateEnteredEventDetails), and
+the template once (at most 1 MB from S3: cloudformation-limits). They travel as one JSON
+object in S3, a CDK file asset (content-addressed: an earlier deploy's object stays where
+it was, so a rollback reads it again); the properties carry its bucket, key and SHA-256
+(``TaskConfigObject``), and the lifecycle refuses an object whose hash differs. Pure: no
+AWS calls here (``handler`` makes them).
 """
 
 from __future__ import annotations
@@ -58,9 +71,76 @@ class LifecycleError(RuntimeError):
     """The deploy cannot go on; the message is what CloudFormation shows (DMS's own words)."""
 
 
+#: The custom resource's properties (``resource_properties`` writes them, ``Properties``
+#: reads them): the task, where its mappings and settings are, and whether to start it.
+TASK_ARN = "TaskArn"
+CONFIG_BUCKET = "TaskConfigBucket"
+CONFIG_KEY = "TaskConfigKey"
+CONFIG_SHA256 = "TaskConfigSha256"
+START = "Start"
+#: The S3 object's two members, each the JSON document DMS takes.
+TABLE_MAPPINGS = "TableMappings"
+TASK_SETTINGS = "TaskSettings"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskConfigObject:
+    """Where the task's mappings and settings are: an S3 object and the SHA-256 of its bytes."""
+
+    bucket: str
+    key: str
+    sha256: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def encode_task_config(table_mappings: Any, task_settings: Any) -> bytes:
+    """The S3 object's bytes: ``{"TableMappings": ..., "TaskSettings": ...}``."""
+    document = {TABLE_MAPPINGS: table_mappings, TASK_SETTINGS: task_settings}
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def resource_properties(*, task_arn: str, config: TaskConfigObject, start: bool) -> dict[str, str]:
+    """The custom resource's properties (CloudFormation sends every value as a string)."""
+    return {
+        TASK_ARN: task_arn,
+        CONFIG_BUCKET: config.bucket,
+        CONFIG_KEY: config.key,
+        CONFIG_SHA256: config.sha256,
+        START: str(start).lower(),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Properties:
+    """The custom resource's properties, as CloudFormation sends them."""
+
+    task_arn: str
+    config: TaskConfigObject
+    start: bool
+
+    @classmethod
+    def parse(cls, properties: Mapping[str, Any]) -> Properties:
+        values = {}
+        for name in (TASK_ARN, CONFIG_BUCKET, CONFIG_KEY, CONFIG_SHA256, START):
+            value = properties.get(name)
+            if value is None or value == "":
+                raise LifecycleError(f"the task lifecycle resource has no {name} property")
+            values[name] = str(value)
+        start = values[START].lower()
+        if start not in ("true", "false"):
+            raise LifecycleError(
+                f"the task lifecycle resource's {START} is {values[START]!r}, not true or false"
+            )
+        config = TaskConfigObject(values[CONFIG_BUCKET], values[CONFIG_KEY], values[CONFIG_SHA256].lower())
+        return cls(values[TASK_ARN], config, start == "true")
+
+
 @dataclass(frozen=True, slots=True)
 class Desired:
-    """What the config wants of the task: the custom resource's properties."""
+    """What the config wants of the task: its mappings and settings, and whether it runs."""
 
     task_arn: str
     table_mappings: str
@@ -68,24 +148,27 @@ class Desired:
     start: bool
 
     @classmethod
-    def from_properties(cls, properties: Mapping[str, Any]) -> Desired:
-        values = {}
-        for name in ("TaskArn", "TableMappings", "TaskSettings", "Start"):
-            value = properties.get(name)
-            if value is None or value == "":
-                raise LifecycleError(f"the task lifecycle resource has no {name} property")
-            values[name] = value
-        for name in ("TableMappings", "TaskSettings"):
-            try:
-                json.loads(values[name])
-            except (TypeError, ValueError) as exc:
-                raise LifecycleError(f"the task lifecycle resource's {name} is not JSON: {exc}") from exc
-        start = str(values["Start"]).lower()
-        if start not in ("true", "false"):
+    def from_object(cls, properties: Properties, body: bytes) -> Desired:
+        """The task configuration object's ``body``, refused unless it is the object the
+        template names (its SHA-256)."""
+        config = properties.config
+        actual = hashlib.sha256(body).hexdigest()
+        if actual != config.sha256:
             raise LifecycleError(
-                f"the task lifecycle resource's Start is {values['Start']!r}, not true or false"
+                f"the task configuration {config.uri} has SHA-256 {actual}, but the template names "
+                f"{config.sha256}: it is not the object this deploy staged"
             )
-        return cls(str(values["TaskArn"]), values["TableMappings"], values["TaskSettings"], start == "true")
+        try:
+            document = json.loads(body)
+            table_mappings, task_settings = document[TABLE_MAPPINGS], document[TASK_SETTINGS]
+        except (TypeError, ValueError, KeyError) as exc:
+            raise LifecycleError(
+                f"the task configuration {config.uri} is not a JSON object with "
+                f"{TABLE_MAPPINGS} and {TASK_SETTINGS}: {exc!r}"
+            ) from exc
+        return cls(
+            properties.task_arn, json.dumps(table_mappings), json.dumps(task_settings), properties.start
+        )
 
     @property
     def fingerprint(self) -> str:
@@ -109,6 +192,8 @@ class Task:
     started_by: str | None = None
     stop_reason: str | None = None
     last_failure: str | None = None
+    #: The TableMappings the task holds (DescribeReplicationTasks with its settings).
+    table_mappings: str | None = None
 
     @classmethod
     def from_description(cls, description: Mapping[str, Any], tags: Mapping[str, str]) -> Task:
@@ -127,6 +212,7 @@ class Task:
             started_by=tags.get(STARTED_TAG),
             stop_reason=description.get("StopReason"),
             last_failure=description.get("LastFailureMessage"),
+            table_mappings=description.get("TableMappings"),
         )
 
 
@@ -142,6 +228,9 @@ class Plan:
     #: is reported, not a reason to fail the deploy (or its rollback).
     was_failed: bool = False
     reload: tuple[tuple[str, str], ...] = field(default=())
+    #: The task's ``dmsbus:applied`` when the request came: what it holds again after a
+    #: refused modify (None: it claimed nothing, and the ``modifying`` tag stays).
+    applied_before: str | None = None
 
     def to_data(self) -> dict[str, Any]:
         return {
@@ -150,6 +239,7 @@ class Plan:
             "WasRunning": self.was_running,
             "WasFailed": self.was_failed,
             "Reload": [list(pair) for pair in self.reload],
+            "AppliedBefore": self.applied_before,
         }
 
     @classmethod
@@ -163,6 +253,7 @@ class Plan:
             was_running=bool(data["WasRunning"]),
             was_failed=bool(data["WasFailed"]),
             reload=tuple((schema, table) for schema, table in data["Reload"]),
+            applied_before=data.get("AppliedBefore"),
         )
 
 
@@ -170,7 +261,8 @@ def make_plan(
     request: RequestType, request_id: str, *, task: Task | None, new: Desired, old: Desired | None
 ) -> Plan:
     """What this request must do beyond reaching ``new``: remember how the task was, and
-    which tables to reload once it runs again."""
+    which tables to reload once it runs again. ``old``: the config the task holds (its
+    mappings as DescribeReplicationTasks reports them; None for a new task)."""
     if request == "Delete" or task is None:
         return Plan(request, request_id)
     reload: tuple[tuple[str, str], ...] = ()
@@ -188,6 +280,7 @@ def make_plan(
         was_running=task.status in ("running", "starting"),
         was_failed=task.status == "failed",
         reload=reload,
+        applied_before=task.applied,
     )
 
 
@@ -206,8 +299,9 @@ class Stop:
 
 @dataclass(frozen=True, slots=True)
 class Modify:
-    table_mappings: str
-    task_settings: str
+    #: Left out of the repr (logged every step): with every table listed they are large.
+    table_mappings: str = field(repr=False)
+    task_settings: str = field(repr=False)
     fingerprint: str
 
 
@@ -232,14 +326,17 @@ class Done:
 Action = Wait | Stop | Modify | Start | Reload | Done
 
 
-def next_action(task: Task | None, desired: Desired, plan: Plan) -> Action:
-    """The one next step from ``task`` towards what ``desired`` and ``plan`` ask for.
+def next_action(task: Task | None, desired: Desired | None, plan: Plan) -> Action:
+    """The one next step from ``task`` towards what ``desired`` and ``plan`` ask for
+    (``desired`` may be None for a Delete, which only stops the task).
 
     Raises ``LifecycleError`` when the task cannot get there (it failed or stopped after
     this deploy started it, another request owns it now, or it is in a state no step
     leaves)."""
     if plan.request == "Delete":
         return _towards_stopped(task)
+    if desired is None:
+        raise LifecycleError(f"a {plan.request} request needs the task's mappings and settings")
     if task is None:
         raise LifecycleError(f"the replication task {desired.task_arn} does not exist")
     if task.request is not None and task.request != plan.request_id:
@@ -272,6 +369,25 @@ def next_action(task: Task | None, desired: Desired, plan: Plan) -> Action:
             return Done(f"the task had failed before this deploy and is {status} again after resuming: {why}")
         raise LifecycleError(f"the replication task is {status} after this deploy started it: {why}")
     return Start("resume-processing" if task.has_run else "start-replication", plan.request_id)
+
+
+def applied_after_refusal(task: Task | None, refused: Modify, plan: Plan) -> str | None:
+    """What ``dmsbus:applied`` says again once DMS refused ``refused``: the fingerprint the
+    task had before this request, when the task shows it kept its mappings (it is not
+    ``modifying`` and holds other mappings than the refused ones). None leaves ``modifying``,
+    which claims nothing: a refusal may hide a modify under way (a retried call whose first
+    attempt went through is refused because the task is modifying), and a tag that claimed
+    the old config then would keep a rollback from applying it again."""
+    if plan.applied_before in (None, MODIFYING) or task is None or task.table_mappings is None:
+        return None
+    if task.status == "modifying":
+        return None
+    try:
+        if json.loads(task.table_mappings) == json.loads(refused.table_mappings):
+            return None
+    except ValueError:
+        return None
+    return plan.applied_before
 
 
 def _pending(plan: Plan) -> str:

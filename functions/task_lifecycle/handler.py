@@ -8,13 +8,25 @@ returned, and sends CloudFormation only ``PhysicalResourceId`` and ``Data``: the
 travels under its own key (``PLAN_KEY``), so it never counts against CloudFormation's 4 KB
 response; ``Data`` holds only the summary.
 
-A DMS error fails the deploy with DMS's own message. When a modify is refused the task is
-resumed first if it was running, so it is left as it was; CloudFormation's rollback then
-asks for the previous mappings, which the task still holds.
+The task's mappings and settings are read from the S3 object the properties name
+(``TaskConfigReader``), and refused unless its SHA-256 is the one the template names. Only
+the new request's object is read: the mappings the task holds now come from DMS
+(DescribeReplicationTasks), not from OldResourceProperties' object, which the role may not
+read (its policy, updated before this resource, names only the template's own object).
+Deleting reads no object.
+
+A DMS error fails the deploy with DMS's own message. When a modify is refused, the task's
+``dmsbus:applied`` is set back to what it was before the request (``core.
+applied_after_refusal``) and the task is resumed if it was running, so it is left as it
+was; CloudFormation's rollback then asks for the previous mappings, finds the task holding
+them, and neither stops, modifies nor reloads it.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from functools import cache
 from typing import Any
 
@@ -34,11 +46,14 @@ from task_lifecycle.core import (
     LifecycleError,
     Modify,
     Plan,
+    Properties,
     Reload,
     Start,
     Stop,
     Task,
+    TaskConfigObject,
     Wait,
+    applied_after_refusal,
     batches,
     make_plan,
     next_action,
@@ -49,9 +64,53 @@ logger = Logger(service="dmsbus-task-lifecycle")
 PLAN_KEY = "DmsbusPlan"
 
 
+#: Reads of the task configuration object refused with AccessDenied are tried again this
+#: many times, this many seconds apart: CloudFormation updates the role's policy (which names
+#: the new object) just before this resource, and IAM takes a moment to apply it.
+DENIED_ATTEMPTS = 4
+DENIED_PAUSE_SECONDS = 5.0
+_RETRIES = Config(retries={"mode": "standard", "max_attempts": 5})
+
+
 @cache
 def dms() -> Any:
-    return boto3.client("dms", config=Config(retries={"mode": "standard", "max_attempts": 5}))
+    return boto3.client("dms", config=_RETRIES)
+
+
+@cache
+def s3() -> Any:
+    return boto3.client("s3", config=_RETRIES)
+
+
+class TaskConfigReader:
+    """Reads the task configuration object (the mappings and settings) from S3."""
+
+    def __init__(self, client: Any, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.client = client
+        self.sleep = sleep
+
+    def read(self, config: TaskConfigObject) -> bytes:
+        for attempt in range(1, DENIED_ATTEMPTS + 1):
+            try:
+                body: bytes = self.client.get_object(Bucket=config.bucket, Key=config.key)["Body"].read()
+                return body
+            except ClientError as exc:
+                error = exc.response.get("Error", {})
+                code = error.get("Code", "?")
+                if code == "AccessDenied" and attempt < DENIED_ATTEMPTS:
+                    logger.warning(
+                        "reading the task configuration was denied; trying again",
+                        extra={"object": config.uri},
+                    )
+                    self.sleep(DENIED_PAUSE_SECONDS)
+                    continue
+                raise LifecycleError(
+                    f"reading the task configuration {config.uri}: {code}: {error.get('Message', exc)}"
+                ) from exc
+        raise AssertionError("unreachable")  # the last attempt returns or raises
+
+    def desired(self, properties: Properties) -> Desired:
+        return Desired.from_object(properties, self.read(properties.config))
 
 
 class TaskClient:
@@ -60,10 +119,12 @@ class TaskClient:
     def __init__(self, client: Any) -> None:
         self.client = client
 
-    def describe(self, arn: str) -> Task | None:
+    def describe(self, arn: str, *, with_mappings: bool = False) -> Task | None:
+        """The task, and with ``with_mappings`` the TableMappings it holds (DMS returns them
+        with its settings only)."""
         try:
             found = self.client.describe_replication_tasks(
-                Filters=[{"Name": "replication-task-arn", "Values": [arn]}], WithoutSettings=True
+                Filters=[{"Name": "replication-task-arn", "Values": [arn]}], WithoutSettings=not with_mappings
             )["ReplicationTasks"]
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ResourceNotFoundFault":
@@ -110,8 +171,15 @@ class TaskClient:
                 ReplicationTaskSettings=action.task_settings,
             )
         except LifecycleError:
+            # Leave the task as it was: saying again which config it holds (when it shows
+            # it kept it), and running if it ran.
+            try:
+                restore = applied_after_refusal(self.describe(arn, with_mappings=True), action, plan)
+                if restore is not None:
+                    self.tag(arn, APPLIED_TAG, restore)
+            except LifecycleError:
+                logger.exception("restoring the task's applied tag after a refused modify failed")
             if plan.was_running:
-                # Leave the task as it was: running, with the mappings it had.
                 try:
                     self._call(
                         "StartReplicationTask",
@@ -146,38 +214,33 @@ def _dms_error(operation: str, arn: str, exc: ClientError) -> LifecycleError:
     return LifecycleError(f"DMS {operation} on {arn}: {error.get('Code', '?')}: {error.get('Message', exc)}")
 
 
-def _properties(event: dict[str, Any], key: str) -> Desired | None:
-    properties = event.get(key)
-    return Desired.from_properties(properties) if properties else None
-
-
-def begin(event: dict[str, Any], client: TaskClient) -> dict[str, Any]:
+def begin(event: Mapping[str, Any], client: TaskClient, reader: TaskConfigReader) -> dict[str, Any]:
     """The Provider's onEvent: the physical id (the task ARN) and the plan."""
     request = event["RequestType"]
-    desired = _properties(event, "ResourceProperties")
-    assert desired is not None  # CloudFormation always sends them
+    properties = Properties.parse(event["ResourceProperties"])
     request_id = str(event["RequestId"])
     if request == "Delete":
         # Stop the task this resource was created for, also when a replaced resource is
         # deleted after the update that replaced it.
-        arn = event.get("PhysicalResourceId") or desired.task_arn
-        plan = make_plan("Delete", request_id, task=None, new=desired, old=None)
-        return {"PhysicalResourceId": arn, PLAN_KEY: plan.to_data()}
-    task = client.describe(desired.task_arn)
-    old = _properties(event, "OldResourceProperties")
-    plan = make_plan(request, request_id, task=task, new=desired, old=old)
+        arn = event.get("PhysicalResourceId") or properties.task_arn
+        return {"PhysicalResourceId": arn, PLAN_KEY: Plan("Delete", request_id).to_data()}
+    desired = reader.desired(properties)
+    task = client.describe(desired.task_arn, with_mappings=True)
+    # What the task holds, as DMS reports it: the tables whose target it changes are reloaded.
+    held = replace(desired, table_mappings=task.table_mappings) if task and task.table_mappings else None
+    plan = make_plan(request, request_id, task=task, new=desired, old=held)
     if task is not None:
         client.tag(desired.task_arn, REQUEST_TAG, request_id)
     logger.info("plan", extra={"request": request, "task": desired.task_arn, "plan": plan.to_data()})
     return {"PhysicalResourceId": desired.task_arn, PLAN_KEY: plan.to_data()}
 
 
-def step(event: dict[str, Any], client: TaskClient) -> dict[str, Any]:
+def step(event: Mapping[str, Any], client: TaskClient, reader: TaskConfigReader) -> dict[str, Any]:
     """The Provider's isComplete: one step towards the desired task."""
-    desired = _properties(event, "ResourceProperties")
-    assert desired is not None
     plan = Plan.from_data(event[PLAN_KEY])
-    arn = event["PhysicalResourceId"] if plan.request == "Delete" else desired.task_arn
+    properties = Properties.parse(event["ResourceProperties"])
+    desired = None if plan.request == "Delete" else reader.desired(properties)
+    arn = event["PhysicalResourceId"] if desired is None else desired.task_arn
     task = client.describe(arn)
     action = next_action(task, desired, plan)
     logger.info("step", extra={"task": arn, "status": task.status if task else None, "action": repr(action)})
@@ -194,9 +257,9 @@ def step(event: dict[str, Any], client: TaskClient) -> dict[str, Any]:
 
 @logger.inject_lambda_context
 def on_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return begin(event, TaskClient(dms()))
+    return begin(event, TaskClient(dms()), TaskConfigReader(s3()))
 
 
 @logger.inject_lambda_context
 def is_complete(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return step(event, TaskClient(dms()))
+    return step(event, TaskClient(dms()), TaskConfigReader(s3()))

@@ -29,7 +29,12 @@ SOURCE: dict[str, Any] = {
     "network": {"create_vpc": True, "egress": "nat"},
     "tables": [
         {"schema": "public", "table": "orders"},
-        {"schema": "public", "table": "order_lines", "key": ["order_id", "line_no"]},
+        {
+            "schema": "public",
+            "table": "order_lines",
+            "key": ["order_id", "line_no"],
+            "key_types": ["number", "number"],
+        },
     ],
 }
 
@@ -303,7 +308,7 @@ BAD: list[tuple[str, Mutation, str, str]] = [
     ),
     (
         "three key columns",
-        _set("tables.1.key", ["a", "b", "c"]),
+        lambda bus, source: source["tables"][1].update(key=["a", "b", "c"], key_types=["string"] * 3),
         "legacy.yaml",
         "tables[1]: key has 3 columns",
     ),
@@ -312,6 +317,30 @@ BAD: list[tuple[str, Mutation, str, str]] = [
         _set("tables.1.exclude", ["line_no"]),
         "legacy.yaml",
         "tables[1]: exclude ['line_no'] removes key columns",
+    ),
+    (
+        "a key without key types",
+        lambda bus, source: source["tables"][1].pop("key_types"),
+        "legacy.yaml",
+        "tables[1]: key ['order_id', 'line_no'] needs key_types: the DynamoDB type (string or number)",
+    ),
+    (
+        "key types of another length",
+        _set("tables.1.key_types", ["number"]),
+        "legacy.yaml",
+        "tables[1]: key_types ['number'] must give one type for each key column",
+    ),
+    (
+        "a key type dynamodb keys do not take",
+        _set("tables.1.key_types", ["number", "boolean"]),
+        "legacy.yaml",
+        "tables[1].key_types[1]: Input should be 'string' or 'number'",
+    ),
+    (
+        "key types without a key",
+        _set("tables.0.key_types", ["string"]),
+        "legacy.yaml",
+        "tables[0]: key_types goes with key",
     ),
     (
         "exclude without key",
@@ -515,6 +544,7 @@ def _versioned(version: int | None, key: list[str] | None = None) -> dict[str, A
     source["tables"][0]["version"] = version
     if key is not None:
         source["tables"][0]["key"] = key
+        source["tables"][0]["key_types"] = ["string"] * len(key)
     return source
 
 
@@ -536,8 +566,21 @@ def test_changing_a_key_needs_a_version_bump(tmp_path: Path) -> None:
     previous = write(tmp_path / "deployed", BUS, {"legacy": _versioned(1)})
     root = write(tmp_path / "config", BUS, {"legacy": _versioned(1, key=["order_no"])})
     with pytest.raises(
-        ConfigError, match=r"tables\[0\].key: changing the key \(None -> \['order_no'\]\) needs a reload"
+        ConfigError,
+        match=r"tables\[0\].key: changing the key \(None None -> \['order_no'\] \['string'\]\) needs a reload",
     ):
+        load_config(root, previous=previous, repo=REPO)
+
+
+def test_changing_a_key_type_needs_a_version_bump(tmp_path: Path) -> None:
+    # Given a deployed table keyed by a string attribute
+    previous = write(tmp_path / "deployed", BUS, {"legacy": _versioned(1, key=["order_no"])})
+    # When the same key becomes a number (DMS keys a new table so; the old one stays string)
+    changed = _versioned(1, key=["order_no"])
+    changed["tables"][0]["key_types"] = ["number"]
+    root = write(tmp_path / "config", BUS, {"legacy": changed})
+    # Then it needs a reload into a new table
+    with pytest.raises(ConfigError, match=r"tables\[0\].key: changing the key .* needs a reload: bump version"):
         load_config(root, previous=previous, repo=REPO)
 
 

@@ -3,13 +3,15 @@ limited to the source's tables, TableMappings rendered from the config."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_cdk.assertions import Match, Template
+from aws_cdk import Stack
+from aws_cdk.assertions import Capture, Match, Template
 
 from config import Config, TableConfig
 from config.mappings import render_table_mappings, task_settings
@@ -89,13 +91,47 @@ def test_table_mappings_for_the_sample_config_are_the_reviewed_rules(sample: Syn
     assert rules[4]["object-locator"] == {"schema-name": "audit", "table-name": "event[_]%"}
     assert rules[5]["value"] == "demo.legacy.audit."
     assert rules[6]["target-table-name"] == "demo.legacy.public.customers"
+    # Object mappings declare their key attributes as every documented DynamoDB object
+    # mapping does (CHAP_Target.DynamoDB): scalar, with the attribute-sub-type config gives
     assert rules[6]["mapping-parameters"] == {
         "partition-key-name": "id",
         "exclude-columns": ["email", "phone"],
+        "attribute-mappings": [
+            {
+                "target-attribute-name": "id",
+                "attribute-type": "scalar",
+                "attribute-sub-type": "number",
+                "value": "${id}",
+            }
+        ],
     }
     assert rules[7]["value"] == "demo.legacy.public."
-    assert rules[8]["mapping-parameters"] == {"partition-key-name": "order_id", "sort-key-name": "line_no"}
+    assert rules[8]["mapping-parameters"] == {
+        "partition-key-name": "order_id",
+        "sort-key-name": "line_no",
+        "attribute-mappings": [
+            {
+                "target-attribute-name": column,
+                "attribute-type": "scalar",
+                "attribute-sub-type": "number",
+                "value": "${" + column + "}",
+            }
+            for column in ("order_id", "line_no")
+        ],
+    }
     assert rules[9]["value"] == "demo.legacy.public.products.v2"
+
+
+def staged_task_config(outdir: Path, stack: Stack, key: str) -> bytes:
+    """The bytes ``cdk deploy`` uploads as the object ``key`` of ``stack`` (its asset
+    manifest names the staged file of each object)."""
+    manifest = json.loads((outdir / f"{stack.artifact_id}.assets.json").read_text(encoding="utf-8"))
+    (path,) = [
+        entry["source"]["path"]
+        for entry in manifest["files"].values()
+        if any(destination["objectKey"] == key for destination in entry["destinations"].values())
+    ]
+    return (outdir / path).read_bytes()
 
 
 def test_the_lifecycle_applies_the_rendered_mappings_and_settings_to_the_task(
@@ -103,18 +139,32 @@ def test_the_lifecycle_applies_the_rendered_mappings_and_settings_to_the_task(
 ) -> None:
     # Given the sample source stack
     ((task_id, task),) = source.find_resources("AWS::DMS::ReplicationTask").items()
-    (lifecycle,) = source.find_resources("Custom::DmsTaskLifecycle").values()
+    key, sha256 = Capture(), Capture()
+    source.has_resource_properties(
+        "Custom::DmsTaskLifecycle",
+        {
+            "TaskArn": {"Ref": task_id},
+            "TaskConfigBucket": Match.any_value(),
+            "TaskConfigKey": key,
+            "TaskConfigSha256": sha256,
+            "Start": "true",
+            "TableMappings": Match.absent(),
+            "TaskSettings": Match.absent(),
+        },
+    )
     # Then the task is full-load-and-cdc with fixed placeholder mappings
     assert task["Properties"]["MigrationType"] == "full-load-and-cdc"
     assert json.loads(task["Properties"]["TableMappings"]) == PLACEHOLDER_MAPPINGS
     assert "ReplicationTaskSettings" not in task["Properties"]
-    # And the lifecycle resource, on that task, carries the config's mappings and settings
+    # And the lifecycle resource, on that task, names the S3 object that carries the
+    # config's mappings and settings, by its key and hash
     (legacy,) = sample.config.sources
-    properties = lifecycle["Properties"]
-    assert json.loads(properties["TableMappings"]) == render_table_mappings("demo", legacy)
-    assert json.loads(properties["TaskSettings"]) == task_settings()
-    assert properties["Start"] == "true"
-    assert properties["TaskArn"] == {"Ref": task_id}
+    body = staged_task_config(sample.outdir, sample.stacks.sources["legacy"], key.as_string())
+    assert hashlib.sha256(body).hexdigest() == sha256.as_string()
+    assert json.loads(body) == {
+        "TableMappings": render_table_mappings("demo", legacy),
+        "TaskSettings": task_settings(),
+    }
     # And what the deploy left the task as is shown as a stack output
     (output,) = source.find_outputs("TaskState").values()
     assert output["Value"]["Fn::GetAtt"][1] == "Summary"
@@ -143,9 +193,10 @@ def test_adding_a_table_or_bumping_a_version_changes_only_the_lifecycle_resource
     # which DMS refuses on a running task); only the lifecycle's mappings change
     assert task_after == task_before
     before, after = lifecycle_before["Properties"], lifecycle_after["Properties"]
-    assert after["TableMappings"] != before["TableMappings"]
-    assert {k: v for k, v in after.items() if k != "TableMappings"} == {
-        k: v for k, v in before.items() if k != "TableMappings"
+    changed = {"TaskConfigKey", "TaskConfigSha256"}
+    assert all(after[name] != before[name] for name in changed)
+    assert {k: v for k, v in after.items() if k not in changed} == {
+        k: v for k, v in before.items() if k not in changed
     }
 
 
@@ -207,8 +258,9 @@ def test_postgres_source_sends_heartbeats_and_never_truncates_a_lob(source: Temp
             ),
         },
     )
-    # LOBs up to DynamoDB's 400 KB item are copied whole; a larger one fails the task
-    assert task_settings()["TargetMetadata"]["LobMaxSize"] == 400
+    # LOBs up to DynamoDB's 400 KB item are copied whole; a larger one fails the task.
+    # 800 KB: a text (NCLOB, two bytes a character) that fits in a 400 KB item is never cut
+    assert task_settings()["TargetMetadata"]["LobMaxSize"] == 800
 
 
 def test_cdc_latency_alarms_watch_the_task_by_its_resource_id(source: Template) -> None:

@@ -41,9 +41,20 @@ SOURCE = SourceConfig.model_validate(
         "credentials": {"secret": "dmsbus/legacy"},
         "network": {"create_vpc": True, "egress": "nat"},
         "tables": [
-            {"schema": "public", "table": "customers", "key": ["id"], "exclude": ["email"]},
+            {
+                "schema": "public",
+                "table": "customers",
+                "key": ["id"],
+                "key_types": ["number"],
+                "exclude": ["email"],
+            },
             {"schema": "public", "table": "orders"},
-            {"schema": "public", "table": "order_lines", "key": ["order_id", "line_no"]},
+            {
+                "schema": "public",
+                "table": "order_lines",
+                "key": ["order_id", "line_no"],
+                "key_types": ["number", "number"],
+            },
             {"schema": "public", "table": "products", "version": 2},
             {"schema": "public", "table": "shipments"},
         ],
@@ -220,7 +231,7 @@ def test_a_listed_table_with_a_composite_key_and_no_key_in_config_is_suspended(
     # other tables go on
     assert dms.suspended == {
         ("public", "shipments"): "public.shipments has a composite primary key (order_id, box), which DMS's "
-        "DynamoDB target replicates only through an object mapping: give it `key: [order_id, box]` in "
+        "DynamoDB target replicates only through an object mapping: give it `key: [order_id, box]` and their `key_types` in "
         "config/sources/legacy.yaml tables[4]"
     }
     assert not any("shipments" in name for name in dynamodb.list_tables()["TableNames"])
@@ -246,7 +257,7 @@ def test_wildcard_selected_tables_dms_cannot_key_are_suspended(source: str, dyna
         ("audit", "event_wide"),
     ]
     assert dms.suspended[("audit", "event_pair")].endswith(
-        "give it `key: [a, b]` in config/sources/legacy.yaml (list it under tables: schema audit, table event_pair)"
+        "give it `key: [a, b]` and their `key_types` in config/sources/legacy.yaml (list it under tables: schema audit, table event_pair)"
     )
     assert "3-column primary key (a, b, c)" in dms.suspended[("audit", "event_wide")]
     assert "has no primary key" in dms.suspended[("audit", "event_heap")]
@@ -712,3 +723,46 @@ def test_an_unknown_prep_mode_is_refused(source: str, dynamodb: Any) -> None:
     # Given a prep mode DMS does not have, Then the stand-in refuses to start, naming it
     with pytest.raises(Exception, match="TargetTablePrepMode 'TRUNCATE' is not one of"):
         DmsStandIn(url=source, bus="demo", source=SOURCE, dynamodb=dynamodb, prep_mode="TRUNCATE")
+
+
+def test_an_object_mapping_keys_items_by_the_attribute_sub_types_config_declares(
+    source: str, dynamodb: Any
+) -> None:
+    # Given an int key declared a string, and a text key holding digits declared a number
+    run(
+        source,
+        "CREATE TABLE audit.pairs (a int, b text, v text, PRIMARY KEY (a, b));"
+        "INSERT INTO audit.pairs VALUES (7, '0042', 'x');",
+    )
+    declared = SOURCE.model_copy(
+        update={
+            "tables": [
+                *SOURCE.tables,
+                SOURCE.tables[0].model_validate(
+                    {
+                        "schema": "audit",
+                        "table": "pairs",
+                        "key": ["a", "b"],
+                        "key_types": ["string", "number"],
+                    }
+                ),
+            ],
+            "selections": [],
+        }
+    )
+    dms = DmsStandIn(url=source, bus="demo", source=declared, dynamodb=dynamodb)
+    # When DMS loads it, and a change follows
+    dms.start()
+    dms.full_load(only={("audit", "pairs")})
+    run(source, "INSERT INTO audit.pairs VALUES (8, '7', 'y'); INSERT INTO audit.pairs VALUES (9, 'x', 'z');")
+    dms.poll()
+    # Then the table is keyed S and N, and every item carries its key as declared
+    table = dynamodb.describe_table(TableName="demo.legacy.audit.pairs")["Table"]
+    assert {d["AttributeName"]: d["AttributeType"] for d in table["AttributeDefinitions"]} == {
+        "a": "S",
+        "b": "N",
+    }
+    found = dynamodb.scan(TableName="demo.legacy.audit.pairs", ConsistentRead=True)["Items"]
+    assert sorted((i["a"]["S"], i["b"]["N"]) for i in found) == [("7", "42"), ("8", "7")]
+    # And a row whose key is not a number is DMS's data error, logged, not written
+    assert dms.exceptions == 1

@@ -1,13 +1,16 @@
 """The DMS task lifecycle: the first deploy starts the task, a changed config stops, modifies,
-resumes and reloads it, a refused change leaves it running, deleting stops it.
+resumes and reloads it, a refused change leaves it running (and its rollback leaves it
+be), deleting stops it.
 
 The core is pure; the handler's DMS calls run against moto's DMS where moto implements
 them (create, start, stop, describe, tags) and botocore's Stubber, which checks every
 request and response against DMS's real API model, where it does not (modify, reload,
-add tags)."""
+add tags). The mappings and settings are read from moto's S3, as the asset puts them."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,8 +19,8 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.response import StreamingBody
 from botocore.stub import Stubber
-from moto import mock_aws
 
 from config import load_config, render_table_mappings, task_settings
 from task_lifecycle.core import (
@@ -30,23 +33,47 @@ from task_lifecycle.core import (
     LifecycleError,
     Modify,
     Plan,
+    Properties,
     Reload,
     Start,
     Stop,
     Task,
+    TaskConfigObject,
     Wait,
+    applied_after_refusal,
+    encode_task_config,
     make_plan,
     next_action,
+    resource_properties,
 )
-from task_lifecycle.handler import PLAN_KEY, TaskClient, begin, step
+from task_lifecycle.handler import DENIED_PAUSE_SECONDS, PLAN_KEY, TaskClient, TaskConfigReader, begin, step
+from tests.unit.conftest import Sleeps
 
 REPO = Path(__file__).resolve().parents[2]
 ARN = "arn:aws:dms:eu-west-1:123456789012:task:DEMOLEGACY"
 BEFORE = datetime(2026, 11, 1, tzinfo=UTC)
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
-#: CloudFormation's RequestId of the deploy under test, and of an earlier one.
+#: CloudFormation's RequestId of the deploy under test, of an earlier one, and of the
+#: rollback of the deploy under test.
 REQUEST = "5f1e0c8a-1b2c-4d3e-8f90-0123456789ab"
 EARLIER = "0d9c8b7a-6f5e-4d3c-2b1a-0123456789ab"
+ROLLBACK = "9a8b7c6d-5e4f-4a3b-2c1d-0123456789ab"
+#: The CDK bootstrap bucket the asset goes to.
+BUCKET = "cdk-hnb659fds-assets-123456789012-eu-west-1"
+#: What CloudFormation creates the task with (stacks/source.py's placeholder).
+PLACEHOLDER = json.dumps(
+    {
+        "rules": [
+            {
+                "rule-type": "selection",
+                "rule-id": "1",
+                "rule-name": "dmsbus-task-lifecycle-applies-the-mappings",
+                "object-locator": {"schema-name": "dmsbus", "table-name": "placeholder"},
+                "rule-action": "include",
+            }
+        ]
+    }
+)
 
 
 def _mappings(**versions: int) -> str:
@@ -55,17 +82,25 @@ def _mappings(**versions: int) -> str:
     return json.dumps(render_table_mappings("demo", legacy.model_copy(update={"tables": tables})))
 
 
-def _properties(*, start: bool = True, **versions: int) -> dict[str, Any]:
+def _desired(*, start: bool = True, **versions: int) -> Desired:
+    return Desired(ARN, _mappings(**versions), json.dumps(task_settings()), start)
+
+
+def _object(desired: Desired) -> tuple[bytes, TaskConfigObject]:
+    """The asset's bytes and where the properties say they are (CDK names the key by a hash)."""
+    body = encode_task_config(json.loads(desired.table_mappings), json.loads(desired.task_settings))
+    sha256 = hashlib.sha256(body).hexdigest()
+    return body, TaskConfigObject(BUCKET, f"{hashlib.sha256(b'asset' + body).hexdigest()}.json", sha256)
+
+
+def _properties(desired: Desired) -> dict[str, Any]:
     return {
         "ServiceToken": "arn:aws:lambda:eu-west-1:123456789012:function:provider",
-        "TaskArn": ARN,
-        "TableMappings": _mappings(**versions),
-        "TaskSettings": json.dumps(task_settings()),
-        "Start": str(start).lower(),
+        **resource_properties(task_arn=desired.task_arn, config=_object(desired)[1], start=desired.start),
     }
 
 
-DESIRED = Desired.from_properties(_properties())
+DESIRED = _desired()
 
 
 def _task(
@@ -99,7 +134,7 @@ def test_first_deploy_applies_the_mappings_then_starts_the_task_once() -> None:
 
 
 def test_with_start_false_the_task_is_configured_and_left_ready() -> None:
-    desired = Desired.from_properties(_properties(start=False))
+    desired = _desired(start=False)
     plan = make_plan("Create", REQUEST, task=_task("ready"), new=desired, old=None)
     action = next_action(_task("ready", applied=desired.fingerprint), desired, plan)
     assert action == Done("left ready, never started (start: false)")
@@ -107,7 +142,7 @@ def test_with_start_false_the_task_is_configured_and_left_ready() -> None:
 
 def test_a_changed_config_stops_modifies_resumes_and_reloads_the_bumped_table() -> None:
     # Given a running task holding the deployed mappings, and a config bumping products to v3
-    old, new = DESIRED, Desired.from_properties(_properties(products=3))
+    old, new = DESIRED, _desired(products=3)
     ran = {"has_run": True, "started_by": EARLIER}
     running = _task("running", applied=old.fingerprint, **ran)
     plan = make_plan("Update", REQUEST, task=running, new=new, old=old)
@@ -135,7 +170,7 @@ def test_a_changed_config_stops_modifies_resumes_and_reloads_the_bumped_table() 
 
 
 def test_a_task_that_never_ran_reloads_nothing_its_first_load_copies_all() -> None:
-    new = Desired.from_properties(_properties(products=3))
+    new = _desired(products=3)
     plan = make_plan(
         "Update", REQUEST, task=_task("ready", applied=DESIRED.fingerprint), new=new, old=DESIRED
     )
@@ -145,7 +180,7 @@ def test_a_task_that_never_ran_reloads_nothing_its_first_load_copies_all() -> No
 def test_a_rollback_to_the_mappings_the_task_still_holds_reloads_nothing() -> None:
     # Given a refused modify left the task running with the old mappings, and CloudFormation
     # rolls back from products v3 to v2
-    rollback_to, failed = DESIRED, Desired.from_properties(_properties(products=3))
+    rollback_to, failed = DESIRED, _desired(products=3)
     task = _task("running", applied=rollback_to.fingerprint, has_run=True, started_by=EARLIER)
     # When the rollback is planned, Then it reloads nothing and is done at once
     plan = make_plan("Update", REQUEST, task=task, new=rollback_to, old=failed)
@@ -159,14 +194,14 @@ def test_a_stopped_task_is_resumed_by_a_deploy_only_when_start_is_true() -> None
     plan = make_plan("Update", REQUEST, task=stopped, new=DESIRED, old=DESIRED)
     # Then start: true resumes it, start: false leaves it stopped
     assert next_action(stopped, DESIRED, plan) == Start("resume-processing", REQUEST)
-    manual = Desired.from_properties(_properties(start=False))
+    manual = _desired(start=False)
     manual_stopped = _task("stopped", applied=manual.fingerprint, has_run=True, started_by=EARLIER)
     assert next_action(manual_stopped, manual, plan) == Done("left stopped (start: false)")
 
 
 def test_with_start_false_the_tables_to_reload_are_named_in_the_summary() -> None:
-    manual_old = Desired.from_properties(_properties(start=False))
-    manual_new = Desired.from_properties(_properties(start=False, products=3))
+    manual_old = _desired(start=False)
+    manual_new = _desired(start=False, products=3)
     stopped = _task("stopped", applied=manual_old.fingerprint, has_run=True, started_by=EARLIER)
     plan = make_plan("Update", REQUEST, task=stopped, new=manual_new, old=manual_old)
     after = _task("stopped", applied=manual_new.fingerprint, has_run=True, started_by=EARLIER)
@@ -224,24 +259,95 @@ def test_deleting_stops_a_running_task_and_waits_for_it() -> None:
 
 
 def test_a_plan_survives_the_round_trip_through_the_framework() -> None:
-    plan = Plan("Update", REQUEST, was_running=True, reload=(("public", "products"), ("audit", "event_x")))
+    plan = Plan(
+        "Update",
+        REQUEST,
+        was_running=True,
+        reload=(("public", "products"), ("audit", "event_x")),
+        applied_before=DESIRED.fingerprint,
+    )
     assert Plan.from_data(json.loads(json.dumps(plan.to_data()))) == plan
+
+
+def test_the_plan_remembers_the_config_the_task_held_before_the_request() -> None:
+    running = _task("running", applied=DESIRED.fingerprint, has_run=True, started_by=EARLIER)
+    plan = make_plan("Update", REQUEST, task=running, new=_desired(products=3), old=DESIRED)
+    assert plan.applied_before == DESIRED.fingerprint
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"TaskArn": ""}, "has no TaskArn property"),
-        ({"TableMappings": "{rules"}, "TableMappings is not JSON"),
+        ({"TaskConfigSha256": None}, "has no TaskConfigSha256 property"),
         ({"Start": "yes"}, "Start is 'yes', not true or false"),
     ],
 )
-def test_bad_resource_properties_name_the_property(change: dict[str, str], message: str) -> None:
+def test_bad_resource_properties_name_the_property(change: dict[str, Any], message: str) -> None:
     with pytest.raises(LifecycleError, match=message):
-        Desired.from_properties({**_properties(), **change})
+        Properties.parse({**_properties(DESIRED), **change})
 
 
-# --- the handler against DMS's API model (Stubber) ----------------------------------
+def test_the_properties_carry_where_the_config_is_not_the_config() -> None:
+    # Given the sample config's properties
+    properties = _properties(DESIRED)
+    # Then they name the object and its hash, and stay small whatever the mappings hold
+    assert set(properties) == {
+        "ServiceToken",
+        "TaskArn",
+        "TaskConfigBucket",
+        "TaskConfigKey",
+        "TaskConfigSha256",
+        "Start",
+    }
+    assert len(json.dumps(properties)) < 512
+
+
+def test_the_config_object_gives_back_the_mappings_and_settings() -> None:
+    body, _ = _object(DESIRED)
+    assert Desired.from_object(Properties.parse(_properties(DESIRED)), body) == DESIRED
+
+
+def test_a_config_object_that_is_not_the_one_the_template_names_is_refused() -> None:
+    # Given the properties of the sample config, and the bytes of another config
+    other, _ = _object(_desired(products=3))
+    properties = Properties.parse(_properties(DESIRED))
+    # Then the lifecycle refuses them, naming the object
+    with pytest.raises(LifecycleError, match=f"{properties.config.uri} has SHA-256 [0-9a-f]{{64}}"):
+        Desired.from_object(properties, other)
+
+
+def test_a_config_object_without_the_mappings_is_refused() -> None:
+    body = b'{"TaskSettings": {}}'
+    sha256 = hashlib.sha256(body).hexdigest()
+    properties = Properties(ARN, TaskConfigObject(BUCKET, "k.json", sha256), True)
+    with pytest.raises(LifecycleError, match=f"s3://{BUCKET}/k.json is not a JSON object with TableMappings"):
+        Desired.from_object(properties, body)
+
+
+@pytest.mark.parametrize(
+    ("status", "holds", "restored"),
+    [
+        # DMS refused the request and the task kept its mappings: it says so again
+        ("stopped", "old", True),
+        # The task is modifying, or holds the refused mappings: a modify may have gone
+        # through (a retried call), so the tag claims nothing
+        ("modifying", "old", False),
+        ("stopped", "new", False),
+    ],
+)
+def test_after_a_refused_modify_the_tag_says_what_the_task_holds(
+    status: str, holds: str, restored: bool
+) -> None:
+    new = _desired(products=3)
+    plan = Plan("Update", REQUEST, was_running=True, applied_before=DESIRED.fingerprint)
+    mappings = DESIRED.table_mappings if holds == "old" else new.table_mappings
+    task = _task(status, applied=MODIFYING, has_run=True, table_mappings=mappings)
+    refused = Modify(new.table_mappings, new.task_settings, new.fingerprint)
+    assert applied_after_refusal(task, refused, plan) == (DESIRED.fingerprint if restored else None)
+
+
+# --- the handler against DMS's API model (Stubber) and moto's S3 ---------------------
 
 
 class StubbedDms:
@@ -258,7 +364,9 @@ class StubbedDms:
         applied: str | None = None,
         request: str | None = None,
         started: datetime | None = None,
+        mappings: str | None = None,
     ) -> None:
+        """DescribeReplicationTasks; with ``mappings``, asked with the task's settings."""
         task: dict[str, Any] = {
             "ReplicationTaskArn": ARN,
             "Status": status,
@@ -266,10 +374,16 @@ class StubbedDms:
         }
         if started is not None:
             task["ReplicationTaskStartDate"] = started
+        if mappings is not None:
+            task["TableMappings"] = mappings
+            task["ReplicationTaskSettings"] = json.dumps(task_settings())
         self.stubber.add_response(
             "describe_replication_tasks",
             {"ReplicationTasks": [task]},
-            {"Filters": [{"Name": "replication-task-arn", "Values": [ARN]}], "WithoutSettings": True},
+            {
+                "Filters": [{"Name": "replication-task-arn", "Values": [ARN]}],
+                "WithoutSettings": mappings is None,
+            },
         )
         tags = [
             {"Key": key, "Value": value}
@@ -293,19 +407,47 @@ def stubbed() -> Iterator[StubbedDms]:
     dms.stubber.assert_no_pending_responses()
 
 
-def _create_event(**properties: Any) -> dict[str, Any]:
-    return {"RequestType": "Create", "RequestId": REQUEST, "ResourceProperties": _properties(**properties)}
+@pytest.fixture
+def s3(aws: None) -> Any:
+    """The bootstrap bucket in moto's S3."""
+    client = boto3.client("s3", region_name="eu-west-1")
+    client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    return client
 
 
-def _run(event: dict[str, Any], client: TaskClient, steps: int) -> list[dict[str, Any]]:
+def _stage(s3: Any, *configs: Desired) -> TaskConfigReader:
+    """Puts each config's object where a deploy's asset puts it."""
+    for desired in configs:
+        body, config = _object(desired)
+        s3.put_object(Bucket=config.bucket, Key=config.key, Body=body)
+    return TaskConfigReader(s3)
+
+
+def _create_event(desired: Desired = DESIRED) -> dict[str, Any]:
+    return {"RequestType": "Create", "RequestId": REQUEST, "ResourceProperties": _properties(desired)}
+
+
+def _update_event(request_id: str, new: Desired, old: Desired) -> dict[str, Any]:
+    return {
+        "RequestType": "Update",
+        "RequestId": request_id,
+        "PhysicalResourceId": ARN,
+        "ResourceProperties": _properties(new),
+        "OldResourceProperties": _properties(old),
+    }
+
+
+def _run(
+    event: dict[str, Any], client: TaskClient, reader: TaskConfigReader, steps: int
+) -> list[dict[str, Any]]:
     # The framework hands isComplete the request merged with onEvent's result
-    ongoing = {**event, **begin(event, client)}
-    return [step(ongoing, client) for _ in range(steps)]
+    ongoing = {**event, **begin(event, client, reader)}
+    return [step(ongoing, client, reader) for _ in range(steps)]
 
 
-def test_first_deploy_through_dms_api(stubbed: StubbedDms) -> None:
+def test_first_deploy_through_dms_api(stubbed: StubbedDms, s3: Any) -> None:
     # Given DMS answering as a new task moves from ready to running
-    stubbed.describe("ready")  # the plan
+    stubbed.describe("ready", mappings=PLACEHOLDER)  # the plan
     stubbed.tag(REQUEST_TAG, REQUEST)
     stubbed.describe("ready", request=REQUEST)
     stubbed.tag(APPLIED_TAG, MODIFYING)
@@ -326,17 +468,19 @@ def test_first_deploy_through_dms_api(stubbed: StubbedDms) -> None:
     )
     stubbed.describe("running", applied=DESIRED.fingerprint, request=REQUEST, started=NOW)
     # When CloudFormation creates the lifecycle resource
-    results = _run(_create_event(), TaskClient(stubbed.client), 4)
-    # Then it completes once the task runs, every call in order with DMS's real shapes, and
-    # only the summary goes back to CloudFormation (its response is limited to 4 KB)
+    results = _run(_create_event(), TaskClient(stubbed.client), _stage(s3, DESIRED), 4)
+    # Then it completes once the task runs, every call in order with DMS's real shapes, the
+    # mappings and settings DMS gets are the S3 object's, and only the summary goes back to
+    # CloudFormation (its response is limited to 4 KB)
     assert [r["IsComplete"] for r in results] == [False, False, False, True]
     assert results[-1]["Data"] == {"Summary": "running with the config's mappings and settings"}
 
 
-def test_a_refused_modify_resumes_the_task_and_fails_with_dms_message(stubbed: StubbedDms) -> None:
-    # Given a running task and a config DMS refuses
+def _refused_update(stubbed: StubbedDms, new: Desired) -> None:
+    """DMS's answers while the deploy under test stops the running task and DMS refuses
+    ``new``: the lifecycle tags the task back and resumes it."""
     ran = {"applied": DESIRED.fingerprint, "started": BEFORE}
-    stubbed.describe("running", request=EARLIER, **ran)  # the plan
+    stubbed.describe("running", request=EARLIER, mappings=DESIRED.table_mappings, **ran)  # the plan
     stubbed.tag(REQUEST_TAG, REQUEST)
     stubbed.describe("running", request=REQUEST, **ran)
     stubbed.expect("stop_replication_task", {"ReplicationTaskArn": ARN})
@@ -347,28 +491,88 @@ def test_a_refused_modify_resumes_the_task_and_fails_with_dms_message(stubbed: S
         service_error_code="InvalidParameterValueException",
         service_message="Error in mapping rules. Rule with ruleId = 9 failed validation.",
         http_status_code=400,
+        expected_params={
+            "ReplicationTaskArn": ARN,
+            "TableMappings": new.table_mappings,
+            "ReplicationTaskSettings": new.task_settings,
+        },
     )
+    # The task kept its mappings (it is stopped, holding the old ones): it says so again
+    stubbed.describe(
+        "stopped", applied=MODIFYING, request=REQUEST, started=BEFORE, mappings=DESIRED.table_mappings
+    )
+    stubbed.tag(APPLIED_TAG, DESIRED.fingerprint)
     stubbed.expect(
         "start_replication_task", {"ReplicationTaskArn": ARN, "StartReplicationTaskType": "resume-processing"}
     )
-    event = {
-        "RequestType": "Update",
-        "RequestId": REQUEST,
-        "PhysicalResourceId": ARN,
-        "ResourceProperties": _properties(products=3),
-        "OldResourceProperties": _properties(),
-    }
-    client = TaskClient(stubbed.client)
-    ongoing = {**event, **begin(event, client)}
+
+
+def test_a_refused_modify_resumes_the_task_and_fails_with_dms_message(stubbed: StubbedDms, s3: Any) -> None:
+    # Given a running task and a config DMS refuses
+    new = _desired(products=3)
+    _refused_update(stubbed, new)
+    event = _update_event(REQUEST, new, DESIRED)
+    client, reader = TaskClient(stubbed.client), _stage(s3, new)
+    ongoing = {**event, **begin(event, client, reader)}
     assert ongoing[PLAN_KEY]["Reload"] == [["public", "products"]]
-    assert step(ongoing, client) == {"IsComplete": False}
-    # When the modify is refused, Then the task is resumed and the deploy fails with DMS's words
+    assert step(ongoing, client, reader) == {"IsComplete": False}
+    # When the modify is refused, Then the task is tagged back and resumed, and the deploy
+    # fails with DMS's words
     with pytest.raises(LifecycleError) as raised:
-        step(ongoing, client)
+        step(ongoing, client, reader)
     assert str(raised.value) == (
         f"DMS ModifyReplicationTask on {ARN}: InvalidParameterValueException: "
         "Error in mapping rules. Rule with ruleId = 9 failed validation."
     )
+
+
+def test_the_rollback_of_a_refused_modify_neither_stops_modifies_nor_reloads(
+    stubbed: StubbedDms, s3: Any
+) -> None:
+    # Given a deploy bumping products to v3, whose modify DMS refused while the task ran
+    new = _desired(products=3)
+    _refused_update(stubbed, new)
+    client, reader = TaskClient(stubbed.client), _stage(s3, DESIRED, new)
+    deploy = _update_event(REQUEST, new, DESIRED)
+    ongoing = {**deploy, **begin(deploy, client, reader)}
+    step(ongoing, client, reader)
+    with pytest.raises(LifecycleError):
+        step(ongoing, client, reader)
+    # When CloudFormation rolls back to the previous mappings (DMS answers as the resumed
+    # task starts and runs; any stop, modify or reload is a call the Stubber refuses)
+    holding = {"applied": DESIRED.fingerprint, "started": BEFORE}
+    stubbed.describe("starting", request=REQUEST, mappings=DESIRED.table_mappings, **holding)  # the plan
+    stubbed.tag(REQUEST_TAG, ROLLBACK)
+    stubbed.describe("starting", request=ROLLBACK, **holding)
+    stubbed.describe("running", request=ROLLBACK, **holding)
+    rollback = _update_event(ROLLBACK, DESIRED, new)
+    ongoing = {**rollback, **begin(rollback, client, reader)}
+    results = [step(ongoing, client, reader) for _ in range(2)]
+    # Then it plans no reload, waits for the task and is done: the task holds its mappings
+    assert ongoing[PLAN_KEY]["Reload"] == []
+    assert results == [
+        {"IsComplete": False},
+        {"IsComplete": True, "Data": {"Summary": "running with the config's mappings and settings"}},
+    ]
+
+
+def test_the_tables_to_reload_come_from_the_mappings_the_task_holds(stubbed: StubbedDms, s3: Any) -> None:
+    # Given a task holding products v2, and a deploy bumping it to v3
+    new = _desired(products=3)
+    stubbed.describe(
+        "running",
+        applied=DESIRED.fingerprint,
+        request=EARLIER,
+        started=BEFORE,
+        mappings=DESIRED.table_mappings,
+    )
+    stubbed.tag(REQUEST_TAG, REQUEST)
+    # When the request is planned (OldResourceProperties' object is not read: only the new
+    # object is in S3 here)
+    event = _update_event(REQUEST, new, DESIRED)
+    result = begin(event, TaskClient(stubbed.client), _stage(s3, new))
+    # Then products is reloaded into its new table
+    assert result[PLAN_KEY]["Reload"] == [["public", "products"]]
 
 
 def test_reloads_go_ten_tables_a_call(stubbed: StubbedDms) -> None:
@@ -385,13 +589,54 @@ def test_reloads_go_ten_tables_a_call(stubbed: StubbedDms) -> None:
     TaskClient(stubbed.client).act(ARN, Reload(tables), Plan("Update", REQUEST))
 
 
+# --- reading the config object from S3 ---------------------------------------------
+
+
+def test_an_object_changed_in_s3_fails_the_request_naming_it(s3: Any) -> None:
+    # Given the properties of the sample config, and other bytes under its key
+    _, config = _object(DESIRED)
+    s3.put_object(Bucket=BUCKET, Key=config.key, Body=_object(_desired(products=3))[0])
+    # When CloudFormation sends the request, Then it fails before DMS is asked anything
+    with pytest.raises(LifecycleError, match=f"task configuration s3://{BUCKET}/{config.key} has SHA-256"):
+        begin(_create_event(), TaskClient(boto3.client("dms", region_name="eu-west-1")), TaskConfigReader(s3))
+
+
+def test_a_missing_object_fails_the_request_naming_it(s3: Any) -> None:
+    _, config = _object(DESIRED)
+    with pytest.raises(
+        LifecycleError, match=f"reading the task configuration s3://{BUCKET}/{config.key}: NoSuchKey"
+    ):
+        TaskConfigReader(s3).read(config)
+
+
+def test_a_read_denied_while_the_new_policy_propagates_is_tried_again(sleeps: Sleeps) -> None:
+    # Given S3 denying the first read (the role's policy was updated a moment ago)
+    body, config = _object(DESIRED)
+    client = boto3.client("s3", region_name="eu-west-1")
+    with Stubber(client) as stubber:
+        stubber.add_client_error(
+            "get_object",
+            service_error_code="AccessDenied",
+            service_message="Access Denied",
+            http_status_code=403,
+        )
+        stubber.add_response(
+            "get_object",
+            {"Body": StreamingBody(io.BytesIO(body), len(body))},
+            {"Bucket": BUCKET, "Key": config.key},
+        )
+        # When the lifecycle reads the object, Then it waits once and reads it
+        assert TaskConfigReader(client, sleep=sleeps).read(config) == body
+        stubber.assert_no_pending_responses()
+    assert sleeps == [DENIED_PAUSE_SECONDS]
+
+
 # --- the handler against moto's DMS -------------------------------------------------
 
 
 @pytest.fixture
-def moto_dms() -> Iterator[Any]:
-    with mock_aws():
-        yield boto3.client("dms", region_name="eu-west-1")
+def moto_dms(aws: None) -> Any:
+    return boto3.client("dms", region_name="eu-west-1")
 
 
 def _moto_task(dms: Any) -> str:
@@ -406,8 +651,8 @@ def _moto_task(dms: Any) -> str:
     return arn
 
 
-def test_deleting_the_stack_stops_the_running_task_first(moto_dms: Any) -> None:
-    # Given a running task
+def test_deleting_the_stack_stops_the_running_task_first(moto_dms: Any, s3: Any) -> None:
+    # Given a running task (and no config object: deleting reads none)
     arn = _moto_task(moto_dms)
     moto_dms.start_replication_task(ReplicationTaskArn=arn, StartReplicationTaskType="start-replication")
     # When CloudFormation deletes the lifecycle resource
@@ -415,34 +660,37 @@ def test_deleting_the_stack_stops_the_running_task_first(moto_dms: Any) -> None:
         "RequestType": "Delete",
         "RequestId": REQUEST,
         "PhysicalResourceId": arn,
-        "ResourceProperties": {**_properties(), "TaskArn": arn},
+        "ResourceProperties": {**_properties(DESIRED), "TaskArn": arn},
     }
-    results = _run(event, TaskClient(moto_dms), 2)
+    results = _run(event, TaskClient(moto_dms), TaskConfigReader(s3), 2)
     # Then the task is stopped before the resource is reported deleted
     assert [r["IsComplete"] for r in results] == [False, True]
     (task,) = moto_dms.describe_replication_tasks()["ReplicationTasks"]
     assert task["Status"] == "stopped"
 
 
-def test_deleting_when_the_task_is_gone_completes(moto_dms: Any) -> None:
+def test_deleting_when_the_task_is_gone_completes(moto_dms: Any, s3: Any) -> None:
     event = {
         "RequestType": "Delete",
         "RequestId": REQUEST,
         "PhysicalResourceId": ARN,
-        "ResourceProperties": _properties(),
+        "ResourceProperties": _properties(DESIRED),
     }
-    assert _run(event, TaskClient(moto_dms), 1) == [
+    assert _run(event, TaskClient(moto_dms), TaskConfigReader(s3), 1) == [
         {"IsComplete": True, "Data": {"Summary": "the task is gone"}}
     ]
 
 
-def test_a_task_read_from_dms_knows_whether_it_has_run(moto_dms: Any) -> None:
+def test_a_task_read_from_dms_knows_whether_it_has_run_and_what_it_holds(moto_dms: Any) -> None:
     # Given a task DMS created and one it started
     arn = _moto_task(moto_dms)
     client = TaskClient(moto_dms)
-    before = client.describe(arn)
+    before = client.describe(arn, with_mappings=True)
     moto_dms.start_replication_task(ReplicationTaskArn=arn, StartReplicationTaskType="start-replication")
     after = client.describe(arn)
     # Then the second has run (its first start must be start-replication, later ones resume)
     assert before is not None and not before.has_run
     assert after is not None and after.has_run and after.status == "running"
+    # And asked with its settings, it says which mappings it holds
+    assert before.table_mappings is not None
+    assert json.loads(before.table_mappings) == json.loads(DESIRED.table_mappings)
