@@ -13,7 +13,7 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export CDK_DISABLE_VERSION_CHECK := 1
 export CDK_DISABLE_CLI_TELEMETRY := true
 
-.PHONY: test lint typecheck unit synth bench demo clean lambda-deps cdk-cli mariadb
+.PHONY: test lint typecheck unit synth bench demo clean lambda-deps cdk-cli mariadb integ integ-snapshot
 
 $(BIN)/.installed: requirements.txt functions/requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,15 @@ unit: $(BIN)/.installed $(NATIVE) $(DEPS)/.built node_modules/.installed mariadb
 # cdk.out/: one CloudFormation template per stack, checked by cdk-nag during synth.
 synth: $(BIN)/.installed $(DEPS)/.built node_modules/.installed
 	node_modules/.bin/cdk synth --quiet --no-notices
+
+# The first real deploy (tests/integ, README "Deploying into an account"): prints its cost,
+# deploys into the account and region of your credentials (AWS_REGION), asserts, destroys.
+# `make test` checks its snapshot without an account; integ-snapshot rewrites the snapshot.
+integ: $(BIN)/.installed $(DEPS)/.built node_modules/.installed
+	$(BIN)/python tests/integ/run.py deploy
+
+integ-snapshot: $(BIN)/.installed $(DEPS)/.built
+	$(BIN)/python tests/integ/run.py snapshot
 
 bench: $(BIN)/.installed $(NATIVE)
 	$(BIN)/python bench/glue_bench.py
