@@ -110,7 +110,7 @@ class Bus:
             # invoke would run the batch twice at once.
             session: Any = self.session
             client = session.client("lambda", config=INVOKE_CONFIG)
-            return _lambda_invoker(client)
+            return lambda_invoker(client)
         functions: dict[str, LocalFunction] = {}
 
         def invoke(name: str, event: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -142,7 +142,7 @@ def consumer_function(
     )
 
 
-def _lambda_invoker(lambda_client: Any) -> Invoke:
+def lambda_invoker(lambda_client: Any) -> Invoke:
     def invoke(name: str, event: Mapping[str, Any]) -> Mapping[str, Any]:
         try:
             response = lambda_client.invoke(

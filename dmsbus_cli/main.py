@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dmsbus_cli import new_consumer, plan, redrive, replay, resync, status, tail, up, verify
+from dmsbus_cli import doctor, new_consumer, plan, redrive, replay, resync, status, tail, up, verify
 from local.__main__ import add_demo_command, run_command
 
 #: The repository dmsbus runs from: its config/, functions/ and tests/.
@@ -28,6 +28,7 @@ def parser() -> argparse.ArgumentParser:
     commands.choices["demo"].set_defaults(run=run_command)
     up.add_command(commands, REPOSITORY)
     verify.add_command(commands, REPOSITORY)
+    doctor.add_command(commands, REPOSITORY)
     new_consumer.add_command(commands, REPOSITORY)
     redrive.add_command(commands, REPOSITORY)
     replay.add_command(commands, REPOSITORY)

@@ -2,7 +2,8 @@
 against your database, until Ctrl-C.
 
 The source is ``DMSBUS_SOURCE_URL`` (PostgreSQL >= 12, ``wal_level=logical``); without it an
-embedded PostgreSQL with the sample schema, kept in the state folder. The DMS stand-in
+embedded PostgreSQL with the sample schema, kept in the state folder. ``up`` first runs
+``dmsbus doctor``'s checks on it and says what would fail in AWS. The DMS stand-in
 replicates the source's tables that the config selects, and every consumer of
 ``bus.yaml`` runs on the local Lambda service. A line a second says what moved; an edit of
 a consumer's code takes effect at its next batch.
@@ -34,6 +35,7 @@ from psycopg import sql
 from config.functions import consumer_name, glue_name
 from config.model import BusConfig, SourceConfig
 from dmsbus_cli.connect import UP_FILE
+from dmsbus_cli.doctor import startup_warnings
 from local.__main__ import config_and_source, full_load, table_errors
 from local.demo import create_schema
 from local.dms import DmsStandIn
@@ -118,6 +120,10 @@ def serve(bus: BusConfig, source: SourceConfig, state: Path, *, verbose: bool, s
     signal.signal(signal.SIGTERM, stop)
     try:
         url = _start_database_and_aws(runtime, state)
+        # What would fail in AWS, said before the stand-in starts (it runs regardless)
+        warnings = startup_warnings(url, source)
+        if warnings:
+            _say(started, warnings)
         resumed = _targets_as_they_were(runtime, source)
         service = runtime.start_lambda()
         _wait_attached(service, resumed)

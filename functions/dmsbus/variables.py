@@ -34,6 +34,9 @@ SOURCE_ENGINE = "DMSBUS_SOURCE_ENGINE"
 SOURCE_TABLES = "DMSBUS_SOURCE_TABLES"
 #: ``schema.table.column`` of the columns config excludes.
 SOURCE_EXCLUDE = "DMSBUS_SOURCE_EXCLUDE"
+#: ``schema.table=partition`` or ``schema.table=partition+sort``: each listed table's ``key``
+#: in config (the source admin function checks that it is unique in the source).
+SOURCE_KEYS = "DMSBUS_SOURCE_KEYS"
 
 # Discovery: the glue's event source mapping, and its own work
 GLUE_FUNCTION_NAME = "GLUE_FUNCTION_NAME"

@@ -14,12 +14,10 @@ from functools import cache
 from typing import Any
 
 import boto3
-import psycopg
-import pymysql
 from aws_lambda_powertools import Logger
 
-from dmsbus.schemas import MYSQL_ENGINES, RefreshRequest, SchemaStore
-from dmsbus.secrets import mysql_connect_arguments, secret_conninfo
+from dmsbus.schemas import RefreshRequest, SchemaStore
+from dmsbus.sources import connect_source, read_secret
 from source_schema.core import refresh_source
 from source_schema.settings import SourceSchemaSettings
 
@@ -35,20 +33,16 @@ def settings() -> SourceSchemaSettings:
 
 def _connect(config: SourceSchemaSettings, secret: str) -> Any:
     """A connection to the source's catalog with DMS's credentials (closed by ``with``)."""
-    if config.engine in MYSQL_ENGINES:
-        # The catalog spans the databases: none is chosen (information_schema is read)
-        return pymysql.connect(**mysql_connect_arguments(config.secret, secret), autocommit=True)
-    conninfo = secret_conninfo(
-        config.secret, secret, application_name=APPLICATION_NAME, dbname=config.database
+    return connect_source(
+        config.engine, config.secret, secret, database=config.database, application_name=APPLICATION_NAME
     )
-    return psycopg.connect(conninfo, autocommit=True)
 
 
 @logger.inject_lambda_context
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = RefreshRequest.from_event(event)
     config = settings()
-    secret = str(boto3.client("secretsmanager").get_secret_value(SecretId=config.secret)["SecretString"])
+    secret = read_secret(boto3.client("secretsmanager"), config.secret)
     store = SchemaStore(boto3.client("dynamodb"), config.schema_table)
     with _connect(config, secret) as connection:
         saved = refresh_source(

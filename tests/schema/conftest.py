@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,11 @@ def _program(*names: str) -> str:
     )
 
 
-@pytest.fixture(scope="session")
-def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
+@contextmanager
+def mariadb_server(root: Path, *options: str) -> Iterator[tuple[int, str]]:
+    """A MariaDB server in ``root`` (its data initialized there) with ``options`` on its
+    command line, until the block ends: its port and socket."""
     server, install = _program("mariadbd", "mysqld"), _program("mariadb-install-db", "mysql_install_db")
-    root = tmp_path_factory.mktemp("mariadb")
     user = pwd.getpwuid(os.geteuid()).pw_name  # root's socket login is this user's
     subprocess.run(
         [install, "--no-defaults", f"--datadir={root / 'data'}", f"--user={user}", "--skip-test-db",
@@ -75,25 +77,20 @@ def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
     process = subprocess.Popen(
         [server, "--no-defaults", f"--datadir={root / 'data'}", f"--user={user}", f"--port={port}",
          "--bind-address=127.0.0.1", f"--socket={sock}", f"--pid-file={root / 'mysqld.pid'}",
-         "--skip-log-bin", "--innodb-buffer-pool-size=16M"],
+         "--innodb-buffer-pool-size=16M", *options],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                admin = pymysql.connect(unix_socket=sock, user=user, autocommit=True)
+                pymysql.connect(unix_socket=sock, user=user, autocommit=True).close()
                 break
             except pymysql.err.OperationalError:
                 if process.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"MariaDB did not start: {(root / 'server.log').read_text()[-2000:]}")
                 time.sleep(0.2)
-        password = secrets.token_hex(12)
-        with admin, admin.cursor() as cursor:
-            # DMS's MySQL endpoint user reads the tables and the catalog
-            cursor.execute("CREATE USER 'dms'@'%%' IDENTIFIED BY %s", (password,))
-            cursor.execute("GRANT SELECT, SHOW VIEW ON *.* TO 'dms'@'%'")
-        yield MariaDB("127.0.0.1", port, "dms", password, sock)
+        yield port, sock
     finally:
         process.terminate()
         try:
@@ -102,6 +99,17 @@ def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
             process.kill()
             process.wait(timeout=30)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDB]:
+    with mariadb_server(tmp_path_factory.mktemp("mariadb"), "--skip-log-bin") as (port, sock):
+        server = MariaDB("127.0.0.1", port, "dms", secrets.token_hex(12), sock)
+        with server.admin() as admin, admin.cursor() as cursor:
+            # DMS's MySQL endpoint user reads the tables and the catalog
+            cursor.execute("CREATE USER 'dms'@'%%' IDENTIFIED BY %s", (server.password,))
+            cursor.execute("GRANT SELECT, SHOW VIEW ON *.* TO 'dms'@'%'")
+        yield server
 
 
 @pytest.fixture

@@ -241,6 +241,7 @@ def test_a_schema_function_in_a_vpc_without_internet_uses_the_secrets_manager_en
                     "vpc_id": "vpc-0123456789abcdef0",
                     "subnet_ids": ["subnet-0123456789abcdef0", "subnet-0123456789abcdef1"],
                     "secrets_manager_endpoint": endpoint,
+                    "dynamodb_endpoint": "existing",
                 }
             )
         }
