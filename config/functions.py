@@ -56,6 +56,7 @@ def source_function_names(bus: BusConfig, source: SourceConfig) -> list[str]:
     return [
         *(f"{identifier}-{suffix}" for suffix in TASK_LIFECYCLE_SUFFIXES),
         schema_function_name(bus, source),
+        source_admin_function_name(bus, source),
     ]
 
 

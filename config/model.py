@@ -166,6 +166,9 @@ class AlarmConfig(Model):
     #: consumers may raise the read threshold.
     kinesis_write_throttled: Annotated[int, Field(ge=1)] = 1
     kinesis_read_throttled: Annotated[int, Field(ge=1)] = 1
+    #: WAL a source's logical replication slot keeps while no process reads it (DMS's while
+    #: its task is stopped): MiB, measured each discovery sweep (PostgreSQL sources).
+    replication_slot_retained_mib: Annotated[int, Field(ge=1)] = 1_024
     #: Read and write throttle events of the bus tables over a discovery sweep's period.
     dynamodb_throttle_events: Annotated[int, Field(ge=1)] = 1
     #: An existing SNS topic the alarms notify; none: the alarms only show in CloudWatch.
@@ -431,7 +434,9 @@ class TableConfig(Model):
                     "`dmsbus doctor` checks them against the source's column types"
                 )
             if len(self.key_types) != len(self.key):
-                raise ValueError(f"key_types {self.key_types} must give one type for each key column {self.key}")
+                raise ValueError(
+                    f"key_types {self.key_types} must give one type for each key column {self.key}"
+                )
         elif self.key_types is not None:
             raise ValueError("key_types goes with key")
         if self.exclude and self.key is None:

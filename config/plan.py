@@ -30,6 +30,7 @@ from config.functions import (
     glue_name,
     schema_function_name,
     schema_table_name,
+    source_admin_function_name,
     stream_name,
 )
 from config.model import (
@@ -46,6 +47,8 @@ from dmsbus.event_sources import mapping_request
 from dmsbus.schemas import MYSQL_ENGINES, POSTGRES_ENGINES, TABLE_KEY
 from dmsbus.settings import ConsumerSettings, Settings, SettingsError
 from glue.settings import GlueSettings
+from source_admin.core import Selection
+from source_admin.settings import SourceAdminSettings
 from source_schema.settings import SourceSchemaSettings
 
 RefAttribute = Literal["name", "url", "arn"]
@@ -224,7 +227,7 @@ class MappingPlan:
         )
 
 
-FunctionKind = Literal["glue", "discovery", "consumer", "schema"]
+FunctionKind = Literal["glue", "discovery", "consumer", "schema", "admin"]
 
 
 @dataclass(frozen=True)
@@ -325,6 +328,7 @@ def deployment_plan(bus: BusConfig, sources: Sequence[SourceConfig] = ()) -> Dep
             for consumer in bus.consumers
         ),
         *(_schema(bus, source, schema_table) for source in sources if schema_table is not None),
+        *(_admin(bus, source) for source in sources),
     )
     for function in functions:
         # What each function reads at its cold start, read now: a required value written
@@ -430,6 +434,64 @@ SCHEMA_TIMEOUT_SECONDS = 120
 #: with DMS's credentials. Requests beyond wait in Lambda's queue (throttled asynchronous
 #: invocations are retried for up to six hours: invocation-async-error-handling).
 SCHEMA_CONCURRENCY = 2
+
+
+def selection_of(source: SourceConfig) -> Selection:
+    """Config's table selection as the admin function's settings carry it (the schema
+    function's ``schema.table`` patterns, and each listed table's ``key`` with its
+    ``key_types``: ``schema.table=order_id:number+line_no:number``)."""
+    patterns = [f"{table.schema_}.{table.table}" for table in source.tables]
+    patterns += [f"{selection.schema_}.{selection.table}" for selection in source.selections]
+    keys: list[str] = []
+    for table in source.tables:
+        if table.key:
+            kinds: list[str | None] = [*table.key_types] if table.key_types else [None] * len(table.key)
+            columns = (c if k is None else f"{c}:{k}" for c, k in zip(table.key, kinds, strict=True))
+            keys.append(f"{table.schema_}.{table.table}={'+'.join(columns)}")
+    return Selection.from_settings(patterns, keys)
+
+
+#: The admin function runs one check or one slot query at a time, beside DMS's own
+#: connection to the source: one at once is enough.
+ADMIN_MEMORY_MB = 256
+ADMIN_TIMEOUT_SECONDS = 120
+ADMIN_CONCURRENCY = 1
+
+
+def _admin(bus: BusConfig, source: SourceConfig) -> FunctionPlan:
+    """A source's admin function: in its network, with the credentials DMS reads. It checks
+    the source for DMS (``dmsbus doctor``, the lifecycle before the first start), tells and
+    drops DMS's replication slot, and on the sweep's schedule measures the WAL that slots
+    no process reads keep (the source stack alarms on it)."""
+    name = source_admin_function_name(bus, source)
+    selection = selection_of(source)
+    return FunctionPlan(
+        kind="admin",
+        name=name,
+        folder="source_admin",
+        memory_mb=ADMIN_MEMORY_MB,
+        timeout_seconds=ADMIN_TIMEOUT_SECONDS,
+        reserved_concurrency=ADMIN_CONCURRENCY,
+        settings=SourceAdminSettings(
+            bus=bus.name,
+            source=source.name,
+            engine=source.engine,
+            database=source.database,
+            secret=source.credentials.secret,
+            tables=selection.patterns(),
+            keys=selection.keys() or None,
+        ),
+        own_environment=(
+            {SECRETS_MANAGER_ENDPOINT: f"https://{source.network.secrets_manager_endpoint}"}
+            if source.network.secrets_manager_endpoint
+            else {}
+        ),
+        dead_letters=QueuePlan(dead_letter_name(name)),
+        asynchronous_dead_letters=True,
+        source=source.name,
+        schedule_minutes=bus.discovery.sweep_minutes,
+        grants=(Grant("secret:read", source.credentials.secret),),
+    )
 
 
 def _schema(bus: BusConfig, source: SourceConfig, schema_table: TablePlan) -> FunctionPlan:

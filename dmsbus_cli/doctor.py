@@ -27,13 +27,14 @@ from botocore.exceptions import ProfileNotFound
 
 from config.functions import source_admin_function_name
 from config.model import SourceConfig
+from config.plan import selection_of
 from dmsbus.schemas import MYSQL_ENGINES, POSTGRES_ENGINES
 from dmsbus.secrets import mysql_connect_arguments
 from dmsbus.settings import SettingsError
 from dmsbus_cli.connect import INVOKE_CONFIG, UP_FILE, InvokeError, lambda_invoker, local_session, noted
 from local.__main__ import config_and_source
 from local.postgres import SOURCE_URL_VARIABLE
-from source_admin.core import Report, Selection, doctor
+from source_admin.core import Report, doctor
 
 #: DMS's premigration assessment run, for the assessments the findings name.
 ASSESSMENT_COMMAND = (
@@ -58,21 +59,6 @@ def add_command(commands: Any, repository: Path) -> None:
     where.add_argument("--endpoint-url", help="ask the admin function at this AWS endpoint")
     command.add_argument("--region", help="the deployed function's region (asks the function in AWS)")
     command.set_defaults(run=run)
-
-
-def selection_of(source: SourceConfig) -> Selection:
-    """Config's table selection as the admin function's settings carry it (the schema
-    function's ``schema.table`` patterns, and each listed table's ``key`` with its
-    ``key_types``: ``schema.table=order_id:number+line_no:number``)."""
-    patterns = [f"{table.schema_}.{table.table}" for table in source.tables]
-    patterns += [f"{selection.schema_}.{selection.table}" for selection in source.selections]
-    keys: list[str] = []
-    for table in source.tables:
-        if table.key:
-            kinds: list[str | None] = [*table.key_types] if table.key_types else [None] * len(table.key)
-            columns = (c if k is None else f"{c}:{k}" for c, k in zip(table.key, kinds, strict=True))
-            keys.append(f"{table.schema_}.{table.table}={'+'.join(columns)}")
-    return Selection.from_settings(patterns, keys)
 
 
 def run(arguments: argparse.Namespace) -> int:

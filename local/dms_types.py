@@ -185,7 +185,11 @@ def dynamodb_value(
                 )
             # "LOBs that exceed the maximum LOB size are truncated" (CHAP_Tasks.LOBSupport)
             keep = lob_max_bytes // 2 if kind == "NCLOB" else lob_max_bytes
-            cut = text[:keep] if kind == "NCLOB" else text.encode("utf-8")[:keep].decode("utf-8", errors="ignore")
+            cut = (
+                text[:keep]
+                if kind == "NCLOB"
+                else text.encode("utf-8")[:keep].decode("utf-8", errors="ignore")
+            )
             return {"S": cut}
         return {"S": text}
     if kind in ("BLOB", "NOT MIGRATED"):

@@ -40,7 +40,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -125,7 +125,8 @@ class MappingStats:
 class Schedule:
     function: str
     every_seconds: float
-    event: Mapping[str, Any] = field(default_factory=dict)
+    #: None: EventBridge's scheduled event, made anew for each invocation.
+    event: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,21 @@ class TableRule:
 
     function: str
     every_seconds: float = 0.5
+
+
+def scheduled_event(rule: str) -> dict[str, Any]:
+    """What EventBridge delivers to a schedule rule's target ("Scheduled Event")."""
+    return {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": REGION,
+        "resources": [f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{rule}"],
+        "detail": {},
+    }
 
 
 def create_table_event(table: str) -> dict[str, Any]:
@@ -259,7 +275,10 @@ class LocalLambdaService:
 
     def _run_schedule(self, schedule: Schedule) -> None:
         while not self._stop.is_set():
-            self._invoke_async(schedule.function, schedule.event, "schedule")
+            event = (
+                scheduled_event(f"{schedule.function}-schedule") if schedule.event is None else schedule.event
+            )
+            self._invoke_async(schedule.function, event, "schedule")
             self._stop.wait(schedule.every_seconds)
 
     def _run_table_rule(self, rule: TableRule) -> None:

@@ -30,6 +30,8 @@ from config.functions import replication_identifier
 from config.mappings import render_table_mappings, task_settings
 from config.model import BusConfig, SourceConfig
 from config.plan import DeploymentPlan, FunctionPlan
+from dmsbus import metrics as emitted
+from dmsbus.schemas import POSTGRES_ENGINES
 from stacks.building_blocks import (
     Alarms,
     BusFunction,
@@ -165,6 +167,15 @@ class SourceStack(Stack):
             for planned in plan.functions
             if planned.source == source.name
         }
+        # The lifecycle checks the source before the first start and drops DMS's slot on
+        # delete through the admin function (functions/source_admin).
+        (admin,) = (
+            self.functions[p.name] for p in plan.functions if p.source == source.name and p.kind == "admin"
+        )
+        self.admin = admin
+        self.lifecycle.use_source_admin(admin.function, engine=source.engine, database=source.database)
+        if source.engine in POSTGRES_ENGINES:
+            self._watch_slots(name, bus, admin)
 
     def _function(self, planned: FunctionPlan, plan: DeploymentPlan, subnet_ids: list[str]) -> BusFunction:
         """A function of the plan that runs beside DMS (the schema function): in the
@@ -222,7 +233,11 @@ class SourceStack(Stack):
             f"{construct}Errors",
             metric=function.metric_errors(period=Duration.minutes(15), statistic="Sum"),
             threshold=plan.bus.alarms.function_errors,
-            description=f"{planned.name} failed: the source's schemas are not read, typed events may stop",
+            description=(
+                f"{planned.name} failed: the source's schemas are not read, typed events may stop"
+                if planned.kind == "schema"
+                else f"{planned.name} failed: the source's replication slots are not watched"
+            ),
         )
         self.alarms.queue_depth(
             f"{construct}DeadLetterDepth", dead_letters.queue, messages=plan.bus.alarms.dlq_messages
@@ -244,6 +259,26 @@ class SourceStack(Stack):
                 )
             )
         return bus_function
+
+    def _watch_slots(self, name: str, bus: BusConfig, admin: BusFunction) -> None:
+        """DMS leaves its PostgreSQL slot when its task stops, and the source keeps WAL for
+        it without bound (CHAP_Source.PostgreSQL): the admin function measures, each sweep,
+        the WAL kept by slots no process reads, and this alarm fires past the threshold
+        (``start: false``, a long stop, a slot a deleted task left)."""
+        limit_mib = bus.alarms.replication_slot_retained_mib
+        self.alarms.add(
+            "InactiveSlotRetainedBytes",
+            metric=cloudwatch.Metric(
+                namespace=emitted.NAMESPACE,
+                metric_name=emitted.INACTIVE_SLOT_RETAINED_BYTES,
+                dimensions_map={emitted.SERVICE_DIMENSION: admin.function.function_name},
+                statistic="Maximum",
+                period=Duration.minutes(bus.discovery.sweep_minutes),
+            ),
+            threshold=limit_mib * 1024 * 1024,
+            description=f"DMS {name}: a replication slot no process reads keeps over {limit_mib} MiB of the "
+            "source's WAL (a stopped task's slot, or one a deleted task left): resume the task or drop the slot",
+        )
 
     def _monitor(self, name: str, bus: BusConfig, source: SourceConfig) -> None:
         """Alarms on the task's lag and the replication instance's storage, CPU and memory

@@ -32,6 +32,7 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from config.functions import TASK_LIFECYCLE_SUFFIXES
+from dmsbus import variables
 from stacks.building_blocks import BusFunction
 from stacks.nag import acknowledge
 from task_lifecycle.core import TaskConfigObject, encode_task_config, resource_properties
@@ -140,6 +141,21 @@ class TaskLifecycle(Construct):
         )
         #: What the last deploy left the task as (and tables to reload by hand with start: false).
         self.summary = self.resource.get_att_string("Summary")
+
+    def use_source_admin(self, function: lambda_.IFunction, *, engine: str, database: str) -> None:
+        """The source's admin function: the lifecycle has it check the source before the
+        first start and find and drop DMS's replication slot. The resource waits for the
+        function (created before it, deleted after it)."""
+        on_event, is_complete = (bus_function.function for bus_function in self.functions)
+        for lifecycle_function in (on_event, is_complete):
+            lifecycle_function.add_environment(variables.SOURCE_ADMIN_FUNCTION, function.function_name)
+            lifecycle_function.add_environment(variables.SOURCE_ENGINE, engine)
+            lifecycle_function.add_environment(variables.SOURCE_DATABASE, database)
+        # The unqualified function only (grant_invoke would add every version, ``<arn>:*``).
+        is_complete.add_to_role_policy(
+            iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[function.function_arn])
+        )
+        self.resource.node.add_dependency(function)
 
 
 def _write_config(body: bytes, sha256: str) -> Path:

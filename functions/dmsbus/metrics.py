@@ -14,3 +14,7 @@ DISCOVERY = "discovery"
 CHANGES = "Changes"
 #: The bus tables' read and write throttle events over one discovery sweep period.
 TABLE_THROTTLE_EVENTS = "TableThrottleEvents"
+
+#: A source's admin function: the WAL the source keeps for logical replication slots no
+#: process reads (DMS's, while its task is stopped), in bytes; the service is the function.
+INACTIVE_SLOT_RETAINED_BYTES = "InactiveSlotRetainedBytes"

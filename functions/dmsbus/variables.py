@@ -38,6 +38,10 @@ SOURCE_EXCLUDE = "DMSBUS_SOURCE_EXCLUDE"
 #: in config (the source admin function checks that it is unique in the source).
 SOURCE_KEYS = "DMSBUS_SOURCE_KEYS"
 
+# The task lifecycle: the source's admin function it asks to check the source before the
+# first start and to find and drop DMS's replication slot (engine and database: SOURCE_*)
+SOURCE_ADMIN_FUNCTION = "DMSBUS_SOURCE_ADMIN_FUNCTION"
+
 # Discovery: the glue's event source mapping, and its own work
 GLUE_FUNCTION_NAME = "GLUE_FUNCTION_NAME"
 GLUE_ON_FAILURE_ARN = "GLUE_ON_FAILURE_ARN"

@@ -1290,14 +1290,23 @@ SELECT slot_type, database::text, active, active_pid, current_database()::text
 
 @dataclass(frozen=True, slots=True)
 class SlotResult:
-    """What ``drop-slot`` did: ``dropped``, ``absent`` (nothing to do) or ``refused``."""
+    """What ``drop-slot`` did: ``dropped``, ``absent`` (nothing to do) or ``refused``;
+    ``active``: refused because a process still reads the slot (a task that has just
+    stopped may hold it a moment longer)."""
 
     slot: str
     result: str
     message: str
+    active: bool = False
 
     def as_json(self) -> dict[str, Any]:
-        return {"action": "drop-slot", "slot": self.slot, "result": self.result, "message": self.message}
+        return {
+            "action": "drop-slot",
+            "slot": self.slot,
+            "result": self.result,
+            "message": self.message,
+            "active": self.active,
+        }
 
 
 def drop_slot(connection: Any, slot: str) -> SlotResult:
@@ -1322,14 +1331,51 @@ def drop_slot(connection: Any, slot: str) -> SlotResult:
             slot,
             "refused",
             f"slot {slot} is active (process {pid} reads it): stop the task that reads it, then {command}",
+            active=True,
         )
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
     except psycopg.errors.ObjectInUse as exc:
         return SlotResult(
-            slot, "refused", f"slot {slot} became active ({exc}): stop its task, then {command}"
+            slot, "refused", f"slot {slot} became active ({exc}): stop its task, then {command}", active=True
         )
     except psycopg.errors.UndefinedObject:
         return SlotResult(slot, "absent", f"no replication slot {slot}: dropped meanwhile")
     return SlotResult(slot, "dropped", f"dropped replication slot {slot} of database {database}")
+
+
+#: The connected database's logical slots, with the WAL each keeps (``restart_lsn`` up to
+#: now): what the lifecycle compares before and after the first start to tell DMS's slot,
+#: and what the scheduled watch measures.
+LOGICAL_SLOTS_QUERY = """
+SELECT slot_name::text, active,
+       COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint
+FROM pg_replication_slots
+WHERE slot_type = 'logical' AND database = current_database()
+ORDER BY slot_name
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SlotState:
+    slot: str
+    active: bool
+    retained_bytes: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {"slot": self.slot, "active": self.active, "retained_bytes": self.retained_bytes}
+
+
+def logical_slots(connection: Any) -> list[SlotState]:
+    """The logical replication slots of the connected PostgreSQL database."""
+    return [
+        SlotState(str(name), bool(active), int(retained))
+        for name, active, retained in _fetch(connection, LOGICAL_SLOTS_QUERY)
+    ]
+
+
+def inactive_retained_bytes(slots: Iterable[SlotState]) -> int:
+    """The most WAL a slot no process reads keeps: DMS's while its task is stopped (start:
+    false, or a long stop), or one a deleted task left (0: none)."""
+    return max((slot.retained_bytes for slot in slots if not slot.active), default=0)

@@ -7,6 +7,11 @@ Invoked synchronously, in the source's network, with the credentials DMS's endpo
 - ``{"action": "drop-slot", "slot": "<name>"}``: drops that logical replication slot of a
   PostgreSQL source unless a process reads it (``result``: ``dropped``, ``absent`` or
   ``refused`` with the reason and the command to run once the task has stopped).
+- ``{"action": "slots"}``: the PostgreSQL source database's logical slots (the task
+  lifecycle tells DMS's slot from them: the one new after the first start).
+And on its schedule (an EventBridge "Scheduled Event"), the watch: the WAL that slots no
+process reads keep, as the metric the source stack alarms on (a stopped task's slot holds
+WAL without bound: CHAP_Source.PostgreSQL).
 """
 
 from __future__ import annotations
@@ -19,16 +24,22 @@ from typing import Any
 import boto3
 import psycopg
 import pymysql
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
 
+from dmsbus import metrics as emitted
 from dmsbus.schemas import POSTGRES_ENGINES
 from dmsbus.sources import connect_source, read_secret
-from source_admin.core import doctor, drop_slot, unreachable
+from source_admin.core import doctor, drop_slot, inactive_retained_bytes, logical_slots, unreachable
 from source_admin.settings import SourceAdminSettings
 
 logger = Logger(service="dmsbus-source-admin")
+#: The service dimension is the function's name (POWERTOOLS_SERVICE_NAME), one per source.
+metrics = Metrics(namespace=emitted.NAMESPACE)
 APPLICATION_NAME = "dmsbus-source-admin"
-ACTIONS = ("doctor", "drop-slot")
+ACTIONS = ("doctor", "drop-slot", "slots")
+#: What EventBridge's scheduled invocation is taken as.
+WATCH = "watch"
 
 
 @cache
@@ -50,6 +61,8 @@ class AdminRequest:
     @classmethod
     def from_event(cls, event: Any) -> AdminRequest:
         """The request, or ValueError naming the field that is wrong."""
+        if isinstance(event, dict) and event.get("detail-type") == "Scheduled Event":
+            return cls(WATCH)
         if not isinstance(event, dict) or event.get("action") not in ACTIONS:
             action = event.get("action") if isinstance(event, dict) else event
             raise ValueError(f"action {action!r}: expected one of {', '.join(ACTIONS)}")
@@ -63,8 +76,13 @@ class AdminRequest:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request = AdminRequest.from_event(event)
     config = settings()
-    if request.action == "drop-slot" and config.engine not in POSTGRES_ENGINES:
-        raise ValueError(f"drop-slot is for PostgreSQL sources; source {config.source} is {config.engine}")
+    postgres = config.engine in POSTGRES_ENGINES
+    if request.action == WATCH and not postgres:
+        return {"action": WATCH, "slots": []}  # the MySQL family keeps binlogs by time, not by slot
+    if request.action in ("drop-slot", "slots") and not postgres:
+        raise ValueError(
+            f"{request.action} is for PostgreSQL sources; source {config.source} is {config.engine}"
+        )
     secret = read_secret(secretsmanager(), config.secret)
     try:
         connection = connect_source(
@@ -87,6 +105,16 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
                 },
             )
             return report.as_json()
+        if request.action in ("slots", WATCH):
+            slots = logical_slots(connection)
+            if request.action == WATCH:
+                metrics.add_metric(
+                    name=emitted.INACTIVE_SLOT_RETAINED_BYTES,
+                    unit=MetricUnit.Bytes,
+                    value=inactive_retained_bytes(slots),
+                )
+                metrics.flush_metrics()
+            return {"action": request.action, "slots": [slot.as_json() for slot in slots]}
         assert request.slot is not None
         result = drop_slot(connection, request.slot)
         logger.info(

@@ -55,6 +55,21 @@ REQUEST_TAG = "dmsbus:request"
 #: The request that last started the task: a task that stops or fails after that start
 #: fails the deploy instead of being started again.
 STARTED_TAG = "dmsbus:started"
+#: The request whose checks of the source (``dmsbus doctor``'s, run by the source's admin
+#: function) passed before the task's first start.
+CHECKED_TAG = "dmsbus:checked"
+#: The source's logical replication slots before the first start, comma-separated: the
+#: one that is new once the task runs is DMS's (DMS names it; a task that is not CDC-only
+#: cannot be given one: API_PostgreSQLSettings, SlotName).
+SLOTS_BEFORE_TAG = "dmsbus:slots-before"
+#: DMS's replication slot of this task, dropped when the stack is deleted (DMS leaves it:
+#: "slots remain open even when the task is no longer running", CHAP_Source.PostgreSQL).
+#: ``unknown`` when it could not be told; ``none`` says there is nothing to drop.
+SLOT_TAG = "dmsbus:slot"
+UNKNOWN_SLOT = "unknown"
+NO_SLOT = "none"
+#: A tag value's longest (AddTagsToResource): longer slot lists are not recorded.
+MAX_TAG_VALUE = 256
 #: Statuses a task passes through; the lifecycle waits them out (API_ReplicationTask).
 TRANSITIONAL = frozenset({"creating", "modifying", "starting", "stopping", "deleting", "moving", "testing"})
 #: Statuses in which a task may be modified or started.
@@ -194,6 +209,9 @@ class Task:
     last_failure: str | None = None
     #: The TableMappings the task holds (DescribeReplicationTasks with its settings).
     table_mappings: str | None = None
+    checked: str | None = None
+    slots_before: str | None = None
+    slot: str | None = None
 
     @classmethod
     def from_description(cls, description: Mapping[str, Any], tags: Mapping[str, str]) -> Task:
@@ -213,6 +231,9 @@ class Task:
             stop_reason=description.get("StopReason"),
             last_failure=description.get("LastFailureMessage"),
             table_mappings=description.get("TableMappings"),
+            checked=tags.get(CHECKED_TAG),
+            slots_before=tags.get(SLOTS_BEFORE_TAG),
+            slot=tags.get(SLOT_TAG),
         )
 
 
@@ -323,10 +344,67 @@ class Done:
     summary: str
 
 
-Action = Wait | Stop | Modify | Start | Reload | Done
+@dataclass(frozen=True, slots=True)
+class Check:
+    """Run the source's checks (the admin function's ``doctor``) before the first start,
+    and note the source's replication slots; ``request_id`` is recorded when they pass."""
+
+    request_id: str
+    postgres: bool
 
 
-def next_action(task: Task | None, desired: Desired | None, plan: Plan) -> Action:
+@dataclass(frozen=True, slots=True)
+class RecordSlot:
+    """Tell DMS's slot from the ones the source had before the first start."""
+
+    before: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DropSlot:
+    """After the task stopped for good (the stack is deleted): drop DMS's slot."""
+
+    slot: str
+
+
+Action = Wait | Stop | Modify | Start | Reload | Done | Check | RecordSlot | DropSlot
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """What the lifecycle does beside DMS: ``admin``, the source's admin function (checks
+    and slots) exists; ``postgres``, the source has replication slots; ``database``, for
+    the command a person runs when the slot is not known."""
+
+    admin: bool
+    postgres: bool
+    database: str = ""
+
+
+def new_slot(before: tuple[str, ...], now: list[str]) -> str:
+    """DMS's slot: the one logical slot of the source's database that is new since the
+    first start; ``unknown`` when none or several are."""
+    new = sorted(set(now) - set(before))
+    return new[0] if len(new) == 1 else UNKNOWN_SLOT
+
+
+#: The tag value for "no slot before the first start" (a tag value is never empty here).
+NO_SLOTS = "-"
+
+
+def slots_tag(slots: list[str]) -> str | None:
+    """The slots before the first start as a tag value; None when too long to hold."""
+    value = ",".join(sorted(slots)) or NO_SLOTS
+    return value if len(value) <= MAX_TAG_VALUE else None
+
+
+def slots_of(tag: str) -> tuple[str, ...]:
+    return tuple(name for name in tag.split(",") if name and name != NO_SLOTS)
+
+
+def next_action(
+    task: Task | None, desired: Desired | None, plan: Plan, source: Source | None = None
+) -> Action:
     """The one next step from ``task`` towards what ``desired`` and ``plan`` ask for
     (``desired`` may be None for a Delete, which only stops the task).
 
@@ -334,7 +412,7 @@ def next_action(task: Task | None, desired: Desired | None, plan: Plan) -> Actio
     this deploy started it, another request owns it now, or it is in a state no step
     leaves)."""
     if plan.request == "Delete":
-        return _towards_stopped(task)
+        return _towards_stopped(task, source)
     if desired is None:
         raise LifecycleError(f"a {plan.request} request needs the task's mappings and settings")
     if task is None:
@@ -356,6 +434,8 @@ def next_action(task: Task | None, desired: Desired | None, plan: Plan) -> Actio
             return Stop()
         return Modify(desired.table_mappings, desired.task_settings, desired.fingerprint)
     if status == "running":
+        if source is not None and source.postgres and task.slot is None and task.slots_before is not None:
+            return RecordSlot(slots_of(task.slots_before))
         if plan.reload:
             return Reload(plan.reload)
         return Done("running with the config's mappings and settings")
@@ -368,6 +448,10 @@ def next_action(task: Task | None, desired: Desired | None, plan: Plan) -> Actio
         if plan.was_failed:
             return Done(f"the task had failed before this deploy and is {status} again after resuming: {why}")
         raise LifecycleError(f"the replication task is {status} after this deploy started it: {why}")
+    if not task.has_run and source is not None and source.admin and task.checked != plan.request_id:
+        # DMS's own premigration assessment covers some of these; the deploy fails here,
+        # with the list, rather than in a task that starts and fails (docs/dms.md, doctor).
+        return Check(plan.request_id, source.postgres)
     return Start("resume-processing" if task.has_run else "start-replication", plan.request_id)
 
 
@@ -399,14 +483,28 @@ def _pending(plan: Plan) -> str:
     return f"; once it runs, reload (ReloadTables): {shown}{more}"
 
 
-def _towards_stopped(task: Task | None) -> Action:
+def _towards_stopped(task: Task | None, source: Source | None = None) -> Action:
     if task is None:
         return Done("the task is gone")
     if task.status == "running":
         return Stop()
     if task.status in TRANSITIONAL - {"deleting"}:
         return Wait(f"the task is {task.status}")
-    return Done(f"the task is {task.status}")
+    if source is None or not source.postgres or not task.has_run or task.slot == NO_SLOT:
+        return Done(f"the task is {task.status}")
+    if task.slot is not None and task.slot != UNKNOWN_SLOT:
+        return DropSlot(task.slot)
+    # DMS leaves its slot behind and the source keeps WAL for it without bound: the delete
+    # stops here with what to run, rather than leave it unseen.
+    database = source.database or "<database>"
+    raise LifecycleError(
+        f"the replication task {task.arn} has stopped, but DMS's replication slot on the source is not "
+        "known to dmsbus and would keep WAL without bound (CHAP_Source.PostgreSQL). Find it on the "
+        "source: SELECT slot_name, active, plugin FROM pg_replication_slots WHERE slot_type = 'logical' "
+        f"AND database = '{database}'; drop DMS's: SELECT pg_drop_replication_slot('<slot_name>'); then "
+        f"tag the task so that the delete goes on: aws dms add-tags-to-resource --resource-arn {task.arn} "
+        f"--tags Key={SLOT_TAG},Value={NO_SLOT}; and delete the stack again"
+    )
 
 
 def batches(tables: tuple[tuple[str, str], ...]) -> list[list[dict[str, str]]]:

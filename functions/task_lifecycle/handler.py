@@ -24,6 +24,8 @@ them, and neither stops, modifies nor reloads it.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -37,17 +39,25 @@ from botocore.exceptions import ClientError
 
 from task_lifecycle.core import (
     APPLIED_TAG,
+    CHECKED_TAG,
     MODIFYING,
+    NO_SLOT,
     REQUEST_TAG,
+    SLOT_TAG,
+    SLOTS_BEFORE_TAG,
     STARTED_TAG,
     Action,
+    Check,
     Desired,
     Done,
+    DropSlot,
     LifecycleError,
     Modify,
     Plan,
     Properties,
+    RecordSlot,
     Reload,
+    Source,
     Start,
     Stop,
     Task,
@@ -56,8 +66,11 @@ from task_lifecycle.core import (
     applied_after_refusal,
     batches,
     make_plan,
+    new_slot,
     next_action,
+    slots_tag,
 )
+from task_lifecycle.settings import LifecycleSettings
 
 logger = Logger(service="dmsbus-task-lifecycle")
 #: Where ``on_event``'s result carries the plan to every ``is_complete`` call.
@@ -111,6 +124,63 @@ class TaskConfigReader:
 
     def desired(self, properties: Properties) -> Desired:
         return Desired.from_object(properties, self.read(properties.config))
+
+
+@cache
+def lambda_client() -> Any:
+    return boto3.client(
+        "lambda", config=Config(read_timeout=180, retries={"mode": "standard", "max_attempts": 3})
+    )
+
+
+@cache
+def settings() -> LifecycleSettings:
+    return LifecycleSettings.from_environ(os.environ)
+
+
+class SourceAdmin:
+    """The source's admin function, invoked synchronously: in the source's network, with
+    DMS's credentials (functions/source_admin)."""
+
+    def __init__(self, client: Any, function_name: str) -> None:
+        self.client = client
+        self.function_name = function_name
+
+    def call(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            response = self.client.invoke(
+                FunctionName=self.function_name, Payload=json.dumps(request).encode()
+            )
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise LifecycleError(
+                f"invoking {self.function_name}: {error.get('Code', '?')}: {error.get('Message', exc)}"
+            ) from exc
+        payload = json.loads(response["Payload"].read() or b"null")
+        if response.get("FunctionError"):
+            message = payload.get("errorMessage") if isinstance(payload, dict) else payload
+            raise LifecycleError(f"{self.function_name} failed on {request.get('action')}: {message}")
+        if not isinstance(payload, dict):
+            raise LifecycleError(f"{self.function_name} answered {payload!r} to {request.get('action')}")
+        return payload
+
+    def slots(self) -> list[str]:
+        return [str(slot["slot"]) for slot in self.call({"action": "slots"})["slots"]]
+
+
+def source_not_ready(report: Mapping[str, Any]) -> str | None:
+    """The deploy's error when the source's checks found something DMS needs missing."""
+    missing = [finding for finding in report.get("findings", []) if finding.get("blocking", True)]
+    if report.get("ready") and not missing:
+        return None
+    lines = [
+        f"- {finding['check']}: {finding['found']}; fix: {finding['fix']} ({finding['page']})"
+        for finding in missing
+    ]
+    return (
+        "the source is not ready for DMS, so the task is not started (run `dmsbus doctor` to check again):\n"
+        + "\n".join(lines)
+    )
 
 
 class TaskClient:
@@ -235,15 +305,25 @@ def begin(event: Mapping[str, Any], client: TaskClient, reader: TaskConfigReader
     return {"PhysicalResourceId": desired.task_arn, PLAN_KEY: plan.to_data()}
 
 
-def step(event: Mapping[str, Any], client: TaskClient, reader: TaskConfigReader) -> dict[str, Any]:
-    """The Provider's isComplete: one step towards the desired task."""
+def step(
+    event: Mapping[str, Any],
+    client: TaskClient,
+    reader: TaskConfigReader,
+    admin: SourceAdmin | None = None,
+    source: Source | None = None,
+) -> dict[str, Any]:
+    """The Provider's isComplete: one step towards the desired task. ``admin`` and
+    ``source``: the source's admin function and what it serves (checks, slots)."""
     plan = Plan.from_data(event[PLAN_KEY])
     properties = Properties.parse(event["ResourceProperties"])
     desired = None if plan.request == "Delete" else reader.desired(properties)
     arn = event["PhysicalResourceId"] if desired is None else desired.task_arn
     task = client.describe(arn)
-    action = next_action(task, desired, plan)
+    action = next_action(task, desired, plan, source if admin is not None else None)
     logger.info("step", extra={"task": arn, "status": task.status if task else None, "action": repr(action)})
+    if isinstance(action, Check | RecordSlot | DropSlot):
+        assert admin is not None
+        return _beside_dms(arn, action, client, admin)
     client.act(arn, action, plan)
     if isinstance(action, Done | Reload):
         summary = (
@@ -255,6 +335,42 @@ def step(event: Mapping[str, Any], client: TaskClient, reader: TaskConfigReader)
     return {"IsComplete": False}
 
 
+def _beside_dms(
+    arn: str, action: Check | RecordSlot | DropSlot, client: TaskClient, admin: SourceAdmin
+) -> dict[str, Any]:
+    """The steps the source's admin function takes; each leaves its mark in a task tag."""
+    if isinstance(action, Check):
+        why = source_not_ready(admin.call({"action": "doctor"}))
+        if why is not None:
+            raise LifecycleError(why)
+        if action.postgres:
+            before = slots_tag(admin.slots())
+            if before is not None:
+                client.tag(arn, SLOTS_BEFORE_TAG, before)
+        client.tag(arn, CHECKED_TAG, action.request_id)
+        return {"IsComplete": False}
+    if isinstance(action, RecordSlot):
+        slot = new_slot(action.before, admin.slots())
+        logger.info("DMS's replication slot", extra={"task": arn, "slot": slot})
+        client.tag(arn, SLOT_TAG, slot)
+        return {"IsComplete": False}
+    result = admin.call({"action": "drop-slot", "slot": action.slot})
+    if result.get("result") in ("dropped", "absent"):
+        client.tag(arn, SLOT_TAG, NO_SLOT)
+        return {"IsComplete": True, "Data": {"Summary": f"the task is stopped; {result.get('message')}"}}
+    if result.get("active"):
+        logger.info("DMS's slot is still read; waiting", extra={"slot": action.slot})
+        return {"IsComplete": False}
+    raise LifecycleError(f"DMS's replication slot {action.slot} was not dropped: {result.get('message')}")
+
+
+def _admin() -> tuple[SourceAdmin | None, Source | None]:
+    config = settings()
+    if config.admin_function is None:
+        return None, None
+    return SourceAdmin(lambda_client(), config.admin_function), config.source
+
+
 @logger.inject_lambda_context
 def on_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return begin(event, TaskClient(dms()), TaskConfigReader(s3()))
@@ -262,4 +378,5 @@ def on_event(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 @logger.inject_lambda_context
 def is_complete(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    return step(event, TaskClient(dms()), TaskConfigReader(s3()))
+    admin, source = _admin()
+    return step(event, TaskClient(dms()), TaskConfigReader(s3()), admin, source)

@@ -16,8 +16,9 @@ from botocore.response import StreamingBody
 from botocore.stub import Stubber
 
 from config.loader import load_config
+from config.plan import selection_of
 from dmsbus_cli import doctor as doctor_command
-from dmsbus_cli.doctor import selection_of, startup_warnings
+from dmsbus_cli.doctor import startup_warnings
 from dmsbus_cli.main import main
 from local.demo import create_schema
 from local.postgres import SOURCE_URL_VARIABLE

@@ -580,7 +580,9 @@ def test_changing_a_key_type_needs_a_version_bump(tmp_path: Path) -> None:
     changed["tables"][0]["key_types"] = ["number"]
     root = write(tmp_path / "config", BUS, {"legacy": changed})
     # Then it needs a reload into a new table
-    with pytest.raises(ConfigError, match=r"tables\[0\].key: changing the key .* needs a reload: bump version"):
+    with pytest.raises(
+        ConfigError, match=r"tables\[0\].key: changing the key .* needs a reload: bump version"
+    ):
         load_config(root, previous=previous, repo=REPO)
 
 

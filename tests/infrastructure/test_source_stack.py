@@ -339,3 +339,76 @@ def test_created_vpc_routes_to_the_source_through_nat_and_to_aws_through_endpoin
     ).values()
     attributes = json.dumps(endpoint["Properties"]["ExtraConnectionAttributes"])
     assert "secretsManagerEndpointOverride=" in attributes and "DnsEntries" in attributes
+
+
+def _function_named(template: Template, name: str) -> tuple[str, dict[str, Any]]:
+    (found,) = template.find_resources(
+        "AWS::Lambda::Function", {"Properties": {"FunctionName": name}}
+    ).items()
+    return found
+
+
+def test_the_admin_function_runs_in_the_replication_network_on_the_sweeps_schedule(source: Template) -> None:
+    # Given the sample source (PostgreSQL), Then its admin function runs in the replication
+    # subnets with the credentials DMS reads, and a schedule invokes it (the slot watch)
+    admin_id, admin = _function_named(source, "demo-legacy-admin")
+    assert "VpcConfig" in admin["Properties"]
+    variables = admin["Properties"]["Environment"]["Variables"]
+    assert variables["DMSBUS_SECRET"] == "dmsbus/legacy"
+    assert (
+        variables["DMSBUS_SOURCE_KEYS"]
+        == "public.customers=id:number,public.order_lines=order_id:number+line_no:number"
+    )
+    source.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "ScheduleExpression": "rate(15 minutes)",
+            "Targets": Match.array_with([Match.object_like({"Arn": {"Fn::GetAtt": [admin_id, "Arn"]}})]),
+        },
+    )
+
+
+def test_only_the_lifecycles_waiter_may_invoke_the_admin_function_and_it_waits_for_it(
+    source: Template,
+) -> None:
+    admin_id, _ = _function_named(source, "demo-legacy-admin")
+    _, waiter = _function_named(source, "demo-legacy-task-lifecycle-wait")
+    waiter_role = waiter["Properties"]["Role"]["Fn::GetAtt"][0]
+    # Given every statement that allows an invoke of the admin function
+    invokers = [
+        (policy["Properties"]["Roles"], statement)
+        for policy in source.find_resources("AWS::IAM::Policy").values()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if "lambda:InvokeFunction" in statement["Action"]
+        and statement["Resource"] == {"Fn::GetAtt": [admin_id, "Arn"]}
+    ]
+    # Then there is one, the lifecycle's waiter's, on the unqualified function only
+    assert [roles for roles, _ in invokers] == [[{"Ref": waiter_role}]]
+    # And both lifecycle functions know the admin function, the engine and the database
+    for name in ("demo-legacy-task-lifecycle", "demo-legacy-task-lifecycle-wait"):
+        variables = _function_named(source, name)[1]["Properties"]["Environment"]["Variables"]
+        assert variables["DMSBUS_SOURCE_ADMIN_FUNCTION"] == {"Ref": admin_id}
+        assert (variables["DMSBUS_SOURCE_ENGINE"], variables["DMSBUS_SOURCE_DATABASE"]) == (
+            "postgres",
+            "shop",
+        )
+    # And the lifecycle resource is created after the function and deleted before it (its
+    # delete drops DMS's slot through it)
+    (lifecycle,) = source.find_resources("Custom::DmsTaskLifecycle").values()
+    assert admin_id in lifecycle["DependsOn"]
+
+
+def test_an_alarm_watches_the_wal_a_stopped_tasks_slot_keeps(source: Template) -> None:
+    # The admin function emits the metric with its name as the service (Powertools)
+    admin_id, _ = _function_named(source, "demo-legacy-admin")
+    source.has_resource_properties(
+        "AWS::CloudWatch::Alarm",
+        {
+            "Namespace": "dmsbus",
+            "MetricName": "InactiveSlotRetainedBytes",
+            "Dimensions": [{"Name": "service", "Value": {"Ref": admin_id}}],
+            "Statistic": "Maximum",
+            "Threshold": 1024 * 1024 * 1024,
+            "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+        },
+    )

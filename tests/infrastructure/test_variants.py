@@ -241,3 +241,19 @@ def test_dms_events_of_the_task_and_the_instance_go_to_the_alarm_topic(
             "Enabled": True,
         },
     )
+
+
+def test_a_mysql_source_has_no_slot_to_watch(variant: Synthesized) -> None:
+    # Given the MySQL source (binlogs are kept by time, not by a slot)
+    source = variant.template(variant.stacks.sources["orders"])
+    # Then no alarm watches a slot, and the lifecycle knows the engine (no slot steps)
+    assert not source.find_resources(
+        "AWS::CloudWatch::Alarm", {"Properties": {"MetricName": "InactiveSlotRetainedBytes"}}
+    )
+    source.has_resource_properties(
+        "AWS::Lambda::Function",
+        {
+            "FunctionName": "demo-orders-task-lifecycle-wait",
+            "Environment": {"Variables": Match.object_like({"DMSBUS_SOURCE_ENGINE": "mysql"})},
+        },
+    )

@@ -5,6 +5,7 @@ reports them; everything else is read from the server."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -34,6 +35,8 @@ from source_admin.core import (
     Selection,
     doctor,
     drop_slot,
+    inactive_retained_bytes,
+    logical_slots,
     postgres_findings,
     read_postgres,
 )
@@ -317,7 +320,7 @@ def test_an_active_slot_is_refused_with_the_command_to_run_after_the_task(
             time.sleep(0.05)
         # When it is asked to drop it, then it refuses, saying why and what to run later
         result = drop_slot(shop, "dms_reading")
-        assert result.result == "refused"
+        assert result.result == "refused" and result.active
         assert (
             "is active" in result.message
             and "SELECT pg_drop_replication_slot('dms_reading');" in result.message
@@ -329,6 +332,47 @@ def test_an_active_slot_is_refused_with_the_command_to_run_after_the_task(
     assert shop.execute(
         "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'dms_reading'"
     ).fetchone() == (1,)
+
+
+def test_the_slots_list_tells_the_wal_an_unread_slot_keeps(shop: psycopg.Connection[Any]) -> None:
+    # Given a logical slot no process reads, and WAL written after it
+    shop.execute("SELECT pg_create_logical_replication_slot('dms_stopped_task', 'test_decoding')")
+    try:
+        shop.execute(
+            "CREATE TABLE public.wal_filler AS SELECT n, repeat('x', 500) AS pad FROM generate_series(1, 2000) n"
+        )
+        shop.execute("DROP TABLE public.wal_filler")
+        # When the slots are listed
+        slots = {slot.slot: slot for slot in logical_slots(shop)}
+        # Then the slot is there, inactive, keeping the WAL written since (about 1 MB here)
+        assert slots["dms_stopped_task"].active is False
+        assert slots["dms_stopped_task"].retained_bytes > 500_000
+        assert inactive_retained_bytes(slots.values()) >= slots["dms_stopped_task"].retained_bytes
+    finally:
+        shop.execute("SELECT pg_drop_replication_slot('dms_stopped_task')")
+
+
+def test_the_scheduled_watch_emits_the_wal_unread_slots_keep(
+    shop: psycopg.Connection[Any],
+    database: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given an unread slot on the source
+    shop.execute("SELECT pg_create_logical_replication_slot('dms_watched', 'test_decoding')")
+    try:
+        with admin_function(database, monkeypatch, "public.customers") as invoke:
+            # When EventBridge's schedule invokes the admin function
+            answer = invoke({"detail-type": "Scheduled Event", "source": "aws.events", "detail": {}})
+    finally:
+        shop.execute("SELECT pg_drop_replication_slot('dms_watched')")
+    # Then it lists the slots and emits the metric the source stack alarms on
+    assert answer["action"] == "watch" and "dms_watched" in [slot["slot"] for slot in answer["slots"]]
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    metric = emf[-1]["_aws"]["CloudWatchMetrics"][0]
+    assert metric["Namespace"] == "dmsbus"
+    assert metric["Metrics"][0]["Name"] == "InactiveSlotRetainedBytes"
+    assert emf[-1]["InactiveSlotRetainedBytes"][0] >= 0
 
 
 def test_a_slot_name_that_is_not_one_is_refused_before_any_query(shop: psycopg.Connection[Any]) -> None:

@@ -25,16 +25,25 @@ from botocore.stub import Stubber
 from config import load_config, render_table_mappings, task_settings
 from task_lifecycle.core import (
     APPLIED_TAG,
+    CHECKED_TAG,
     MODIFYING,
+    NO_SLOT,
     REQUEST_TAG,
+    SLOT_TAG,
+    SLOTS_BEFORE_TAG,
     STARTED_TAG,
+    UNKNOWN_SLOT,
+    Check,
     Desired,
     Done,
+    DropSlot,
     LifecycleError,
     Modify,
     Plan,
     Properties,
+    RecordSlot,
     Reload,
+    Source,
     Start,
     Stop,
     Task,
@@ -43,10 +52,19 @@ from task_lifecycle.core import (
     applied_after_refusal,
     encode_task_config,
     make_plan,
+    new_slot,
     next_action,
     resource_properties,
 )
-from task_lifecycle.handler import DENIED_PAUSE_SECONDS, PLAN_KEY, TaskClient, TaskConfigReader, begin, step
+from task_lifecycle.handler import (
+    DENIED_PAUSE_SECONDS,
+    PLAN_KEY,
+    SourceAdmin,
+    TaskClient,
+    TaskConfigReader,
+    begin,
+    step,
+)
 from tests.unit.conftest import Sleeps
 
 REPO = Path(__file__).resolve().parents[2]
@@ -356,6 +374,8 @@ class StubbedDms:
     def __init__(self) -> None:
         self.client = boto3.client("dms", region_name="eu-west-1")
         self.stubber = Stubber(self.client)
+        #: Tags the task holds besides the applied and request ones (the slot's, say).
+        self.more_tags: dict[str, str] = {}
 
     def describe(
         self,
@@ -387,7 +407,7 @@ class StubbedDms:
         )
         tags = [
             {"Key": key, "Value": value}
-            for key, value in ((APPLIED_TAG, applied), (REQUEST_TAG, request))
+            for key, value in ((APPLIED_TAG, applied), (REQUEST_TAG, request), *self.more_tags.items())
             if value
         ]
         self.stubber.add_response("list_tags_for_resource", {"TagList": tags}, {"ResourceArn": ARN})
@@ -694,3 +714,192 @@ def test_a_task_read_from_dms_knows_whether_it_has_run_and_what_it_holds(moto_dm
     # And asked with its settings, it says which mappings it holds
     assert before.table_mappings is not None
     assert json.loads(before.table_mappings) == json.loads(DESIRED.table_mappings)
+
+
+# --- beside DMS: the source's checks and DMS's replication slot ---------------------------
+
+POSTGRES_SOURCE = Source(admin=True, postgres=True, database="shop")
+MYSQL_SOURCE = Source(admin=True, postgres=False, database="shop")
+ADMIN = "demo-legacy-admin"
+
+
+def test_the_first_start_waits_for_the_sources_checks() -> None:
+    # Given a configured task that never ran, and a source with an admin function
+    plan = make_plan("Create", REQUEST, task=_task("ready"), new=DESIRED, old=None)
+    ready = _task("ready", applied=DESIRED.fingerprint)
+    # When the lifecycle would start it, Then it checks the source first (once per request)
+    assert next_action(ready, DESIRED, plan, POSTGRES_SOURCE) == Check(REQUEST, postgres=True)
+    checked = _task("ready", applied=DESIRED.fingerprint, checked=REQUEST)
+    assert next_action(checked, DESIRED, plan, POSTGRES_SOURCE) == Start("start-replication", REQUEST)
+
+
+def test_a_task_that_has_run_is_resumed_without_checks() -> None:
+    plan = make_plan("Update", REQUEST, task=_task("stopped", has_run=True), new=DESIRED, old=DESIRED)
+    stopped = _task("stopped", applied=DESIRED.fingerprint, has_run=True)
+    assert next_action(stopped, DESIRED, plan, POSTGRES_SOURCE) == Start("resume-processing", REQUEST)
+
+
+def test_once_running_the_slot_new_since_the_first_start_is_recorded_as_dmss() -> None:
+    # Given a running task of a PostgreSQL source whose slots before the first start are known
+    plan = make_plan("Create", REQUEST, task=_task("ready"), new=DESIRED, old=None)
+    running = _task(
+        "running", applied=DESIRED.fingerprint, has_run=True, started_by=REQUEST, slots_before="cdc_other"
+    )
+    # Then the next step tells DMS's slot from those
+    assert next_action(running, DESIRED, plan, POSTGRES_SOURCE) == RecordSlot(("cdc_other",))
+    assert new_slot(("cdc_other",), ["cdc_other", "abc_dms_slot"]) == "abc_dms_slot"
+    # And none or several new slots leave it unknown rather than guessed
+    assert new_slot(("cdc_other",), ["cdc_other"]) == UNKNOWN_SLOT
+    assert new_slot((), ["one", "two"]) == UNKNOWN_SLOT
+    # And a MySQL source has no slot to record
+    assert isinstance(next_action(running, DESIRED, plan, MYSQL_SOURCE), Done)
+
+
+def test_deleting_drops_dmss_slot_once_the_task_has_stopped() -> None:
+    plan = Plan("Delete", REQUEST)
+    running = _task("running", has_run=True, slot="abc_dms_slot")
+    stopped = _task("stopped", has_run=True, slot="abc_dms_slot")
+    assert next_action(running, None, plan, POSTGRES_SOURCE) == Stop()
+    assert next_action(stopped, None, plan, POSTGRES_SOURCE) == DropSlot("abc_dms_slot")
+    # A slot already dropped (or said to be gone) leaves nothing to do
+    assert isinstance(
+        next_action(_task("stopped", has_run=True, slot=NO_SLOT), None, plan, POSTGRES_SOURCE), Done
+    )
+    # A task that never ran has no slot
+    assert isinstance(next_action(_task("ready"), None, plan, POSTGRES_SOURCE), Done)
+
+
+def test_deleting_a_task_whose_slot_is_not_known_fails_with_the_commands_to_run() -> None:
+    # Given a stopped task that ran, whose slot dmsbus could not tell
+    stopped = _task("stopped", has_run=True, slot=UNKNOWN_SLOT)
+    # When the stack is deleted, Then the delete stops with what to run on the source and DMS
+    with pytest.raises(LifecycleError) as raised:
+        next_action(stopped, None, Plan("Delete", REQUEST), POSTGRES_SOURCE)
+    message = str(raised.value)
+    assert "AND database = 'shop'" in message
+    assert "SELECT pg_drop_replication_slot('<slot_name>')" in message
+    assert f"aws dms add-tags-to-resource --resource-arn {ARN} --tags Key=dmsbus:slot,Value=none" in message
+
+
+class StubbedAdmin:
+    """The source's admin function behind Lambda's Invoke (Stubber: Lambda's API model)."""
+
+    def __init__(self) -> None:
+        self.client = boto3.client("lambda", region_name="eu-west-1")
+        self.stubber = Stubber(self.client)
+
+    def answers(self, request: dict[str, Any], payload: dict[str, Any]) -> None:
+        body = json.dumps(payload).encode()
+        self.stubber.add_response(
+            "invoke",
+            {"StatusCode": 200, "Payload": StreamingBody(io.BytesIO(body), len(body))},
+            {"FunctionName": ADMIN, "Payload": json.dumps(request).encode()},
+        )
+
+
+@pytest.fixture
+def admin() -> Iterator[StubbedAdmin]:
+    stubbed_admin = StubbedAdmin()
+    with stubbed_admin.stubber:
+        yield stubbed_admin
+    stubbed_admin.stubber.assert_no_pending_responses()
+
+
+def _created_plan() -> dict[str, Any]:
+    return {**_create_event(), "PhysicalResourceId": ARN, PLAN_KEY: Plan("Create", REQUEST).to_data()}
+
+
+def test_a_source_not_ready_fails_the_first_deploy_with_the_list_and_no_start(
+    stubbed: StubbedDms, admin: StubbedAdmin, s3: Any
+) -> None:
+    # Given a configured task about to start, and a source without logical WAL
+    stubbed.describe("ready", applied=DESIRED.fingerprint, request=REQUEST)
+    finding = {
+        "check": "wal_level",
+        "found": "wal_level is replica",
+        "fix": "ALTER SYSTEM SET wal_level = logical; then restart",
+        "page": "CHAP_Source.PostgreSQL",
+        "assessment": "postgres-check-walleve",
+        "blocking": True,
+    }
+    admin.answers(
+        {"action": "doctor"}, {"engine": "postgres", "ready": False, "checked": [], "findings": [finding]}
+    )
+    # When the lifecycle takes its step
+    with pytest.raises(LifecycleError) as raised:
+        step(
+            _created_plan(),
+            TaskClient(stubbed.client),
+            _stage(s3, DESIRED),
+            SourceAdmin(admin.client, ADMIN),
+            POSTGRES_SOURCE,
+        )
+    # Then the deploy fails naming what is missing and how to fix it; DMS was never asked to start
+    assert "the source is not ready for DMS" in str(raised.value)
+    assert "- wal_level: wal_level is replica; fix: ALTER SYSTEM SET wal_level = logical" in str(raised.value)
+
+
+def test_a_ready_source_notes_its_slots_then_the_task_starts(
+    stubbed: StubbedDms, admin: StubbedAdmin, s3: Any
+) -> None:
+    # Given a ready source with one logical slot of another tool's
+    stubbed.describe("ready", applied=DESIRED.fingerprint, request=REQUEST)
+    admin.answers(
+        {"action": "doctor"}, {"engine": "postgres", "ready": True, "checked": ["wal_level"], "findings": []}
+    )
+    admin.answers(
+        {"action": "slots"},
+        {"action": "slots", "slots": [{"slot": "cdc_other", "active": True, "retained_bytes": 0}]},
+    )
+    stubbed.tag(SLOTS_BEFORE_TAG, "cdc_other")
+    stubbed.tag(CHECKED_TAG, REQUEST)
+    # When the lifecycle takes its step
+    result = step(
+        _created_plan(),
+        TaskClient(stubbed.client),
+        _stage(s3, DESIRED),
+        SourceAdmin(admin.client, ADMIN),
+        POSTGRES_SOURCE,
+    )
+    # Then it has noted the check and the slots, and goes on (the start is the next step)
+    assert result == {"IsComplete": False}
+
+
+def test_deleting_waits_while_dmss_slot_is_still_read_then_drops_it(
+    stubbed: StubbedDms, admin: StubbedAdmin, s3: Any
+) -> None:
+    # Given a stopped task whose recorded slot a process still reads for a moment
+    stubbed.more_tags = {SLOT_TAG: "abc_dms_slot"}
+    event = {
+        "RequestType": "Delete",
+        "RequestId": REQUEST,
+        "PhysicalResourceId": ARN,
+        "ResourceProperties": _properties(DESIRED),
+        PLAN_KEY: Plan("Delete", REQUEST).to_data(),
+    }
+    for answer in (
+        {"result": "refused", "active": True, "message": "slot abc_dms_slot is active"},
+        {
+            "result": "dropped",
+            "active": False,
+            "message": "dropped replication slot abc_dms_slot of database shop",
+        },
+    ):
+        stubbed.describe("stopped", started=BEFORE)
+        admin.answers(
+            {"action": "drop-slot", "slot": "abc_dms_slot"},
+            {"action": "drop-slot", "slot": "abc_dms_slot", **answer},
+        )
+    stubbed.tag(SLOT_TAG, NO_SLOT)
+    client, reader, source_admin = (
+        TaskClient(stubbed.client),
+        _stage(s3, DESIRED),
+        SourceAdmin(admin.client, ADMIN),
+    )
+    # When the lifecycle steps twice
+    first = step(event, client, reader, source_admin, POSTGRES_SOURCE)
+    second = step(event, client, reader, source_admin, POSTGRES_SOURCE)
+    # Then it waited, then dropped the slot and completed the delete, saying so
+    assert first == {"IsComplete": False}
+    assert second["IsComplete"] is True
+    assert "dropped replication slot abc_dms_slot" in second["Data"]["Summary"]
