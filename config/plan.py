@@ -436,19 +436,31 @@ SCHEMA_TIMEOUT_SECONDS = 120
 SCHEMA_CONCURRENCY = 2
 
 
+def source_patterns(source: SourceConfig) -> list[str]:
+    """The source's tables as ``schema.table`` patterns (``%`` the one wildcard): listed
+    tables, then wildcard selections."""
+    patterns = [f"{table.schema_}.{table.table}" for table in source.tables]
+    return patterns + [f"{selection.schema_}.{selection.table}" for selection in source.selections]
+
+
+def _secrets_manager_environment(source: SourceConfig) -> dict[str, str]:
+    """In a VPC without a route to Secrets Manager's public endpoint, the one DMS is told to
+    use (network.secrets_manager_endpoint), by boto3's per-service variable."""
+    endpoint = source.network.secrets_manager_endpoint
+    return {SECRETS_MANAGER_ENDPOINT: f"https://{endpoint}"} if endpoint else {}
+
+
 def selection_of(source: SourceConfig) -> Selection:
     """Config's table selection as the admin function's settings carry it (the schema
     function's ``schema.table`` patterns, and each listed table's ``key`` with its
     ``key_types``: ``schema.table=order_id:number+line_no:number``)."""
-    patterns = [f"{table.schema_}.{table.table}" for table in source.tables]
-    patterns += [f"{selection.schema_}.{selection.table}" for selection in source.selections]
     keys: list[str] = []
     for table in source.tables:
         if table.key:
             kinds: list[str | None] = [*table.key_types] if table.key_types else [None] * len(table.key)
             columns = (c if k is None else f"{c}:{k}" for c, k in zip(table.key, kinds, strict=True))
             keys.append(f"{table.schema_}.{table.table}={'+'.join(columns)}")
-    return Selection.from_settings(patterns, keys)
+    return Selection.from_settings(source_patterns(source), keys)
 
 
 #: The admin function runs one check or one slot query at a time, beside DMS's own
@@ -481,11 +493,7 @@ def _admin(bus: BusConfig, source: SourceConfig) -> FunctionPlan:
             tables=selection.patterns(),
             keys=selection.keys() or None,
         ),
-        own_environment=(
-            {SECRETS_MANAGER_ENDPOINT: f"https://{source.network.secrets_manager_endpoint}"}
-            if source.network.secrets_manager_endpoint
-            else {}
-        ),
+        own_environment=_secrets_manager_environment(source),
         dead_letters=QueuePlan(dead_letter_name(name)),
         asynchronous_dead_letters=True,
         source=source.name,
@@ -503,8 +511,7 @@ def _schema(bus: BusConfig, source: SourceConfig, schema_table: TablePlan) -> Fu
             f"a {source.engine} source's events cannot be typed (turn glue.typed off)"
         )
     name = schema_function_name(bus, source)
-    patterns = [f"{table.schema_}.{table.table}" for table in source.tables]
-    patterns += [f"{selection.schema_}.{selection.table}" for selection in source.selections]
+    patterns = source_patterns(source)
     exclude = [
         f"{table.schema_}.{table.table}.{column}" for table in source.tables for column in table.exclude
     ]
@@ -525,13 +532,7 @@ def _schema(bus: BusConfig, source: SourceConfig, schema_table: TablePlan) -> Fu
             tables=tuple(patterns),
             exclude=tuple(exclude) or None,
         ),
-        # In a VPC without a route to Secrets Manager's public endpoint, the one DMS is told
-        # to use (network.secrets_manager_endpoint), by boto3's per-service variable.
-        own_environment=(
-            {SECRETS_MANAGER_ENDPOINT: f"https://{source.network.secrets_manager_endpoint}"}
-            if source.network.secrets_manager_endpoint
-            else {}
-        ),
+        own_environment=_secrets_manager_environment(source),
         dead_letters=QueuePlan(dead_letter_name(name)),
         asynchronous_dead_letters=True,
         source=source.name,
