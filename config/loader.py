@@ -93,6 +93,13 @@ def _load(root: Path, repo: Path, *, check_code: bool = True) -> Config:
             continue
         if bus is not None:
             problems.extend(_name_problems(path, bus, source))
+        same = next((other for other in sources if other.name.lower() == source.name.lower()), None)
+        if same is not None:
+            problems.append(
+                f"{path}: name: {source.name!r} and source {same.name!r} name the same DMS resources "
+                "(DMS stores identifiers in lowercase: API_CreateReplicationInstance); rename one"
+            )
+            continue
         sources.append(source)
     if problems:
         raise ConfigError(problems)

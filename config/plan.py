@@ -464,10 +464,11 @@ def selection_of(source: SourceConfig) -> Selection:
 
 
 #: The admin function runs one check or one slot query at a time, beside DMS's own
-#: connection to the source: one at once is enough.
+#: connection to the source: two at once, so that its schedule or a `dmsbus doctor` never
+#: throttles the lifecycle's call (which waits and asks again when it is).
 ADMIN_MEMORY_MB = 256
 ADMIN_TIMEOUT_SECONDS = 120
-ADMIN_CONCURRENCY = 1
+ADMIN_CONCURRENCY = 2
 
 
 def _admin(bus: BusConfig, source: SourceConfig) -> FunctionPlan:

@@ -145,7 +145,10 @@ class DmsStandIn:
         self.lob_max_bytes = int(task_settings()["TargetMetadata"]["LobMaxSize"]) * 1024
         self.prep_mode = self.prep_mode or str(task_settings()["FullLoadSettings"]["TargetTablePrepMode"])
         if self.prep_mode not in PREP_MODES:
-            raise DmsError(f"TargetTablePrepMode {self.prep_mode!r} is not one of {sorted(PREP_MODES)}")
+            raise DmsError(
+                f"FullLoadSettings.TargetTablePrepMode {self.prep_mode!r} (config/dms-task-settings.json) "
+                f"is not one of {sorted(PREP_MODES)}"
+            )
         self.fail_on_lob_truncation = bool(POSTGRES_SOURCE_SETTINGS["failTasksOnLobTruncation"])
 
     def connect(self, *, autocommit: bool = False) -> psycopg.Connection[Any]:

@@ -156,7 +156,7 @@ def dynamodb_value(
     if kind in ("INT2", "INT4", "INT8"):
         return {"N": str(int(text))}
     if kind in ("REAL4", "REAL8", "NUMERIC"):
-        return {"N": _number(text)}
+        return {"N": dynamodb_number(text)}
     if kind == "NUMERIC(28,6)":
         return {"N": _unbounded(text)}
     if kind == "NUMERIC(38,4)":
@@ -217,10 +217,6 @@ def _plain(number: Decimal) -> str:
 
 def dynamodb_number(text: str) -> str:
     """A number as DynamoDB stores it; DataError when it is not one DynamoDB holds."""
-    return _number(text)
-
-
-def _number(text: str) -> str:
     number = _decimal(text)
     if len(number.normalize(_EXACT).as_tuple().digits) > 38:
         raise DataError(f"{text!r} has more than the 38 significant digits of a DynamoDB number")

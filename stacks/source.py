@@ -98,6 +98,9 @@ class SourceStack(Stack):
             enable_key_rotation=True,
         )
         self.secrets_endpoint: ec2.InterfaceVpcEndpoint | None = None
+        #: What the stack builds of the network (a created VPC, its endpoints; a DynamoDB
+        #: endpoint in an existing VPC): the lifecycle resource waits for it, and is deleted first.
+        self.network_resources: list[Construct] = []
         vpc, subnet_ids = self._network(source)
         self.vpc = vpc
         self.security_group = ec2.SecurityGroup(
@@ -173,7 +176,9 @@ class SourceStack(Stack):
             self.functions[p.name] for p in plan.functions if p.source == source.name and p.kind == "admin"
         )
         self.admin = admin
-        self.lifecycle.use_source_admin(admin.function, engine=source.engine, database=source.database)
+        self.lifecycle.use_source_admin(
+            admin.function, engine=source.engine, database=source.database, network=self.network_resources
+        )
         if source.engine in POSTGRES_ENGINES:
             self._watch_slots(name, bus, admin)
 
@@ -379,7 +384,7 @@ class SourceStack(Stack):
             if network.dynamodb_endpoint == "create":
                 # DMS >= 3.4.7 reaches DynamoDB from a private network through a VPC
                 # endpoint only (CHAP_VPC_Endpoints); a gateway endpoint costs nothing.
-                ec2.CfnVPCEndpoint(
+                endpoint = ec2.CfnVPCEndpoint(
                     self,
                     "DynamoDbEndpoint",
                     vpc_id=network.vpc_id,
@@ -387,6 +392,7 @@ class SourceStack(Stack):
                     vpc_endpoint_type="Gateway",
                     route_table_ids=list(network.route_table_ids),
                 )
+                self.network_resources.append(endpoint)
             return vpc, list(network.subnet_ids)
         # The config model admits create_vpc only with egress: nat, the one route a new VPC
         # has to a source outside it (its public address).
@@ -410,6 +416,7 @@ class SourceStack(Stack):
         self.secrets_endpoint = vpc.add_interface_endpoint(
             "SecretsManager", service=ec2.InterfaceVpcEndpointAwsService.SECRETS_MANAGER, open=False
         )
+        self.network_resources.append(vpc)
         return vpc, [subnet.subnet_id for subnet in vpc.private_subnets]
 
     def _secrets_manager_endpoint(self, source: SourceConfig) -> str | None:

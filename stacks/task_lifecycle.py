@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from aws_cdk import CfnResource, CustomResource, Duration, Stack
@@ -29,7 +30,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_s3_assets as s3_assets
 from aws_cdk import custom_resources as cr
-from constructs import Construct
+from constructs import Construct, IDependable
 
 from config.functions import TASK_LIFECYCLE_SUFFIXES
 from dmsbus import variables
@@ -45,6 +46,9 @@ STAGING = Path(tempfile.gettempdir()) / "dmsbus-task-config"
 #: hour CloudFormation waits for a custom resource, so the waiter has always ended (and
 #: reported) before CloudFormation gives up and rolls back.
 QUERY_INTERVAL = Duration.seconds(30)
+#: A lifecycle step may wait for the source's admin function (120 s at most, twice for
+#: the first start's checks): longer than that, so a slow check fails with its own words.
+LIFECYCLE_TIMEOUT_SECONDS = 300
 TOTAL_TIMEOUT = Duration.minutes(55)
 #: What each lifecycle function does to the task, and only to it: on_event reads it and
 #: marks it as its request's; is_complete changes it.
@@ -94,7 +98,7 @@ class TaskLifecycle(Construct):
                 entry=entry,
                 layer=layer,
                 memory_mb=256,
-                timeout_seconds=60,
+                timeout_seconds=LIFECYCLE_TIMEOUT_SECONDS,
                 environment={},
                 unscoped_actions="dms:DescribeReplicationTasks and X-Ray's trace actions",
             )
@@ -142,7 +146,14 @@ class TaskLifecycle(Construct):
         #: What the last deploy left the task as (and tables to reload by hand with start: false).
         self.summary = self.resource.get_att_string("Summary")
 
-    def use_source_admin(self, function: lambda_.IFunction, *, engine: str, database: str) -> None:
+    def use_source_admin(
+        self,
+        function: lambda_.IFunction,
+        *,
+        engine: str,
+        database: str,
+        network: Sequence[IDependable] = (),
+    ) -> None:
         """The source's admin function: the lifecycle has it check the source before the
         first start and find and drop DMS's replication slot. The resource waits for the
         function (created before it, deleted after it)."""
@@ -156,6 +167,10 @@ class TaskLifecycle(Construct):
             iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[function.function_arn])
         )
         self.resource.node.add_dependency(function)
+        # The function's way to the source and to Secrets Manager stays up while the
+        # resource's delete drops DMS's slot (and is there before its first check).
+        for dependable in network:
+            self.resource.node.add_dependency(dependable)
 
 
 def _write_config(body: bytes, sha256: str) -> Path:

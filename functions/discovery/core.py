@@ -241,11 +241,9 @@ class Discovery:
             description = self.dynamodb.describe_table(TableName=name)["Table"]
         except ClientError as exc:
             return f"{name}: {exc}"
-        billing = description.get("BillingModeSummary") or {}
-        if self.settings.keep_provisioned or _billing_mode(description) != "PROVISIONED":
-            return f"{name}: left {_billing_mode(description)}"
-        if "LastUpdateToPayPerRequestDateTime" in billing:
-            return f"{name}: left PROVISIONED (it was on-demand once and someone set it back)"
+        why_not = self._billing_left(description)
+        if why_not is not None:
+            return f"{name}: {why_not}"
         if description.get("TableStatus") != "ACTIVE":
             return f"{name}: {description.get('TableStatus')}; the next run switches its billing"
         try:
@@ -374,15 +372,12 @@ class Discovery:
 
     def _switch_billing(self, item: _Work, description: Mapping[str, Any]) -> bool:
         """Switch to on-demand when due; True when the table is now UPDATING."""
-        billing = description.get("BillingModeSummary") or {}
-        if (
-            self.settings.keep_provisioned
-            or item.billing_deferred
-            or _billing_mode(description) != "PROVISIONED"
-        ):
+        if item.billing_deferred:
             return False
-        if "LastUpdateToPayPerRequestDateTime" in billing:
-            item.report.detail = "billing left PROVISIONED: it was on-demand once and someone set it back"
+        why_not = self._billing_left(description)
+        if why_not is not None:
+            if why_not.startswith("left PROVISIONED"):
+                item.report.detail = f"billing {why_not}"
             return False
         try:
             self.dynamodb.update_table(TableName=item.table.dynamodb_table, BillingMode="PAY_PER_REQUEST")
@@ -400,6 +395,16 @@ class Discovery:
         item.report.actions.append("billing -> PAY_PER_REQUEST")
         item.waiting_for = "UPDATING (billing mode)"
         return True
+
+    def _billing_left(self, description: Mapping[str, Any]) -> str | None:
+        """Why a table's billing stays as it is (None: switch it to on-demand): configured to
+        keep it, not provisioned, or on-demand once and set back by someone who meant it."""
+        mode = _billing_mode(description)
+        if self.settings.keep_provisioned or mode != "PROVISIONED":
+            return f"left {mode}"
+        if "LastUpdateToPayPerRequestDateTime" in (description.get("BillingModeSummary") or {}):
+            return "left PROVISIONED: it was on-demand once and someone set it back"
+        return None
 
     def _enable_stream(self, item: _Work) -> None:
         try:

@@ -1349,7 +1349,7 @@ def drop_slot(connection: Any, slot: str) -> SlotResult:
 #: now): what the lifecycle compares before and after the first start to tell DMS's slot,
 #: and what the scheduled watch measures.
 LOGICAL_SLOTS_QUERY = """
-SELECT slot_name::text, active,
+SELECT slot_name::text, plugin::text, active,
        COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), 0)::bigint
 FROM pg_replication_slots
 WHERE slot_type = 'logical' AND database = current_database()
@@ -1360,18 +1360,24 @@ ORDER BY slot_name
 @dataclass(frozen=True, slots=True)
 class SlotState:
     slot: str
+    plugin: str
     active: bool
     retained_bytes: int
 
     def as_json(self) -> dict[str, Any]:
-        return {"slot": self.slot, "active": self.active, "retained_bytes": self.retained_bytes}
+        return {
+            "slot": self.slot,
+            "plugin": self.plugin,
+            "active": self.active,
+            "retained_bytes": self.retained_bytes,
+        }
 
 
 def logical_slots(connection: Any) -> list[SlotState]:
     """The logical replication slots of the connected PostgreSQL database."""
     return [
-        SlotState(str(name), bool(active), int(retained))
-        for name, active, retained in _fetch(connection, LOGICAL_SLOTS_QUERY)
+        SlotState(str(name), str(plugin), bool(active), int(retained))
+        for name, plugin, active, retained in _fetch(connection, LOGICAL_SLOTS_QUERY)
     ]
 
 

@@ -68,6 +68,12 @@ SLOTS_BEFORE_TAG = "dmsbus:slots-before"
 SLOT_TAG = "dmsbus:slot"
 UNKNOWN_SLOT = "unknown"
 NO_SLOT = "none"
+#: Several new slots at the delete's last look: dmsbus does not guess which is DMS's.
+AMBIGUOUS_SLOT = "ambiguous"
+#: The output plugins DMS makes its slot with (PostgreSQL endpoint ``PluginName``:
+#: test-decoding or pglogical, API_PostgreSQLSettings): a new slot of another plugin is not
+#: DMS's.
+DMS_PLUGINS = frozenset({"test_decoding", "pglogical"})
 #: A tag value's longest (AddTagsToResource): longer slot lists are not recorded.
 MAX_TAG_VALUE = 256
 #: Statuses a task passes through; the lifecycle waits them out (API_ReplicationTask).
@@ -355,9 +361,11 @@ class Check:
 
 @dataclass(frozen=True, slots=True)
 class RecordSlot:
-    """Tell DMS's slot from the ones the source had before the first start."""
+    """Tell DMS's slot from the ones the source had before the first start. ``final``: the
+    delete's look, after which an unknown slot is reported, not looked for again."""
 
     before: tuple[str, ...]
+    final: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,20 +380,36 @@ Action = Wait | Stop | Modify | Start | Reload | Done | Check | RecordSlot | Dro
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """What the lifecycle does beside DMS: ``admin``, the source's admin function (checks
-    and slots) exists; ``postgres``, the source has replication slots; ``database``, for
-    the command a person runs when the slot is not known."""
+    """The source the lifecycle serves beside DMS through its admin function: ``postgres``,
+    it has replication slots; ``database``, for the commands a person runs when the slot
+    is not known."""
 
-    admin: bool
     postgres: bool
     database: str = ""
 
 
-def new_slot(before: tuple[str, ...], now: list[str]) -> str:
-    """DMS's slot: the one logical slot of the source's database that is new since the
-    first start; ``unknown`` when none or several are."""
-    new = sorted(set(now) - set(before))
-    return new[0] if len(new) == 1 else UNKNOWN_SLOT
+def new_slot(before: tuple[str, ...], now: list[tuple[str, str]], *, final: bool) -> str:
+    """DMS's slot: the one logical slot of DMS's plugins in the source's database that is new
+    since the first start (``now``: name and plugin). None new: ``none`` at the delete's
+    look (nothing to drop), else ``unknown`` (looked for again at the delete); several:
+    ``ambiguous`` at the delete, else ``unknown``."""
+    new = sorted({name for name, plugin in now if plugin in DMS_PLUGINS} - set(before))
+    if len(new) == 1:
+        return new[0]
+    if not final:
+        return UNKNOWN_SLOT
+    return NO_SLOT if not new else AMBIGUOUS_SLOT
+
+
+def slot_guidance(arn: str, database: str) -> str:
+    """What a person runs when dmsbus cannot drop DMS's slot itself."""
+    return (
+        "Find it on the source: SELECT slot_name, active, plugin FROM pg_replication_slots WHERE "
+        f"slot_type = 'logical' AND database = '{database or '<database>'}'; drop DMS's: SELECT "
+        "pg_drop_replication_slot('<slot_name>'); then tag the task so that the delete goes on: aws dms "
+        f"add-tags-to-resource --resource-arn {arn} --tags Key={SLOT_TAG},Value={NO_SLOT}; and delete the "
+        "stack again"
+    )
 
 
 #: The tag value for "no slot before the first start" (a tag value is never empty here).
@@ -448,7 +472,7 @@ def next_action(
         if plan.was_failed:
             return Done(f"the task had failed before this deploy and is {status} again after resuming: {why}")
         raise LifecycleError(f"the replication task is {status} after this deploy started it: {why}")
-    if not task.has_run and source is not None and source.admin and task.checked != plan.request_id:
+    if not task.has_run and source is not None and task.checked != plan.request_id:
         # DMS's own premigration assessment covers some of these; the deploy fails here,
         # with the list, rather than in a task that starts and fails (docs/dms.md, doctor).
         return Check(plan.request_id, source.postgres)
@@ -492,18 +516,17 @@ def _towards_stopped(task: Task | None, source: Source | None = None) -> Action:
         return Wait(f"the task is {task.status}")
     if source is None or not source.postgres or not task.has_run or task.slot == NO_SLOT:
         return Done(f"the task is {task.status}")
-    if task.slot is not None and task.slot != UNKNOWN_SLOT:
+    if task.slot in (None, UNKNOWN_SLOT) and task.slots_before is not None:
+        # Not told while it ran (it failed on its way to running, say): look once more.
+        return RecordSlot(slots_of(task.slots_before), final=True)
+    if task.slot not in (None, UNKNOWN_SLOT, AMBIGUOUS_SLOT):
         return DropSlot(task.slot)
     # DMS leaves its slot behind and the source keeps WAL for it without bound: the delete
     # stops here with what to run, rather than leave it unseen.
-    database = source.database or "<database>"
     raise LifecycleError(
         f"the replication task {task.arn} has stopped, but DMS's replication slot on the source is not "
-        "known to dmsbus and would keep WAL without bound (CHAP_Source.PostgreSQL). Find it on the "
-        "source: SELECT slot_name, active, plugin FROM pg_replication_slots WHERE slot_type = 'logical' "
-        f"AND database = '{database}'; drop DMS's: SELECT pg_drop_replication_slot('<slot_name>'); then "
-        f"tag the task so that the delete goes on: aws dms add-tags-to-resource --resource-arn {task.arn} "
-        f"--tags Key={SLOT_TAG},Value={NO_SLOT}; and delete the stack again"
+        "known to dmsbus and would keep WAL without bound (CHAP_Source.PostgreSQL). "
+        + slot_guidance(task.arn, source.database)
     )
 
 

@@ -68,6 +68,7 @@ from task_lifecycle.core import (
     make_plan,
     new_slot,
     next_action,
+    slot_guidance,
     slots_tag,
 )
 from task_lifecycle.settings import LifecycleSettings
@@ -138,6 +139,10 @@ def settings() -> LifecycleSettings:
     return LifecycleSettings.from_environ(os.environ)
 
 
+class AdminBusy(Exception):  # noqa: N818 - a state, not a failure
+    """The admin function is at its reserved concurrency: wait, and ask again."""
+
+
 class SourceAdmin:
     """The source's admin function, invoked synchronously: in the source's network, with
     DMS's credentials (functions/source_admin)."""
@@ -153,6 +158,9 @@ class SourceAdmin:
             )
         except ClientError as exc:
             error = exc.response.get("Error", {})
+            if error.get("Code") == "TooManyRequestsException":
+                # Its reserved concurrency is busy (its schedule, a `dmsbus doctor`): ask again.
+                raise AdminBusy(self.function_name) from exc
             raise LifecycleError(
                 f"invoking {self.function_name}: {error.get('Code', '?')}: {error.get('Message', exc)}"
             ) from exc
@@ -164,8 +172,9 @@ class SourceAdmin:
             raise LifecycleError(f"{self.function_name} answered {payload!r} to {request.get('action')}")
         return payload
 
-    def slots(self) -> list[str]:
-        return [str(slot["slot"]) for slot in self.call({"action": "slots"})["slots"]]
+    def slots(self) -> list[tuple[str, str]]:
+        """The source database's logical slots: name and output plugin."""
+        return [(str(slot["slot"]), str(slot["plugin"])) for slot in self.call({"action": "slots"})["slots"]]
 
 
 def source_not_ready(report: Mapping[str, Any]) -> str | None:
@@ -322,8 +331,12 @@ def step(
     action = next_action(task, desired, plan, source if admin is not None else None)
     logger.info("step", extra={"task": arn, "status": task.status if task else None, "action": repr(action)})
     if isinstance(action, Check | RecordSlot | DropSlot):
-        assert admin is not None
-        return _beside_dms(arn, action, client, admin)
+        assert admin is not None and source is not None
+        try:
+            return _beside_dms(arn, action, client, admin, source)
+        except AdminBusy:
+            logger.info("the source's admin function is busy; asking again next step")
+            return {"IsComplete": False}
     client.act(arn, action, plan)
     if isinstance(action, Done | Reload):
         summary = (
@@ -336,7 +349,7 @@ def step(
 
 
 def _beside_dms(
-    arn: str, action: Check | RecordSlot | DropSlot, client: TaskClient, admin: SourceAdmin
+    arn: str, action: Check | RecordSlot | DropSlot, client: TaskClient, admin: SourceAdmin, source: Source
 ) -> dict[str, Any]:
     """The steps the source's admin function takes; each leaves its mark in a task tag."""
     if isinstance(action, Check):
@@ -344,24 +357,32 @@ def _beside_dms(
         if why is not None:
             raise LifecycleError(why)
         if action.postgres:
-            before = slots_tag(admin.slots())
+            before = slots_tag([name for name, _ in admin.slots()])
             if before is not None:
                 client.tag(arn, SLOTS_BEFORE_TAG, before)
         client.tag(arn, CHECKED_TAG, action.request_id)
         return {"IsComplete": False}
     if isinstance(action, RecordSlot):
-        slot = new_slot(action.before, admin.slots())
+        slot = new_slot(action.before, admin.slots(), final=action.final)
         logger.info("DMS's replication slot", extra={"task": arn, "slot": slot})
         client.tag(arn, SLOT_TAG, slot)
         return {"IsComplete": False}
-    result = admin.call({"action": "drop-slot", "slot": action.slot})
+    try:
+        result = admin.call({"action": "drop-slot", "slot": action.slot})
+    except LifecycleError as exc:
+        raise LifecycleError(
+            f"{exc}. DMS's slot {action.slot} is left: {slot_guidance(arn, source.database)}"
+        ) from exc
     if result.get("result") in ("dropped", "absent"):
         client.tag(arn, SLOT_TAG, NO_SLOT)
         return {"IsComplete": True, "Data": {"Summary": f"the task is stopped; {result.get('message')}"}}
     if result.get("active"):
         logger.info("DMS's slot is still read; waiting", extra={"slot": action.slot})
         return {"IsComplete": False}
-    raise LifecycleError(f"DMS's replication slot {action.slot} was not dropped: {result.get('message')}")
+    raise LifecycleError(
+        f"DMS's replication slot {action.slot} was not dropped: {result.get('message')}. "
+        + slot_guidance(arn, source.database)
+    )
 
 
 def _admin() -> tuple[SourceAdmin | None, Source | None]:

@@ -26,4 +26,4 @@ class LifecycleSettings(Settings):
     def source(self) -> Source | None:
         if self.admin_function is None:
             return None
-        return Source(admin=True, postgres=self.engine in POSTGRES_ENGINES, database=self.database or "")
+        return Source(postgres=self.engine in POSTGRES_ENGINES, database=self.database or "")

@@ -645,3 +645,17 @@ def test_every_variable_the_deployment_sets_is_one_dmsbus_variables_names() -> N
         }
     assert written - known == set()
     assert {"BUS_STREAM_NAME", "GLUE_BATCH_SIZE", "DMSBUS_SECRET", "DMSBUS_BUCKET"} <= written
+
+
+def test_two_sources_whose_names_differ_only_in_case_are_refused(tmp_path: Path) -> None:
+    # Given sources Legacy and legacy (DMS stores both identifiers as demo-legacy)
+    root = write(
+        tmp_path / "config", BUS, {"Legacy": {**SOURCE, "name": "Legacy"}, "legacy": copy.deepcopy(SOURCE)}
+    )
+    # When the config loads, Then the second is refused, naming both
+    with pytest.raises(ConfigError) as raised:
+        load_config(root, repo=REPO)
+    assert raised.value.problems == [
+        f"{root}/sources/legacy.yaml: name: 'legacy' and source 'Legacy' name the same DMS resources "
+        "(DMS stores identifiers in lowercase: API_CreateReplicationInstance); rename one"
+    ]

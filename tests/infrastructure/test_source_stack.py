@@ -396,6 +396,14 @@ def test_only_the_lifecycles_waiter_may_invoke_the_admin_function_and_it_waits_f
     # delete drops DMS's slot through it)
     (lifecycle,) = source.find_resources("Custom::DmsTaskLifecycle").values()
     assert admin_id in lifecycle["DependsOn"]
+    # And so is its way out: the created VPC's NAT gateway and endpoints (Secrets Manager,
+    # DynamoDB), which its delete needs while it drops the slot
+    network = [
+        *source.find_resources("AWS::EC2::NatGateway"),
+        *source.find_resources("AWS::EC2::VPCEndpoint"),
+    ]
+    assert len(network) == 3
+    assert set(network) <= set(lifecycle["DependsOn"])
 
 
 def test_an_alarm_watches_the_wal_a_stopped_tasks_slot_keeps(source: Template) -> None:

@@ -194,6 +194,10 @@ def test_an_existing_vpc_reaches_dynamodb_through_a_gateway_endpoint_on_the_give
             "ServiceName": {"Fn::Join": ["", ["com.amazonaws.", {"Ref": "AWS::Region"}, ".dynamodb"]]},
         },
     )
+    # And the task lifecycle (whose first start DMS writes DynamoDB on) waits for it
+    (endpoint_id,) = source.find_resources("AWS::EC2::VPCEndpoint")
+    (lifecycle,) = source.find_resources("Custom::DmsTaskLifecycle").values()
+    assert endpoint_id in lifecycle["DependsOn"]
 
 
 def test_the_cdk_cli_synthesizes_one_template_per_stack(tmp_path: Path) -> None:

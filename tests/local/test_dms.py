@@ -721,7 +721,9 @@ def test_truncate_before_load_deletes_every_item_of_an_existing_table(source: st
 
 def test_an_unknown_prep_mode_is_refused(source: str, dynamodb: Any) -> None:
     # Given a prep mode DMS does not have, Then the stand-in refuses to start, naming it
-    with pytest.raises(Exception, match="TargetTablePrepMode 'TRUNCATE' is not one of"):
+    with pytest.raises(
+        Exception, match=r"TargetTablePrepMode .TRUNCATE. \(config/dms-task-settings.json\) is not one of"
+    ):
         DmsStandIn(url=source, bus="demo", source=SOURCE, dynamodb=dynamodb, prep_mode="TRUNCATE")
 
 

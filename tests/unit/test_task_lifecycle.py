@@ -24,6 +24,7 @@ from botocore.stub import Stubber
 
 from config import load_config, render_table_mappings, task_settings
 from task_lifecycle.core import (
+    AMBIGUOUS_SLOT,
     APPLIED_TAG,
     CHECKED_TAG,
     MODIFYING,
@@ -718,8 +719,8 @@ def test_a_task_read_from_dms_knows_whether_it_has_run_and_what_it_holds(moto_dm
 
 # --- beside DMS: the source's checks and DMS's replication slot ---------------------------
 
-POSTGRES_SOURCE = Source(admin=True, postgres=True, database="shop")
-MYSQL_SOURCE = Source(admin=True, postgres=False, database="shop")
+POSTGRES_SOURCE = Source(postgres=True, database="shop")
+MYSQL_SOURCE = Source(postgres=False, database="shop")
 ADMIN = "demo-legacy-admin"
 
 
@@ -747,10 +748,19 @@ def test_once_running_the_slot_new_since_the_first_start_is_recorded_as_dmss() -
     )
     # Then the next step tells DMS's slot from those
     assert next_action(running, DESIRED, plan, POSTGRES_SOURCE) == RecordSlot(("cdc_other",))
-    assert new_slot(("cdc_other",), ["cdc_other", "abc_dms_slot"]) == "abc_dms_slot"
-    # And none or several new slots leave it unknown rather than guessed
-    assert new_slot(("cdc_other",), ["cdc_other"]) == UNKNOWN_SLOT
-    assert new_slot((), ["one", "two"]) == UNKNOWN_SLOT
+    now = [("cdc_other", "pgoutput"), ("abc_dms_slot", "test_decoding")]
+    assert new_slot(("cdc_other",), now, final=False) == "abc_dms_slot"
+    # And a new slot of a plugin DMS does not use is another tool's
+    assert (
+        new_slot((), [("cdc_other", "pgoutput"), ("abc_dms_slot", "test_decoding")], final=False)
+        == "abc_dms_slot"
+    )
+    # And none or several new slots leave it unknown rather than guessed (looked for again at the delete)
+    assert new_slot(("cdc_other",), [("cdc_other", "pgoutput")], final=False) == UNKNOWN_SLOT
+    assert new_slot((), [("one", "test_decoding"), ("two", "pglogical")], final=False) == UNKNOWN_SLOT
+    # And at the delete's last look: none new is nothing to drop; several, not guessed
+    assert new_slot((), [], final=True) == NO_SLOT
+    assert new_slot((), [("one", "test_decoding"), ("two", "pglogical")], final=True) == AMBIGUOUS_SLOT
     # And a MySQL source has no slot to record
     assert isinstance(next_action(running, DESIRED, plan, MYSQL_SOURCE), Done)
 
@@ -769,9 +779,19 @@ def test_deleting_drops_dmss_slot_once_the_task_has_stopped() -> None:
     assert isinstance(next_action(_task("ready"), None, plan, POSTGRES_SOURCE), Done)
 
 
+def test_a_task_that_failed_before_running_has_its_slot_looked_for_at_the_delete() -> None:
+    # Given a first start that failed before the task ran (no slot recorded), as a rollback finds it
+    failed = _task("failed", has_run=True, slots_before="-")
+    # When CloudFormation deletes the resource, Then the slot is looked for once more, for good
+    assert next_action(failed, None, Plan("Delete", REQUEST), POSTGRES_SOURCE) == RecordSlot((), final=True)
+    # And a look that found none completes the delete
+    done = _task("failed", has_run=True, slots_before="-", slot=NO_SLOT)
+    assert isinstance(next_action(done, None, Plan("Delete", REQUEST), POSTGRES_SOURCE), Done)
+
+
 def test_deleting_a_task_whose_slot_is_not_known_fails_with_the_commands_to_run() -> None:
-    # Given a stopped task that ran, whose slot dmsbus could not tell
-    stopped = _task("stopped", has_run=True, slot=UNKNOWN_SLOT)
+    # Given a stopped task that ran, whose slot dmsbus could not tell (several new slots)
+    stopped = _task("stopped", has_run=True, slot=AMBIGUOUS_SLOT, slots_before="-")
     # When the stack is deleted, Then the delete stops with what to run on the source and DMS
     with pytest.raises(LifecycleError) as raised:
         next_action(stopped, None, Plan("Delete", REQUEST), POSTGRES_SOURCE)
@@ -849,7 +869,10 @@ def test_a_ready_source_notes_its_slots_then_the_task_starts(
     )
     admin.answers(
         {"action": "slots"},
-        {"action": "slots", "slots": [{"slot": "cdc_other", "active": True, "retained_bytes": 0}]},
+        {
+            "action": "slots",
+            "slots": [{"slot": "cdc_other", "plugin": "pgoutput", "active": True, "retained_bytes": 0}],
+        },
     )
     stubbed.tag(SLOTS_BEFORE_TAG, "cdc_other")
     stubbed.tag(CHECKED_TAG, REQUEST)
@@ -903,3 +926,58 @@ def test_deleting_waits_while_dmss_slot_is_still_read_then_drops_it(
     assert first == {"IsComplete": False}
     assert second["IsComplete"] is True
     assert "dropped replication slot abc_dms_slot" in second["Data"]["Summary"]
+
+
+def test_a_busy_admin_function_is_asked_again_not_a_failed_deploy(
+    stubbed: StubbedDms, admin: StubbedAdmin, s3: Any
+) -> None:
+    # Given the admin function at its reserved concurrency (its schedule, a dmsbus doctor)
+    stubbed.describe("ready", applied=DESIRED.fingerprint, request=REQUEST)
+    admin.stubber.add_client_error("invoke", "TooManyRequestsException", "Rate Exceeded.", 429)
+    # When the lifecycle would check the source, Then it waits for the next step
+    result = step(
+        _created_plan(),
+        TaskClient(stubbed.client),
+        _stage(s3, DESIRED),
+        SourceAdmin(admin.client, ADMIN),
+        POSTGRES_SOURCE,
+    )
+    assert result == {"IsComplete": False}
+
+
+def test_a_slot_the_source_cannot_drop_fails_the_delete_with_the_commands(
+    stubbed: StubbedDms, admin: StubbedAdmin, s3: Any
+) -> None:
+    # Given a stopped task whose slot the admin function cannot drop (the source is gone)
+    stubbed.more_tags = {SLOT_TAG: "abc_dms_slot"}
+    stubbed.describe("stopped", started=BEFORE)
+    admin.stubber.add_response(
+        "invoke",
+        {
+            "StatusCode": 200,
+            "FunctionError": "Unhandled",
+            "Payload": StreamingBody(io.BytesIO(b'{"errorMessage": "connection refused"}'), 38),
+        },
+        {
+            "FunctionName": ADMIN,
+            "Payload": json.dumps({"action": "drop-slot", "slot": "abc_dms_slot"}).encode(),
+        },
+    )
+    event = {
+        "RequestType": "Delete",
+        "RequestId": REQUEST,
+        "PhysicalResourceId": ARN,
+        "ResourceProperties": _properties(DESIRED),
+        PLAN_KEY: Plan("Delete", REQUEST).to_data(),
+    }
+    # When the delete steps, Then it fails saying why and what to run
+    with pytest.raises(LifecycleError) as raised:
+        step(
+            event,
+            TaskClient(stubbed.client),
+            _stage(s3, DESIRED),
+            SourceAdmin(admin.client, ADMIN),
+            POSTGRES_SOURCE,
+        )
+    assert "failed on drop-slot: connection refused" in str(raised.value)
+    assert "Key=dmsbus:slot,Value=none" in str(raised.value)
