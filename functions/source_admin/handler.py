@@ -24,8 +24,8 @@ from typing import Any
 import boto3
 import psycopg
 import pymysql
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 
 from dmsbus import metrics as emitted
 from dmsbus.schemas import POSTGRES_ENGINES
@@ -35,7 +35,9 @@ from source_admin.settings import SourceAdminSettings
 
 logger = Logger(service="dmsbus-source-admin")
 #: The service dimension is the function's name (POWERTOOLS_SERVICE_NAME), one per source.
-metrics = Metrics(namespace=emitted.NAMESPACE)
+#: Ephemeral: its metrics are its own, not the process-wide set Metrics instances share
+#: (local mode runs every function in one process).
+metrics = EphemeralMetrics(namespace=emitted.NAMESPACE)
 APPLICATION_NAME = "dmsbus-source-admin"
 ACTIONS = ("doctor", "drop-slot", "slots")
 #: What EventBridge's scheduled invocation is taken as.

@@ -360,6 +360,8 @@ def test_the_scheduled_watch_emits_the_wal_unread_slots_keep(
 ) -> None:
     # Given an unread slot on the source
     shop.execute("SELECT pg_create_logical_replication_slot('dms_watched', 'test_decoding')")
+    # (the stack names the function as the service, which the alarm's dimension names too)
+    monkeypatch.setenv(variables.POWERTOOLS_SERVICE, "demo-shop-admin")
     try:
         with admin_function(database, monkeypatch, "public.customers") as invoke:
             # When EventBridge's schedule invokes the admin function
@@ -372,6 +374,7 @@ def test_the_scheduled_watch_emits_the_wal_unread_slots_keep(
     metric = emf[-1]["_aws"]["CloudWatchMetrics"][0]
     assert metric["Namespace"] == "dmsbus"
     assert metric["Metrics"][0]["Name"] == "InactiveSlotRetainedBytes"
+    assert metric["Dimensions"] == [["service"]] and emf[-1]["service"] == "demo-shop-admin"
     assert emf[-1]["InactiveSlotRetainedBytes"][0] >= 0
 
 
