@@ -34,10 +34,6 @@ from source_admin.core import doctor, drop_slot, inactive_retained_bytes, logica
 from source_admin.settings import SourceAdminSettings
 
 logger = Logger(service="dmsbus-source-admin")
-#: The service dimension is the function's name (POWERTOOLS_SERVICE_NAME), one per source.
-#: Ephemeral: its metrics are its own, not the process-wide set Metrics instances share
-#: (local mode runs every function in one process).
-metrics = EphemeralMetrics(namespace=emitted.NAMESPACE)
 APPLICATION_NAME = "dmsbus-source-admin"
 ACTIONS = ("doctor", "drop-slot", "slots")
 #: What EventBridge's scheduled invocation is taken as.
@@ -110,6 +106,10 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if request.action in ("slots", WATCH):
             slots = logical_slots(connection)
             if request.action == WATCH:
+                # Ephemeral: its metrics are its own, not the process-wide set Metrics
+                # instances share (local mode runs every function in one process); the
+                # service dimension is the function's name (POWERTOOLS_SERVICE_NAME).
+                metrics = EphemeralMetrics(namespace=emitted.NAMESPACE)
                 metrics.add_metric(
                     name=emitted.INACTIVE_SLOT_RETAINED_BYTES,
                     unit=MetricUnit.Bytes,
