@@ -80,8 +80,9 @@ PLAN_KEY = "DmsbusPlan"
 
 #: Reads of the task configuration object refused with AccessDenied are tried again this
 #: many times, this many seconds apart: CloudFormation updates the role's policy (which names
-#: the new object) just before this resource, and IAM takes a moment to apply it.
-DENIED_ATTEMPTS = 4
+#: the new object) just before this resource, and IAM takes a moment to apply it (up to 40 s
+#: in all, well within the step's 300 s).
+DENIED_ATTEMPTS = 8
 DENIED_PAUSE_SECONDS = 5.0
 _RETRIES = Config(retries={"mode": "standard", "max_attempts": 5})
 
