@@ -829,6 +829,29 @@ def _created_plan() -> dict[str, Any]:
     return {**_create_event(), "PhysicalResourceId": ARN, PLAN_KEY: Plan("Create", REQUEST).to_data()}
 
 
+def _deleting_plan() -> dict[str, Any]:
+    return {
+        "RequestType": "Delete",
+        "RequestId": REQUEST,
+        "PhysicalResourceId": ARN,
+        "ResourceProperties": _properties(DESIRED),
+        PLAN_KEY: Plan("Delete", REQUEST).to_data(),
+    }
+
+
+def _step_beside_dms(
+    event: dict[str, Any], stubbed: StubbedDms, admin: StubbedAdmin, s3: Any
+) -> dict[str, Any]:
+    """One lifecycle step with the source's admin function, on a PostgreSQL source."""
+    return step(
+        event,
+        TaskClient(stubbed.client),
+        _stage(s3, DESIRED),
+        SourceAdmin(admin.client, ADMIN),
+        POSTGRES_SOURCE,
+    )
+
+
 def test_a_source_not_ready_fails_the_first_deploy_with_the_list_and_no_start(
     stubbed: StubbedDms, admin: StubbedAdmin, s3: Any
 ) -> None:
@@ -847,13 +870,7 @@ def test_a_source_not_ready_fails_the_first_deploy_with_the_list_and_no_start(
     )
     # When the lifecycle takes its step
     with pytest.raises(LifecycleError) as raised:
-        step(
-            _created_plan(),
-            TaskClient(stubbed.client),
-            _stage(s3, DESIRED),
-            SourceAdmin(admin.client, ADMIN),
-            POSTGRES_SOURCE,
-        )
+        _step_beside_dms(_created_plan(), stubbed, admin, s3)
     # Then the deploy fails naming what is missing and how to fix it; DMS was never asked to start
     assert "the source is not ready for DMS" in str(raised.value)
     assert "- wal_level: wal_level is replica; fix: ALTER SYSTEM SET wal_level = logical" in str(raised.value)
@@ -877,13 +894,7 @@ def test_a_ready_source_notes_its_slots_then_the_task_starts(
     stubbed.tag(SLOTS_BEFORE_TAG, "cdc_other")
     stubbed.tag(CHECKED_TAG, REQUEST)
     # When the lifecycle takes its step
-    result = step(
-        _created_plan(),
-        TaskClient(stubbed.client),
-        _stage(s3, DESIRED),
-        SourceAdmin(admin.client, ADMIN),
-        POSTGRES_SOURCE,
-    )
+    result = _step_beside_dms(_created_plan(), stubbed, admin, s3)
     # Then it has noted the check and the slots, and goes on (the start is the next step)
     assert result == {"IsComplete": False}
 
@@ -893,13 +904,7 @@ def test_deleting_waits_while_dmss_slot_is_still_read_then_drops_it(
 ) -> None:
     # Given a stopped task whose recorded slot a process still reads for a moment
     stubbed.more_tags = {SLOT_TAG: "abc_dms_slot"}
-    event = {
-        "RequestType": "Delete",
-        "RequestId": REQUEST,
-        "PhysicalResourceId": ARN,
-        "ResourceProperties": _properties(DESIRED),
-        PLAN_KEY: Plan("Delete", REQUEST).to_data(),
-    }
+    event = _deleting_plan()
     for answer in (
         {"result": "refused", "active": True, "message": "slot abc_dms_slot is active"},
         {
@@ -914,14 +919,9 @@ def test_deleting_waits_while_dmss_slot_is_still_read_then_drops_it(
             {"action": "drop-slot", "slot": "abc_dms_slot", **answer},
         )
     stubbed.tag(SLOT_TAG, NO_SLOT)
-    client, reader, source_admin = (
-        TaskClient(stubbed.client),
-        _stage(s3, DESIRED),
-        SourceAdmin(admin.client, ADMIN),
-    )
     # When the lifecycle steps twice
-    first = step(event, client, reader, source_admin, POSTGRES_SOURCE)
-    second = step(event, client, reader, source_admin, POSTGRES_SOURCE)
+    first = _step_beside_dms(event, stubbed, admin, s3)
+    second = _step_beside_dms(event, stubbed, admin, s3)
     # Then it waited, then dropped the slot and completed the delete, saying so
     assert first == {"IsComplete": False}
     assert second["IsComplete"] is True
@@ -935,13 +935,7 @@ def test_a_busy_admin_function_is_asked_again_not_a_failed_deploy(
     stubbed.describe("ready", applied=DESIRED.fingerprint, request=REQUEST)
     admin.stubber.add_client_error("invoke", "TooManyRequestsException", "Rate Exceeded.", 429)
     # When the lifecycle would check the source, Then it waits for the next step
-    result = step(
-        _created_plan(),
-        TaskClient(stubbed.client),
-        _stage(s3, DESIRED),
-        SourceAdmin(admin.client, ADMIN),
-        POSTGRES_SOURCE,
-    )
+    result = _step_beside_dms(_created_plan(), stubbed, admin, s3)
     assert result == {"IsComplete": False}
 
 
@@ -963,21 +957,9 @@ def test_a_slot_the_source_cannot_drop_fails_the_delete_with_the_commands(
             "Payload": json.dumps({"action": "drop-slot", "slot": "abc_dms_slot"}).encode(),
         },
     )
-    event = {
-        "RequestType": "Delete",
-        "RequestId": REQUEST,
-        "PhysicalResourceId": ARN,
-        "ResourceProperties": _properties(DESIRED),
-        PLAN_KEY: Plan("Delete", REQUEST).to_data(),
-    }
+    event = _deleting_plan()
     # When the delete steps, Then it fails saying why and what to run
     with pytest.raises(LifecycleError) as raised:
-        step(
-            event,
-            TaskClient(stubbed.client),
-            _stage(s3, DESIRED),
-            SourceAdmin(admin.client, ADMIN),
-            POSTGRES_SOURCE,
-        )
+        _step_beside_dms(event, stubbed, admin, s3)
     assert "failed on drop-slot: connection refused" in str(raised.value)
     assert "Key=dmsbus:slot,Value=none" in str(raised.value)
