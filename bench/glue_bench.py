@@ -223,8 +223,11 @@ class OneSchema:
     def typer(self, name: Any) -> ImageTyper:
         return self._typer
 
-    def stale(self, name: Any, attributes: list[str]) -> None:
-        raise RuntimeError(f"the bench schema lacks {attributes}")
+    def refreshed(self, name: Any, held: Any, error: Any) -> ImageTyper:
+        raise RuntimeError(f"the bench schema does not type the bench's rows: {error}")
+
+    def begin(self, deadline: float | None = None) -> None:
+        pass
 
 
 def make_ours(

@@ -128,6 +128,19 @@ class GlueConfig(StreamMapping):
     #: Give events the source's types (docs/envelope.md, "Typed values"): a schema
     #: function per source reads the tables' columns into the bus's schema table.
     typed: bool = False
+    #: At a DDL moment (a row whose columns or values the table's schema does not explain)
+    #: the glue reads the source's catalog before it publishes the row: it waits this long
+    #: at most, then publishes untyped (counted and alarmed). Below ``timeout_seconds``.
+    typed_wait_seconds: Annotated[int, Field(ge=1, le=60)] = 10
+
+    @model_validator(mode="after")
+    def _wait_within_timeout(self) -> GlueConfig:
+        if self.typed_wait_seconds >= self.timeout_seconds:
+            raise ValueError(
+                f"typed_wait_seconds ({self.typed_wait_seconds}) must be below timeout_seconds "
+                f"({self.timeout_seconds}): the glue waits within its invocation"
+            )
+        return self
 
 
 class DiscoveryConfig(Model):
@@ -171,6 +184,8 @@ class AlarmConfig(Model):
     replication_slot_retained_mib: Annotated[int, Field(ge=1)] = 1_024
     #: Read and write throttle events of the bus tables over a discovery sweep's period.
     dynamodb_throttle_events: Annotated[int, Field(ge=1)] = 1
+    #: Events a typed bus put on the stream untyped in 5 minutes (glue.typed only).
+    untyped_events: Annotated[int, Field(ge=1)] = 1
     #: An existing SNS topic the alarms notify; none: the alarms only show in CloudWatch.
     topic_arn: Annotated[str, _matching(_SQS_OR_SNS_ARN, "an SNS topic ARN")] | None = None
 

@@ -407,6 +407,7 @@ def _glue(
             typed=config.typed,
             schema_table=schema_table.name_ref if schema_table is not None else None,
             schema_functions=_schema_functions(schema_functions),
+            typed_wait_seconds=config.typed_wait_seconds if config.typed else None,
         ),
         dead_letters=dead_letters,
         mapping=_mapping(
@@ -580,6 +581,7 @@ def _discovery(
             typed=bus.glue.typed,
             schema_table=schema_table.name_ref if schema_table is not None else None,
             schema_functions=_schema_functions(schema_functions),
+            typed_wait_seconds=bus.glue.typed_wait_seconds if bus.glue.typed else None,
             keep_provisioned=bus.discovery.keep_provisioned,
             backfill=bus.discovery.backfill,
             sweep_minutes=bus.discovery.sweep_minutes,

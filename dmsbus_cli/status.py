@@ -11,11 +11,16 @@ needs attention (1) or not (0).
   problem, needs attention.
 - **Consumers**: each mapping's state and last result, and its IteratorAge (CloudWatch's
   maximum over the last 5 minutes) against the alarm's threshold.
+- **Typing**, on a typed bus: per table, the events the glue and discovery's backfill put on
+  the stream untyped in the last hour (CloudWatch's sum of ``dmsbus UntypedEvents``). Any
+  needs attention.
 - **Failures**: messages in each dead-letter queue, and failed batches in the failure
   bucket (``dmsbus redrive`` re-processes them). Any needs attention.
 
 Against ``dmsbus up`` (``--local``) the DMS part is the stand-in's, shown on ``up``'s own
-status line, and CloudWatch has no Lambda metrics: those parts say so.
+status line. moto's CloudWatch has dmsbus's own metrics, which local mode extracts from the
+functions' EMF log lines as CloudWatch does (local/emf.py), but not Lambda's (IteratorAge):
+that part says so.
 """
 
 from __future__ import annotations
@@ -33,12 +38,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from config.functions import (
     consumer_name,
+    discovery_name,
     failures_bucket_name,
     glue_name,
 )
 from config.plan import deployment_plan
 from discovery.core import BACKFILL_TAG
 from dmsbus.failures import PREFIX
+from dmsbus.metrics import NAMESPACE, SERVICE_DIMENSION, TABLE_DIMENSION, UNTYPED_EVENTS
 from dmsbus.names import bus_table
 from dmsbus_cli.connect import Bus, add_arguments, connect, describe_task
 
@@ -46,6 +53,11 @@ from dmsbus_cli.connect import Bus, add_arguments, connect, describe_task
 TABLE_STATES_IN_ERROR = {"Table error", "Table cancelled", "Table does not exist"}
 #: Replication task states in which changes flow (API_ReplicationTask).
 TASK_RUNNING = {"running"}
+#: What untyped events on a typed bus mean, and where to look.
+UNTYPED_ATTENTION = (
+    "events went out untyped: the schema function could not be read in time (see its logs), "
+    "or an image did not fit the source's catalog"
+)
 
 
 @dataclass
@@ -86,7 +98,9 @@ def collect(bus: Bus, *, now: Callable[[], datetime] = lambda: datetime.now(UTC)
     status = Status()
     _dms(bus, status)
     _tables(bus, status)
-    _consumers(bus, status, now())
+    at = now()
+    _consumers(bus, status, at)
+    _typing(bus, status, at)
     _failures(bus, status)
     return status
 
@@ -240,6 +254,103 @@ def _iterator_age(cloudwatch: Any, function: str, now: datetime) -> float | None
     return max((float(point["Maximum"]) for point in points), default=None)
 
 
+def _typing(bus: Bus, status: Status, now: datetime) -> None:
+    """Per table, the untyped events of the last hour: ``dmsbus UntypedEvents`` with the
+    ``table`` dimension, of the glue and of discovery (its backfill), summed.
+
+    ListMetrics may list a new metric up to 15 minutes after its first data point
+    (API_ListMetrics), so a table's first untyped events may not be listed yet; each
+    service's total (the ``service`` dimension alone, which needs no listing) counts them,
+    and what it has beyond the listed tables is one line of its own."""
+    if not bus.bus.glue.typed:
+        return
+    cloudwatch = bus.client("cloudwatch")
+    series: list[tuple[str | None, dict[str, str]]] = []
+    for service in (glue_name(bus.bus), discovery_name(bus.bus)):
+        series.append((None, {SERVICE_DIMENSION: service}))
+        series.extend(
+            (table, {SERVICE_DIMENSION: service, TABLE_DIMENSION: table})
+            for table in sorted(_untyped_tables(cloudwatch, service))
+        )
+    sums = _untyped_sums(cloudwatch, [dimensions for _, dimensions in series], now)
+    total = 0.0
+    per_table: dict[str, float] = {}
+    for (table, _), count in zip(series, sums, strict=True):
+        if table is None:
+            total += count
+        else:
+            per_table[table] = per_table.get(table, 0.0) + count
+    for table, count in sorted(per_table.items()):
+        if count > 0:
+            status.add("Typing", table, f"{count:.0f} untyped events in the last hour", UNTYPED_ATTENTION)
+    unlisted = total - sum(per_table.values())
+    if unlisted > 0:
+        status.add(
+            "Typing",
+            "tables CloudWatch does not list yet",
+            f"{unlisted:.0f} untyped events in the last hour",
+            UNTYPED_ATTENTION,
+        )
+    if total <= 0 and not any(count > 0 for count in per_table.values()):
+        status.add("Typing", "all tables", "0 untyped events in the last hour")
+
+
+def _untyped_tables(cloudwatch: Any, service: str) -> set[str]:
+    """The tables ``service`` counted untyped events of in the last 3 hours (ListMetrics)."""
+    tables: set[str] = set()
+    for page in cloudwatch.get_paginator("list_metrics").paginate(
+        Namespace=NAMESPACE,
+        MetricName=UNTYPED_EVENTS,
+        Dimensions=[{"Name": SERVICE_DIMENSION, "Value": service}, {"Name": TABLE_DIMENSION}],
+        RecentlyActive="PT3H",
+    ):
+        for metric in page.get("Metrics", []):
+            dimensions = {d["Name"]: d["Value"] for d in metric.get("Dimensions", [])}
+            if set(dimensions) == {SERVICE_DIMENSION, TABLE_DIMENSION}:
+                tables.add(dimensions[TABLE_DIMENSION])
+    return tables
+
+
+#: GetMetricData takes at most 500 queries per request.
+METRIC_DATA_QUERIES = 500
+
+
+def _untyped_sums(cloudwatch: Any, series: list[dict[str, str]], now: datetime) -> list[float]:
+    """The last hour's sum of ``UntypedEvents`` with exactly each of ``series``' dimensions
+    (GetMetricData matches the whole dimension set, as the alarm does)."""
+    sums = [0.0] * len(series)
+    for first in range(0, len(series), METRIC_DATA_QUERIES):
+        queries = [
+            {
+                "Id": f"m{first + offset}",
+                "MetricStat": {
+                    "Metric": {
+                        "Namespace": NAMESPACE,
+                        "MetricName": UNTYPED_EVENTS,
+                        "Dimensions": [{"Name": name, "Value": value} for name, value in dimensions.items()],
+                    },
+                    "Period": 3600,
+                    "Stat": "Sum",
+                },
+            }
+            for offset, dimensions in enumerate(series[first : first + METRIC_DATA_QUERIES])
+        ]
+        token: str | None = None
+        while True:
+            page = cloudwatch.get_metric_data(
+                MetricDataQueries=queries,
+                StartTime=now - timedelta(hours=1),
+                EndTime=now,
+                **({"NextToken": token} if token else {}),
+            )
+            for result in page.get("MetricDataResults", []):
+                sums[int(result["Id"][1:])] += sum(float(value) for value in result.get("Values", []))
+            token = page.get("NextToken")
+            if not token:
+                break
+    return sums
+
+
 def _failures(bus: Bus, status: Status) -> None:
     sqs = bus.client("sqs")
     for function in deployment_plan(bus.bus).functions:
@@ -292,7 +403,8 @@ def _mappings(lambda_client: Any, function: str) -> list[dict[str, Any]]:
 def add_command(commands: Any, repository: Path) -> None:
     command = commands.add_parser(
         "status",
-        help="the DMS task, the bus tables, the consumers and the failures; exit 1 if any needs attention",
+        help="the DMS task, the bus tables, the consumers, typing and the failures; "
+        "exit 1 if any needs attention",
         description=__doc__.split("\n\n")[1],
     )
     add_arguments(command, repository)

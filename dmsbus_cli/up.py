@@ -32,8 +32,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from config.functions import consumer_name, glue_name
+from config.functions import consumer_name, discovery_name, glue_name
 from config.model import BusConfig, SourceConfig
+from dmsbus.metrics import NAMESPACE, SERVICE_DIMENSION, UNTYPED_EVENTS
 from dmsbus_cli.connect import UP_FILE
 from dmsbus_cli.doctor import startup_warnings
 from local.__main__ import config_and_source, full_load, table_errors
@@ -235,8 +236,22 @@ def _status(runtime: LocalRuntime, activity: SourceActivity, glue: str, consumer
     tables = len([m for m in service.mappings() if ":dynamodb:" in m.get("EventSourceArn", "")])
     return (
         f"source {activity.changes():>6} | dms {stand_in.changes_applied:>6} | glue {service.handled(glue):>6} "
-        f"{handled} | lag {lag * 1000:5.0f} ms | tables {tables}{full_load(stand_in)}{table_errors(stand_in)}"
+        f"{handled} | lag {lag * 1000:5.0f} ms | tables {tables}{_untyped(runtime)}"
+        f"{full_load(stand_in)}{table_errors(stand_in)}"
     )
+
+
+def _untyped(runtime: LocalRuntime) -> str:
+    """On a typed bus, the events the glue and discovery put on the stream untyped since
+    start: their ``UntypedEvents`` totals (the service-only dimension set, the alarm's)."""
+    if not runtime.bus.glue.typed:
+        return ""
+    metrics = runtime.metrics
+    count = 0.0
+    if metrics is not None:
+        for service in (glue_name(runtime.bus), discovery_name(runtime.bus)):
+            count += metrics.total(NAMESPACE, UNTYPED_EVENTS, {SERVICE_DIMENSION: service})
+    return f" | untyped {count:.0f}"
 
 
 def _drain(

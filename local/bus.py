@@ -18,6 +18,7 @@ from typing import Any
 from config.functions import failures_bucket_name
 from config.model import BusConfig, ConsumerConfig, SourceConfig
 from config.plan import DeploymentPlan, FunctionPlan, consumer_plan, deployment_plan, resolve
+from local.emf import EmfMetrics
 from local.functions import ACCOUNT, REGION, Handler, LocalFunction
 
 ROLE_NAME = "dmsbus-local-function"
@@ -44,6 +45,8 @@ class LocalBus:
     values: dict[str, str] = field(default_factory=dict)
     #: The sources whose functions (their schema functions) local mode runs too.
     sources: Sequence[SourceConfig] = ()
+    #: Given to every function: the EMF metrics in its stdout reach CloudWatch (moto's).
+    metrics: EmfMetrics | None = None
 
     @cached_property
     def plan(self) -> DeploymentPlan:
@@ -166,6 +169,8 @@ class LocalBus:
                 if not key.startswith("AWS_ENDPOINT_URL")
             },
         }
+        if function.metrics is None:
+            function.metrics = self.metrics
         self.functions[function.name] = function
         client = self.clients.client("lambda")
         try:

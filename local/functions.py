@@ -32,13 +32,15 @@ from typing import Any, TextIO
 
 import boto3
 
+from local.emf import EmfMetrics
+
 FUNCTIONS_ROOT = Path(__file__).resolve().parent.parent / "functions"
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
 #: Where the local moto server queues asynchronous invocations (Invoke with
 #: ``InvocationType=Event``) for the local Lambda service to run: Lambda's own event queue
 #: (invocation-async), made a queue of moto's SQS.
-ASYNC_INVOCATIONS_QUEUE = "dmsbus-local-lambda-async-invocations"
+INVOCATIONS_QUEUE = "dmsbus-local-lambda-invocations"
 
 logger = logging.getLogger("dmsbus.local.functions")
 
@@ -108,7 +110,8 @@ class ThreadEnviron(MutableMapping[str, str]):
 
 
 class ThreadStdout(io.TextIOBase):
-    """``sys.stdout`` as each thread sees it: a function's log while it runs there."""
+    """``sys.stdout`` as each thread sees it: a function's log while it runs there, each
+    write also handed to the function's reader (CloudWatch's EMF extraction, local/emf.py)."""
 
     def __init__(self, base: TextIO) -> None:
         self.base = base
@@ -126,16 +129,20 @@ class ThreadStdout(io.TextIOBase):
         return self.base if current is self else current
 
     @contextmanager
-    def scoped(self, target: TextIO | None) -> Iterator[None]:
-        saved = getattr(self._local, "target", None)
-        self._local.target = target
+    def scoped(self, target: TextIO | None, reader: Callable[[str], None] | None = None) -> Iterator[None]:
+        saved = getattr(self._local, "target", None), getattr(self._local, "reader", None)
+        self._local.target, self._local.reader = target, reader
         try:
             yield
         finally:
-            self._local.target = saved
+            self._local.target, self._local.reader = saved
 
     def write(self, text: str) -> int:
-        return self.target.write(text)
+        written = self.target.write(text)
+        reader: Callable[[str], None] | None = getattr(self._local, "reader", None)
+        if reader is not None:
+            reader(text)
+        return written
 
     def flush(self) -> None:
         self.target.flush()
@@ -216,6 +223,8 @@ class LocalFunction:
     #: Where the function's stdout goes (its logs and EMF metrics, CloudWatch's part in
     #: AWS); None: this process's stdout.
     log: TextIO | None = None
+    #: CloudWatch's extraction of the EMF metrics in that stdout; None: not extracted.
+    metrics: EmfMetrics | None = None
     #: Reload the handler when its folder's code changes (``dmsbus up``): an edit takes
     #: effect at the next invocation, as a deploy of new code does in AWS.
     watch_code: bool = False
@@ -239,7 +248,8 @@ class LocalFunction:
         context = LambdaContext(self.name, self.memory_mb, self.timeout_seconds)
         environ, stdout = _scopes()
         own = {**self.environment, "AWS_LAMBDA_FUNCTION_NAME": self.name}
-        with self._busy, stdout.scoped(self.log), environ.scoped(own):
+        reader = self.metrics.reader() if self.metrics is not None else None
+        with self._busy, stdout.scoped(self.log, reader), environ.scoped(own):
             try:
                 return self._handler()(event, context)
             except Exception as exc:
@@ -247,6 +257,17 @@ class LocalFunction:
                 if self.log is not None:
                     traceback.print_exc(file=self.log)
                 raise FunctionError(f"{self.name}: {type(exc).__name__}: {exc}") from exc
+
+    def try_invoke(self, event: dict[str, Any]) -> tuple[bool, Any]:
+        """``invoke`` when the container is free: ``(True, result)``; ``(False, None)`` at
+        once when an invocation runs there (Lambda throttles a synchronous invocation that
+        finds no free concurrency: local/lambda_service.py)."""
+        if not self._busy.acquire(blocking=False):
+            return False, None
+        try:
+            return True, self.invoke(event)
+        finally:
+            self._busy.release()
 
     def cold_start(self) -> None:
         """Drop the loaded module: the next invocation imports it again (a new container)."""

@@ -22,11 +22,26 @@ many seconds (discovery's sweep); ``table_rules`` stand for the EventBridge rule
 ``CreateTable`` calls: the service lists the tables every so often and invokes the rule's
 function with the event that rule delivers for each table that appeared.
 
-Asynchronous invocations (``Invoke`` with ``InvocationType=Event``: the glue and discovery
-asking a schema function for a table) are queued by the local moto server
-(``local.moto_server.QUEUE_ASYNC_INVOCATIONS``); the service runs each, and on an error runs
-it again after one minute and after two more, as Lambda does (invocation-async-error-
-handling). A third failure is kept in ``scheduled_errors``.
+Invocations through the Lambda API (``Invoke``: the glue and discovery asking a schema
+function for a table) are queued by the local moto server (``local.moto_server.
+QUEUE_INVOCATIONS``) and run here, each in a thread of its own:
+- asynchronous ones (``InvocationType=Event``): on an error the service runs it again after
+  one minute and after two more, as Lambda does (invocation-async-error-handling); a third
+  failure is kept in ``scheduled_errors``;
+- synchronous ones (``RequestResponse``): run once, never retried (Lambda leaves retrying a
+  synchronous invocation to its caller: invocation-retries), and the outcome goes to the
+  invocation's reply queue, where the moto server waits for it: the function's return value
+  as JSON, or its error document (python-exceptions: ``errorMessage``, ``errorType``,
+  ``stackTrace``), which moto answers with ``X-Amz-Function-Error: Unhandled`` (API_Invoke).
+  Their failures are the caller's to see, not ``scheduled_errors``. One that finds its
+  function's container busy is not run but throttled, as Lambda throttles a synchronous
+  invocation that finds no free concurrency (API_Invoke: ``TooManyRequestsException``,
+  HTTP 429, ``Reason`` ``ReservedFunctionConcurrentInvocationLimitExceeded`` at the
+  function's reserved concurrency; lambda-concurrency, configuration-concurrency): the moto
+  server answers it 429 and the caller retries. Local concurrency is one per function (its
+  one container, ``LocalFunction``), not the function's reserved concurrency (2 for a
+  schema function in AWS). Asynchronous invocations and stream batches wait for the
+  container instead, as Lambda keeps their events and retries them itself.
 """
 
 from __future__ import annotations
@@ -37,11 +52,13 @@ import logging
 import os
 import threading
 import time
+import traceback
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import dropwhile
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +66,7 @@ from botocore.exceptions import ClientError
 
 from local.functions import (
     ACCOUNT,
-    ASYNC_INVOCATIONS_QUEUE,
+    INVOCATIONS_QUEUE,
     REGION,
     FunctionError,
     LocalFunction,
@@ -73,6 +90,63 @@ MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 #: Lambda retries an asynchronous invocation that failed after one minute, then after two
 #: more (invocation-async-error-handling).
 ASYNC_RETRY_DELAYS = (60, 120)
+
+#: ``Invoke``'s ``InvocationType`` values the local moto server queues (API_Invoke).
+EVENT = "Event"
+REQUEST_RESPONSE = "RequestResponse"
+#: ``X-Amz-Function-Error`` of an error Lambda reports for the function: an exception it
+#: raised, a timeout (API_Invoke).
+UNHANDLED = "Unhandled"
+#: What a synchronous invocation's reply queue is named: this, then the request id.
+REPLY_QUEUE_PREFIX = "dmsbus-local-lambda-reply-"
+#: The largest reply the queue carries: moto's SQS message limit, 1 MiB (Lambda allows a
+#: 6 MB response; the schema functions' are a few hundred bytes).
+MAX_REPLY_BYTES = 1_048_576
+#: Why Lambda throttles a synchronous invocation that would exceed the function's reserved
+#: concurrency (API_Invoke; the ``Reason`` of ``TooManyRequestsException``, whose values
+#: the Lambda API model lists). Locally the function's one container is its concurrency.
+THROTTLE_REASON = "ReservedFunctionConcurrentInvocationLimitExceeded"
+
+
+def error_document(error: FunctionError, request_id: str) -> dict[str, Any]:
+    """What the Python runtime returns for an exception the handler raised: its message,
+    its type and the stack from the handler down (python-exceptions; the runtime adds the
+    ``requestId``)."""
+    cause = error.__cause__ if error.__cause__ is not None else error
+    runtime = str(Path(__file__).with_name("functions.py"))  # the runtime leaves its own frames out
+    frames = list(
+        dropwhile(lambda frame: frame.filename == runtime, traceback.extract_tb(cause.__traceback__))
+    )
+    return {
+        "errorMessage": str(cause),
+        "errorType": type(cause).__name__,
+        "requestId": request_id,
+        # As the runtime formats them: file, line, function and source line, no column marks.
+        "stackTrace": traceback.format_list([(f.filename, f.lineno or 0, f.name, f.line) for f in frames]),
+    }
+
+
+def timeout_document(request_id: str, timeout_seconds: float) -> dict[str, str]:
+    """What Lambda returns when the function outlived its timeout: an Unhandled error
+    (API_Invoke: "Unhandled errors include ... function timeouts") naming the function's
+    configured ``Timeout``, not the time measured, in the form Lambda's answers take today;
+    no reference page spells that form out (older answers held only ``errorMessage``:
+    "<time> <request id> Task timed out after 3.00 seconds" for a 3-second timeout)."""
+    return {
+        "errorType": "Sandbox.Timedout",
+        "errorMessage": f"RequestId: {request_id} Error: Task timed out after {timeout_seconds:.2f} seconds",
+    }
+
+
+def reply(payload: str, function_error: str | None = None) -> str:
+    """A synchronous invocation's outcome as the reply queue carries it."""
+    return json.dumps({"payload": payload, "functionError": function_error})
+
+
+def throttled_reply(reason: str = THROTTLE_REASON) -> str:
+    """The reply of a synchronous invocation Lambda throttled instead of running: the moto
+    server answers it with ``TooManyRequestsException`` (HTTP 429) and this ``Reason``."""
+    return json.dumps({"throttled": reason})
 
 
 class Checkpoints:
@@ -230,7 +304,7 @@ class LocalLambdaService:
     def start(self) -> None:
         self._stop.clear()
         self._spawn(self._watch_mappings, "esm-watcher")
-        self._async_queue = self.sqs.create_queue(QueueName=ASYNC_INVOCATIONS_QUEUE)["QueueUrl"]
+        self._async_queue = self.sqs.create_queue(QueueName=INVOCATIONS_QUEUE)["QueueUrl"]
         self._spawn(self._run_async_invocations, "async-invocations")
         for schedule in self.schedules:
             self._spawn(functools.partial(self._run_schedule, schedule), f"schedule-{schedule.function}")
@@ -312,15 +386,18 @@ class LocalLambdaService:
                 self._stop.wait(1)
                 continue
             for message in messages:
-                self.sqs.delete_message(QueueUrl=self._async_queue, ReceiptHandle=message["ReceiptHandle"])
                 invocation = json.loads(message["Body"])
+                synchronous = invocation.get("invocationType") == REQUEST_RESPONSE
                 thread = threading.Thread(
-                    target=self._run_async_invocation,
+                    target=self._run_sync_invocation if synchronous else self._run_async_invocation,
                     args=(invocation,),
-                    name=f"local-lambda-async-{invocation['function']}",
+                    name=f"local-lambda-{'sync' if synchronous else 'async'}-{invocation['function']}",
                     daemon=True,
                 )
+                # Moto answers the long poll as a message arrives; a synchronous caller waits
+                # only for the thread to start, not for the delete's round trip.
                 thread.start()
+                self.sqs.delete_message(QueueUrl=self._async_queue, ReceiptHandle=message["ReceiptHandle"])
 
     def _run_async_invocation(self, invocation: Mapping[str, Any]) -> None:
         try:
@@ -345,6 +422,79 @@ class LocalLambdaService:
             )
         except KeyError:
             logger.warning("asynchronous invocation of %s: no such local function", function)
+
+    def _run_sync_invocation(self, invocation: Mapping[str, Any]) -> None:
+        try:
+            self._try_sync_invocation(invocation)
+        except Exception:  # a thread of its own: say what went wrong, never die silently
+            logger.exception("synchronous invocation %s failed", invocation)
+
+    def _try_sync_invocation(self, invocation: Mapping[str, Any]) -> None:
+        """Run the function once, or throttle it when its container is busy, and send the
+        outcome to the invocation's reply queue."""
+        function = str(invocation["function"])
+        if time.time() > float(invocation["deadline"]):
+            # The service was not reading when it was queued: its caller has had its answer.
+            logger.warning("synchronous invocation of %s: its caller stopped waiting before it ran", function)
+            return
+        outcome = self._sync_outcome(function, invocation)
+        if outcome is None:
+            logger.info("synchronous invocation of %s throttled: its one local container is busy", function)
+            self._reply(invocation, throttled_reply())
+            return
+        payload, function_error = outcome
+        answer = reply(payload, function_error)
+        if len(answer.encode()) > MAX_REPLY_BYTES:
+            too_large = {
+                "errorMessage": f"Response payload size ({len(payload.encode())} bytes) exceeded what "
+                f"local mode carries ({MAX_REPLY_BYTES} bytes)",
+                "errorType": "Function.ResponseSizeTooLarge",
+            }
+            answer = reply(json.dumps(too_large), UNHANDLED)
+        self._reply(invocation, answer)
+
+    def _sync_outcome(self, function: str, invocation: Mapping[str, Any]) -> tuple[str, str | None] | None:
+        """The payload Lambda answers with, and its ``X-Amz-Function-Error`` (None: none);
+        None when the function's container is busy: Lambda throttles the invocation (its
+        caller gets 429 and may retry), where waiting for the container would be nicer."""
+        request_id = str(invocation["requestId"])
+        error: dict[str, Any]
+        if function not in self.functions:
+            logger.warning("synchronous invocation of %s: no such local function", function)
+            error = {
+                "errorMessage": f"{function} is in Lambda's API but not registered with local mode",
+                "errorType": "LocalFunctionNotRegistered",
+            }
+            return json.dumps(error), UNHANDLED
+        try:
+            ran, result = self.functions[function].try_invoke(json.loads(invocation["payload"]))
+        except FunctionError as exc:
+            logger.warning("%s (synchronous invocation) failed: %s", function, exc)
+            return json.dumps(error_document(exc, request_id)), UNHANDLED
+        if not ran:
+            return None
+        try:
+            return json.dumps(result), None
+        except (TypeError, ValueError) as exc:  # the runtime's answer to a result JSON cannot hold
+            error = {
+                "errorMessage": f"Unable to marshal response: {exc}",
+                "errorType": "Runtime.MarshalError",
+                "requestId": request_id,
+                "stackTrace": [],
+            }
+            return json.dumps(error), UNHANDLED
+
+    def _reply(self, invocation: Mapping[str, Any], body: str) -> None:
+        # The reply queue is on the same server as the invocations' queue.
+        url = f"{self._async_queue.rsplit('/', 1)[0]}/{invocation['reply']}"
+        try:
+            self.sqs.send_message(QueueUrl=url, MessageBody=body)
+        except self.sqs.exceptions.QueueDoesNotExist:
+            # Moto deletes the queue when the function's timeout is over.
+            logger.warning(
+                "synchronous invocation of %s outlived its timeout: its caller had a timeout error",
+                invocation["function"],
+            )
 
     # -- mappings ------------------------------------------------------------------------
 

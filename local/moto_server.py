@@ -21,9 +21,11 @@ request is remembered (:data:`CACHE_REQUEST_ROUTING`, :data:`FIND_ACCOUNT_BACKEN
 Each has a test against moto's own behaviour. All are :class:`local.moto_patches.Patch`
 values (checked against moto, applied once, undoable), applied in this process only.
 
-One change is for fidelity, not speed: DynamoDB stream shards number their records from
+Two changes are for fidelity, not speed: DynamoDB stream shards number their records from
 the time they are made (:data:`START_STREAM_SEQUENCES_AT_THE_TIME`), as DynamoDB's grow
-over time, where moto starts every shard at one constant.
+over time, where moto starts every shard at one constant; and Lambda ``Invoke`` calls, both
+asynchronous and synchronous, go to the local Lambda service through a queue
+(:data:`QUEUE_INVOCATIONS`), where moto would run the function in Docker.
 """
 
 from __future__ import annotations
@@ -38,18 +40,21 @@ import signal
 import socket
 import threading
 import time
+import uuid
 from bisect import bisect_right
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from moto.awslambda.exceptions import LambdaClientError
 from moto.core.serialize import TimestampSerializer
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.sqs.models import sqs_backends
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from local.functions import ASYNC_INVOCATIONS_QUEUE
-from local.moto_patches import Patch, apply
+from local.functions import INVOCATIONS_QUEUE
+from local.lambda_service import EVENT, REPLY_QUEUE_PREFIX, REQUEST_RESPONSE, UNHANDLED, timeout_document
+from local.moto_patches import Patch, apply, check
 
 #: What moto's serializer sends for DynamoDB and DynamoDB Streams (JSON protocol 1.0).
 JSON_1_0 = "application/x-amz-json-1.0"
@@ -261,34 +266,178 @@ FIND_ACCOUNT_BACKENDS_ONCE = Patch(
 )
 
 
-def _queue_async_invocations(invoke: Any) -> Any:
+def _queue_invocations(invoke: Any) -> Any:
     def queue_or_invoke(self: Any, *arguments: Any) -> Any:
         function_name, qualifier, body, headers, response_headers = arguments
-        if headers.get("X-Amz-Invocation-Type") != "Event":
+        kind = headers.get("X-Amz-Invocation-Type") or REQUEST_RESPONSE
+        if kind not in (EVENT, REQUEST_RESPONSE):  # DryRun: moto's
             return invoke(self, *arguments)
         function = self.get_function(function_name, qualifier)  # unknown: Lambda's 404
+        payload = (body.decode() if isinstance(body, bytes) else body) or "{}"
+        try:
+            json.loads(payload)
+        except ValueError as exc:  # Lambda refuses the request before running anything
+            raise LambdaClientError(
+                "InvalidRequestContentException", f"Could not parse request body into json: {exc}"
+            ) from exc
         queues = sqs_backends[self.account_id][self.region_name]
-        queues.create_queue(ASYNC_INVOCATIONS_QUEUE)  # moto returns the queue when it exists
-        payload = body.decode() if isinstance(body, bytes) else (body or "{}")
-        queues.send_message(
-            ASYNC_INVOCATIONS_QUEUE,
-            json.dumps({"function": function.function_name, "payload": payload, "attempt": 1}),
-        )
-        response_headers["Content-Length"] = "0"
-        return b""
+        queues.create_queue(INVOCATIONS_QUEUE)  # moto returns the queue when it exists
+        if kind == EVENT:
+            queues.send_message(
+                INVOCATIONS_QUEUE,
+                json.dumps({"function": function.function_name, "payload": payload, "attempt": 1}),
+            )
+            response_headers["Content-Length"] = "0"
+            return b""
+        return _invoke_and_wait(queues, function, payload, response_headers)
 
     return queue_or_invoke
 
 
-#: Asynchronous invocations go to the local Lambda service, through a queue: moto would
-#: run the function in Docker, at once, and answer with its result. Lambda queues the
-#: event, answers 202 and runs it later, retrying twice on an error
-#: (invocation-async-error-handling); the local service does the same.
-QUEUE_ASYNC_INVOCATIONS = Patch(
+def _invoke_and_wait(queues: Any, function: Any, payload: str, response_headers: Any) -> bytes:
+    """Queue a synchronous invocation with a reply queue of its own, and wait on that queue
+    (in this request's thread) for the function's outcome, at most its ``Timeout``."""
+    request_id = str(uuid.uuid4())
+    reply_queue = f"{REPLY_QUEUE_PREFIX}{request_id}"
+    timeout = float(function.timeout)
+    started = time.monotonic()
+    queue = queues.create_queue(reply_queue)
+    try:
+        queues.send_message(
+            INVOCATIONS_QUEUE,
+            json.dumps(
+                {
+                    "function": function.function_name,
+                    "payload": payload,
+                    "invocationType": REQUEST_RESPONSE,
+                    "requestId": request_id,
+                    "reply": reply_queue,
+                    "deadline": time.time() + timeout,
+                }
+            ),
+        )
+        outcome = _wait_for_reply(queues, queue, reply_queue, started + timeout)
+    finally:
+        queues.delete_queue(reply_queue)
+    if outcome is None:  # the error names the configured timeout, as Lambda's does
+        outcome = {"payload": json.dumps(timeout_document(request_id, timeout)), "functionError": UNHANDLED}
+    if outcome.get("throttled"):
+        raise ThrottledError(str(outcome["throttled"]))
+    response_headers["X-Amz-Executed-Version"] = function.version
+    if outcome.get("functionError"):
+        response_headers["X-Amz-Function-Error"] = outcome["functionError"]
+    answer = str(outcome["payload"]).encode()
+    response_headers["Content-Length"] = str(len(answer))
+    return answer
+
+
+#: The message of Lambda's throttle (below).
+THROTTLE_MESSAGE = "Rate Exceeded."
+
+
+class ThrottledError(LambdaClientError):
+    """Lambda's answer to a synchronous invocation that finds no free concurrency: HTTP 429
+    ``TooManyRequestsException`` (API_Invoke, Errors), with the ``Reason``, ``Type`` and
+    ``message`` members of the API model's error shape. The message and ``Type`` are those
+    Lambda's answers carry (``{"Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
+    "Type": "User", "message": "Rate Exceeded."}``); no reference page spells them out."""
+
+    code = 429
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("TooManyRequestsException", THROTTLE_MESSAGE)
+        self.description = json.dumps({"Reason": reason, "Type": "User", "message": THROTTLE_MESSAGE})
+
+
+def _wait_for_reply(queues: Any, queue: Any, name: str, deadline: float) -> dict[str, Any] | None:
+    """The reply's body, or None when none came before ``deadline`` (monotonic seconds).
+    moto's ``Queue.wait_for_messages`` wakes as soon as a message is added."""
+    while True:
+        messages = queues.receive_message(name, 1, 0, 30)
+        if messages:
+            reply: dict[str, Any] = json.loads(messages[0].body)
+            return reply
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return None
+        queue.wait_for_messages(left)
+
+
+#: Invocations go to the local Lambda service, through a queue of moto's SQS
+#: (``INVOCATIONS_QUEUE``): moto would run the function in Docker.
+#:
+#: - ``InvocationType=Event``: Lambda queues the event, answers 202 and runs it later,
+#:   retrying twice on an error (invocation-async, invocation-async-error-handling). The
+#:   patch queues it and answers at once; the local service runs and retries it.
+#: - ``RequestResponse`` (the default): Lambda runs the function and keeps the connection
+#:   open until it returns or times out; the answer is 200 with the function's response as
+#:   the payload, or its error document with ``X-Amz-Function-Error`` set (API_Invoke). The
+#:   patch queues it with a reply queue of its own (made in moto's SQS, deleted after) and
+#:   waits on that queue, in this request's thread, for at most the function's ``Timeout``;
+#:   the local service runs it once and sends the outcome there. None by then: Lambda's
+#:   ``Sandbox.Timedout`` error, ``Task timed out after N.NN seconds`` with the configured
+#:   ``Timeout``. When the function's one container is busy the service does not run it
+#:   but says so, and the answer is Lambda's throttle (:class:`ThrottledError`: 429
+#:   ``TooManyRequestsException``, Reason ``ReservedFunctionConcurrentInvocationLimitExceeded``),
+#:   which a caller retries; Lambda throttles at the reserved concurrency (2 for a schema
+#:   function), local mode at one.
+#: - ``DryRun`` is moto's. An unknown function is Lambda's 404 (moto's ``get_function``), a
+#:   payload that is not JSON Lambda's ``InvalidRequestContentException``.
+QUEUE_INVOCATIONS = Patch(
     "moto.awslambda.models.LambdaBackend",
     "invoke",
     ("self", "function_name", "qualifier", "body", "headers", "response_headers"),
-    _queue_async_invocations,
+    _queue_invocations,
+)
+
+
+def _unchanged(original: Any) -> Any:
+    return original
+
+
+_SQS = "moto.sqs.models.SQSBackend"
+
+#: What :data:`QUEUE_INVOCATIONS` calls in moto, never replaced but checked as a patch's
+#: target is (the server refuses to start when one changed).
+QUEUE_INVOCATIONS_CALLS = (
+    Patch(
+        "moto.awslambda.models.LambdaBackend",
+        "get_function",
+        ("self", "function_name_or_arn", "qualifier"),
+        _unchanged,
+    ),
+    Patch(_SQS, "create_queue", ("self", "name", "tags", "kwargs"), _unchanged),
+    Patch(_SQS, "delete_queue", ("self", "queue_name"), _unchanged),
+    Patch(
+        _SQS,
+        "send_message",
+        (
+            "self",
+            "queue_name",
+            "message_body",
+            "message_attributes",
+            "delay_seconds",
+            "deduplication_id",
+            "group_id",
+            "system_attributes",
+            "validate_group_id",
+        ),
+        _unchanged,
+    ),
+    Patch(
+        _SQS,
+        "receive_message",
+        (
+            "self",
+            "queue_name",
+            "count",
+            "wait_seconds_timeout",
+            "visibility_timeout",
+            "message_attribute_names",
+        ),
+        _unchanged,
+    ),
+    Patch("moto.sqs.models.Queue", "wait_for_messages", ("self", "timeout"), _unchanged),
 )
 
 
@@ -329,7 +478,7 @@ DETACH_MOTO_INVOCATIONS = (
 #: Every patch the local moto server runs with, applied in its own process only.
 PATCHES: tuple[Patch, ...] = (
     *DETACH_MOTO_INVOCATIONS,
-    QUEUE_ASYNC_INVOCATIONS,
+    QUEUE_INVOCATIONS,
     ENCODE_STREAM_RECORDS,
     *INDEX_KINESIS_SHARDS,
     ENCODE_BATCH_WRITES,
@@ -412,6 +561,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m local.moto_server")
     parser.add_argument("--port", type=int, required=True)
     arguments = parser.parse_args()
+    for used in QUEUE_INVOCATIONS_CALLS:
+        check(used)
     for patch in PATCHES:
         apply(patch)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)

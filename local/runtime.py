@@ -33,6 +33,7 @@ from local.aws import LocalAws
 from local.bus import LocalBus
 from local.children import SPAWN, start_child, stop_child
 from local.dms import DmsStandIn
+from local.emf import EmfMetrics
 from local.lambda_service import LocalLambdaService, Schedule, TableRule
 from local.postgres import SOURCE_URL_VARIABLE, EmbeddedPostgres, check_logical
 
@@ -310,6 +311,9 @@ class LocalRuntime:
     local_bus: LocalBus | None = None
     service: LocalLambdaService | None = None
     stand_in: StandInRunner | None = None
+    #: CloudWatch's part of the functions' EMF (local/emf.py): their metrics on moto's
+    #: CloudWatch, and running totals since ``start_aws`` (``dmsbus up``'s status line).
+    metrics: EmfMetrics | None = None
     database_url: str = ""
     #: The reporting mirror's database (pg_mirror consumers): ``DMSBUS_MIRROR_URL``, or
     #: ``<source database>_mirror`` created next to the source.
@@ -379,8 +383,13 @@ class LocalRuntime:
 
     def start_aws(self) -> None:
         self.aws.start()
+        self.metrics = EmfMetrics(self.aws.client("cloudwatch"))
         self.local_bus = LocalBus(
-            self.bus, self.aws, extra_environment=dict(self.function_environment), sources=[self.source]
+            self.bus,
+            self.aws,
+            extra_environment=dict(self.function_environment),
+            sources=[self.source],
+            metrics=self.metrics,
         )
         self.local_bus.provision()
         if self.local_bus.plan.schema_table is not None and self.database_url:
@@ -471,6 +480,8 @@ class LocalRuntime:
                 release_log(function.log)
                 function.log = None
         self.stop_dms()
+        if self.metrics is not None:
+            self.metrics.stop()  # what the functions wrote reaches moto before it stops
         self.aws.stop()
         if self.postgres is not None:
             self.postgres.stop()

@@ -368,6 +368,38 @@ class BusStack(Stack):
             threshold=bus.alarms.dynamodb_throttle_events,
             description="Reads or writes of the bus tables (DMS's writes, the streams' tables) are throttled",
         )
+        if bus.glue.typed:
+            self._untyped_alarm(bus)
+
+    def _untyped_alarm(self, bus: BusConfig) -> None:
+        """A typed bus's events that went out untyped: the glue's and discovery's backfill's,
+        each function's name its service dimension (dmsbus.metrics.emit_untyped)."""
+        period = Duration.minutes(5)
+        untyped = {
+            f"{who}Untyped": cloudwatch.Metric(
+                namespace=emitted.NAMESPACE,
+                metric_name=emitted.UNTYPED_EVENTS,
+                dimensions_map={emitted.SERVICE_DIMENSION: function.name},
+                statistic="Sum",
+                period=period,
+            )
+            for who, function in (("glue", self.plan.glue), ("discovery", self.plan.discovery))
+        }
+        self.untyped_events = cloudwatch.MathExpression(
+            expression="FILL(glueUntyped, 0) + FILL(discoveryUntyped, 0)",
+            using_metrics=untyped,
+            label="Untyped events",
+            period=period,
+        )
+        self.alarms.add(
+            "UntypedEvents",
+            metric=self.untyped_events,
+            threshold=bus.alarms.untyped_events,
+            description=(
+                "Events of a typed bus went out untyped: the source's catalog could not be read within "
+                "glue.typed_wait_seconds (the schema function's logs say why), or an image did not fit it"
+            ),
+        )
 
     def _table_arn(self, name: str) -> str:
         return self.format_arn(service="dynamodb", resource="table", resource_name=name)

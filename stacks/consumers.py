@@ -185,12 +185,13 @@ class Consumer(Construct):
                         "A secret named without its ARN: Secrets Manager appends six random characters.",
                     )
             case "schemas:read":
-                # The bus stack's table, by its name: no import
+                # The bus stack's table, by its name: no import. A version (GetItem), and a
+                # table's latest one (Query, newest first: dmsbus.schemas.SchemaStore.latest)
                 table = Stack.of(self).format_arn(
                     service="dynamodb", resource="table", resource_name=grant.resource
                 )
                 self.function.add_to_role_policy(
-                    iam.PolicyStatement(actions=["dynamodb:GetItem"], resources=[table])
+                    iam.PolicyStatement(actions=["dynamodb:GetItem", "dynamodb:Query"], resources=[table])
                 )
             case _:
                 raise ValueError(f"the consumers stack cannot grant {grant}")

@@ -16,6 +16,7 @@ def deployed_environment(kind: FunctionKind, bus: BusConfig | None = None) -> di
     }
 
 
-def typed_bus(bus: BusConfig) -> BusConfig:
-    """``bus`` with ``glue.typed``."""
-    return bus.model_copy(update={"glue": bus.glue.model_copy(update={"typed": True})})
+def typed_bus(bus: BusConfig, *, wait: int | None = None) -> BusConfig:
+    """``bus`` with ``glue.typed`` (and ``glue.typed_wait_seconds``: ``wait``)."""
+    glue = {"typed": True, **({"typed_wait_seconds": wait} if wait is not None else {})}
+    return bus.model_copy(update={"glue": bus.glue.model_copy(update=glue)})

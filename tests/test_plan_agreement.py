@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aws_cdk.assertions import Template
+from aws_cdk.assertions import Match, Template
 
 from config.functions import failures_bucket_name
 from config.loader import load_config
@@ -463,3 +463,53 @@ def test_every_function_in_a_vpc_may_create_its_network_interfaces(synthesized: 
             policies = json.dumps(role.get("ManagedPolicyArns", []))
             assert "service-role/AWSLambdaVPCAccessExecutionRole" in policies, properties["FunctionName"]
     assert {"demo-pg-mirror", "demo-legacy-schema"} <= set(in_vpc)
+
+
+def test_untyped_events_of_the_glue_and_discoverys_backfill_are_alarmed_on(synthesized: Synthesized) -> None:
+    # Given the typed bus's stack
+    bus = synthesized.template(synthesized.stacks.bus)
+    # Then one alarm sums both functions' UntypedEvents (each its own service dimension)
+    (alarm,) = [
+        alarm["Properties"]
+        for alarm in bus.find_resources("AWS::CloudWatch::Alarm").values()
+        if "UntypedEvents" in json.dumps(alarm["Properties"].get("Metrics", []))
+    ]
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+    found = {query["Id"]: query for query in alarm["Metrics"]}
+    watched = {
+        query["MetricStat"]["Metric"]["Dimensions"][0]["Value"]: query["MetricStat"]
+        for query in found.values()
+        if "MetricStat" in query and query["MetricStat"]["Metric"]["MetricName"] == "UntypedEvents"
+    }
+    assert set(watched) == {"demo-glue", "demo-discovery"}
+    for stat in watched.values():
+        assert (stat["Metric"]["Namespace"], stat["Stat"], stat["Period"]) == ("dmsbus", "Sum", 300)
+    (expression,) = [query["Expression"] for query in found.values() if "Expression" in query]
+    assert expression == "FILL(glueUntyped, 0) + FILL(discoveryUntyped, 0)"
+    # And the functions are told how long to wait for a schema at a DDL moment
+    for name in ("demo-glue", "demo-discovery"):
+        bus.has_resource_properties(
+            "AWS::Lambda::Function",
+            {
+                "FunctionName": name,
+                "Environment": {"Variables": Match.object_like({"BUS_TYPED_WAIT_SECONDS": "10"})},
+            },
+        )
+
+
+def test_a_consumer_of_a_typed_bus_may_read_the_schema_tables_versions_and_latest_only(
+    synthesized: Synthesized,
+) -> None:
+    # Given the typed sample's consumers stack
+    consumers = synthesized.template(synthesized.stacks.consumers)
+    functions = _function_of_role(consumers)
+    reading = [
+        (functions.get(role), statement)
+        for role, statement in _statements(consumers)
+        if "schemas" in json.dumps(statement["Resource"])
+    ]
+    # Then each consumer gets a version (GetItem) and a table's latest (Query, newest
+    # first: pg_mirror's read for a column typed with an older version), and nothing else
+    assert reading, "no consumer may read the schema table"
+    for name, statement in reading:
+        assert sorted(_actions(statement)) == ["dynamodb:GetItem", "dynamodb:Query"], name

@@ -56,9 +56,17 @@ from discovery.settings import GLUE_STARTING_POSITION, DiscoverySettings
 from dmsbus.backfill import read_records
 from dmsbus.changes import ChangeBuilder
 from dmsbus.event_sources import mapping_request
-from dmsbus.names import DMS_EXCEPTIONS_TABLE, TableName, TableNameError, bus_table, table_from_stream_arn
+from dmsbus.names import (
+    DMS_EXCEPTIONS_TABLE,
+    TableName,
+    TableNameError,
+    bus_table,
+    table_from_stream_arn,
+    version_rank,
+)
 from dmsbus.publisher import KinesisPublisher
 from dmsbus.schema_events import AnnouncementError, SchemaAnnouncer
+from dmsbus.schemas import qualified
 from dmsbus.typed import SchemaRefresher, SchemaSource
 
 logger = logging.getLogger("dmsbus.discovery")
@@ -100,6 +108,8 @@ class TableReport:
     status: Status = "pending"
     actions: list[str] = field(default_factory=list)
     backfilled: int = 0
+    #: Backfill reads of a typed bus that went out untyped (the schema not read in time).
+    untyped: int = 0
     billing_switched: bool = False
     stream_enabled: bool = False
     mapping_created: bool = False
@@ -117,6 +127,11 @@ class RunReport:
     throttle_events: int | None = None
     #: What was done to DMS's ``awsdms_apply_exceptions`` table, when the run met it.
     control_table: str | None = None
+    #: A typed bus's sweep: the schema-change events it put on every shard for versions the
+    #: schema function stored and no row announced (None: not a sweep, or an untyped bus).
+    schema_changes_announced: int | None = None
+    #: Source tables whose latest version the sweep had no time left to look at.
+    schema_tables_unchecked: int = 0
 
     @property
     def errors(self) -> list[TableReport]:
@@ -212,6 +227,7 @@ class Discovery:
             report = TableReport(table.dynamodb_table)
             run.tables.append(report)
             work.append(_Work(table, report))
+        listed = list(work)
         self._mappings = None  # listed at most once per run, when a mapping is to be created
         while work:
             for item in work:
@@ -229,9 +245,80 @@ class Discovery:
             if pause:
                 self.sleep(pause)
             work = waiting
+        if named is None and self.announcer is not None:
+            self._announce_stored_versions(
+                self.announcer, listed, run, deadline, start=_scheduled_time(event)
+            )
         if named is None and self.cloudwatch is not None and self.settings.sweep_minutes:
             run.throttle_events = self._count_throttles(run, event, deadline)
         return run
+
+    def _announce_stored_versions(
+        self,
+        announcer: SchemaAnnouncer,
+        listed: list[_Work],
+        run: RunReport,
+        deadline: float,
+        *,
+        start: datetime | None = None,
+    ) -> None:
+        """Announce each source table's latest stored version that is not announced yet.
+
+        Rows announce the version they are typed with, right before the first of them; but
+        the schema function's sweep stores a version after a DDL that no row change may
+        follow (a ``DROP COLUMN``, say), and nothing else would announce it. Discovery sweeps
+        on the same schedule, so such a version is on every shard within one
+        ``discovery.sweep_minutes`` (earlier unannounced versions with it, oldest first). A
+        reloaded table's versions share one source table: the highest reload (``version_rank``)
+        names the event. Cost: one consistent Query per source table per sweep (one read unit
+        for a schema item up to 4 KB; 1,000 tables, the most a bus supports, are 1,000 units a
+        sweep), plus the announcement's reads and puts for a version to announce. A table that
+        fails is an error of the run and the next sweep tries it again; the others go on."""
+        newest: dict[str, _Work] = {}
+        for item in listed:
+            if item.report.status == "gone":
+                continue
+            name = item.table
+            key = qualified(name.source, name.schema, name.table)
+            current = newest.get(key)
+            if current is None or version_rank(name.version) > version_rank(current.table.version):
+                newest[key] = item
+        run.schema_changes_announced = 0
+        ordered = sorted(newest.items())
+        if ordered and start is not None:
+            # Each sweep starts elsewhere (by its scheduled minute): one that runs out of time
+            # leaves other tables to the next, never the same ones
+            turn = int(start.timestamp()) // 60 % len(ordered)
+            ordered = ordered[turn:] + ordered[:turn]
+        for position, (key, item) in enumerate(ordered):
+            if self.clock() >= deadline:
+                run.schema_tables_unchecked = len(ordered) - position
+                logger.warning(
+                    "no time left to look for unannounced schema versions of %d tables; the next sweep does",
+                    run.schema_tables_unchecked,
+                )
+                break
+            report = item.report
+            try:
+                latest = announcer.store.latest_announced(key)
+                if latest is None or latest[1]:
+                    continue
+                announced = announcer.announce({(item.table.dynamodb_table, latest[0])}, deadline=deadline)
+            except (AnnouncementError, ClientError, BotoCoreError) as exc:
+                problem = f"schema of {key} not announced ({exc}); the next sweep tries again"
+                logger.error("table %s: %s", item.table, problem)
+                report.status = "error"
+                report.detail = f"{report.detail}; {problem}" if report.detail else problem
+                continue
+            if announced:
+                run.schema_changes_announced += announced
+                first = latest[0] - announced + 1  # the versions before it, oldest first
+                versions = f"v{latest[0]}" if announced == 1 else f"v{first} to v{latest[0]}"
+                report.actions.append(f"schema change {versions} announced on every shard")
+        if run.schema_changes_announced:
+            logger.info(
+                "announced %d schema changes the schema function stored", run.schema_changes_announced
+            )
 
     def _control_table(self, name: str) -> str:
         """DMS's exceptions table, created provisioned at 200/200 like DMS's targets (about
@@ -452,6 +539,7 @@ class Discovery:
                 **({"ExclusiveStartKey": start} if start else {}),
             )
             items = page.get("Items", [])
+            self.builder.begin(deadline)
             try:
                 records = read_records(
                     self.builder,
@@ -468,6 +556,7 @@ class Discovery:
                 report.actions.append(f"backfill stopped after {done} items: another run attached the glue")
                 return False
             versions = self.builder.take_typed_versions()
+            report.untyped += self.builder.take_untyped().get(table.dynamodb_table, 0)
             if self.announcer is not None and versions:
                 try:
                     self.announcer.announce(versions, deadline=deadline)

@@ -25,7 +25,7 @@ from discovery.settings import DiscoverySettings
 from dmsbus import metrics as emitted
 from dmsbus.publisher import KinesisPublisher
 from dmsbus.schema_events import SchemaAnnouncer
-from dmsbus.typed import schema_cache
+from dmsbus.typed import schema_cache, sync_lambda_client
 
 logger = Logger(service="dmsbus-discovery")
 metrics = Metrics(namespace=emitted.NAMESPACE, service=emitted.DISCOVERY)
@@ -51,7 +51,10 @@ def discovery() -> Discovery:
     current = settings()
     lambda_client = boto3.client("lambda", config=config)
     schemas = schema_cache(
-        current, dynamodb=boto3.client("dynamodb", config=config), lambda_client=lambda_client
+        current,
+        dynamodb=boto3.client("dynamodb", config=config),
+        lambda_client=lambda_client,
+        sync_clients=sync_lambda_client,
     )
     publisher = KinesisPublisher(
         boto3.client("kinesis", config=config), current.stream_name, settings=current.publisher
@@ -73,6 +76,8 @@ def discovery() -> Discovery:
 def handler(event: dict[str, Any] | None, context: Any) -> dict[str, Any]:
     run = discovery().run(event or {}, deadline=_deadline(context))
     summary = report(run)
+    untyped = {table.table: table.untyped for table in run.tables if table.untyped}
+    emitted.emit_untyped(getattr(context, "function_name", None) or emitted.DISCOVERY, untyped)
     if run.errors:
         raise DiscoveryError("; ".join(f"{table.table}: {table.detail}" for table in run.errors))
     return summary
@@ -98,7 +103,7 @@ def report(run: RunReport) -> dict[str, Any]:
     ]
     for fields in tables:
         if fields["status"] == "error":
-            logger.error("table not on the bus", extra=fields)
+            logger.error("table failed", extra=fields)
         elif fields["actions"] or fields["status"] != "done":
             logger.info("table discovered", extra=fields)
     if run.control_table is not None:
@@ -115,6 +120,8 @@ def report(run: RunReport) -> dict[str, Any]:
     }
     if run.throttle_events is not None:
         counts[emitted.TABLE_THROTTLE_EVENTS] = run.throttle_events
+    if run.schema_changes_announced is not None:
+        counts["SchemaChangesAnnounced"] = run.schema_changes_announced
     for name, value in counts.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     logger.info("discovery run", extra=counts)

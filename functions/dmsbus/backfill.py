@@ -30,6 +30,7 @@ def read_event(
     key_attributes: Sequence[str],
     item: Mapping[str, Any],
     ts_ms: int,
+    origin: int = 0,
 ) -> tuple[ChangeEvent, dict[str, Any]]:
     """The ``r`` event of one scanned item (DynamoDB JSON, as Scan returns it), and DMS's
     key (what its partition key is made of, typed or not)."""
@@ -39,7 +40,7 @@ def read_event(
     if missing:
         raise ValueError(f"item of {table} lacks its key attributes {missing}")
     key = {name: after[name] for name in key_attributes}
-    typed, version, after, typed_key = builder.typed(table, after, key)
+    typed, version, after, typed_key = builder.typed(table, after, key, origin)
     event = ChangeEvent(
         # Of DMS's key: the same id typed or not
         id=f"{table.dynamodb_table}/r/{run}/{canonical_json(key)}",
@@ -78,7 +79,7 @@ def read_records(
     records: list[UserRecord] = []
     for index, item in enumerate(items):
         event, key = read_event(
-            builder, table, run=run, key_attributes=key_attributes, item=item, ts_ms=ts_ms
+            builder, table, run=run, key_attributes=key_attributes, item=item, ts_ms=ts_ms, origin=index
         )
         records.append(builder.user_record(event, index, route=key))
     return records

@@ -11,7 +11,7 @@ from dmsbus.ddbjson import DecodeError, Decoder, NumberMode
 from dmsbus.envelope import RESYNC_ATTRIBUTE, STREAM_OPS, ChangeEvent, Source
 from dmsbus.names import TableName, TableNameError, bus_table, table_from_stream_arn
 from dmsbus.partition import hash_key, partition_key_with_prefix
-from dmsbus.typed import MissingColumnError, SchemaSource, TypingError
+from dmsbus.typed import ImageTyper, SchemaSource, TypingError
 
 logger = logging.getLogger("dmsbus.changes")
 
@@ -64,14 +64,40 @@ class ChangeBuilder:
         self._decoder = Decoder(numbers, native=native)
         self._tables: dict[str, _Table] = {}
         self._schemas = schemas
-        #: (DynamoDB table, schema version) of the events typed since the last take: their
-        #: schema changes go out before them (dmsbus.schema_events).
-        self._typed_versions: set[tuple[str, int]] = set()
+        #: (DynamoDB table, schema version) of the events typed since the last take, each
+        #: with the ``origin`` of its first event: their schema changes go out before them
+        #: (dmsbus.schema_events).
+        self._typed_versions: dict[tuple[str, int], int] = {}
+        #: (DynamoDB table, origin) of the events built untyped since the last take.
+        self._untyped: list[tuple[str, int]] = []
 
-    def take_typed_versions(self) -> set[tuple[str, int]]:
-        """The (DynamoDB table, schema version) pairs typed since the last call."""
-        taken, self._typed_versions = self._typed_versions, set()
+    def take_typed_versions(self) -> dict[tuple[str, int], int]:
+        """The (DynamoDB table, schema version) pairs typed since the last call, each with
+        the ``origin`` of the first event typed with it."""
+        taken, self._typed_versions = self._typed_versions, {}
         return taken
+
+    def take_untyped(self, before: int | None = None) -> dict[str, int]:
+        """Per DynamoDB table, the events a typed bus built untyped since the last call
+        (``before``: of the origins below it only, the ones that went out)."""
+        taken, self._untyped = self._untyped, []
+        counts: dict[str, int] = {}
+        for table, origin in taken:
+            if before is None or origin < before:
+                counts[table] = counts.get(table, 0) + 1
+        return counts
+
+    def begin(self, deadline: float | None = None) -> None:
+        """A new batch, to end by ``deadline`` (time.monotonic): the reads of schemas it
+        waits for share one wait (``glue.typed_wait_seconds``)."""
+        if self._schemas is not None:
+            self._schemas.begin(deadline)
+
+    def _count(self, dynamodb_table: str, version: int | None, origin: int) -> None:
+        if version is None:
+            self._untyped.append((dynamodb_table, origin))
+        else:
+            self._typed_versions.setdefault((dynamodb_table, version), origin)
 
     @property
     def decoder(self) -> Decoder:
@@ -80,14 +106,14 @@ class ChangeBuilder:
 
     def from_stream_record(self, record: Mapping[str, Any]) -> ChangeEvent:
         """A Lambda DynamoDB Streams record -> its change event; StreamRecordError if poison."""
-        return self._event(record)[0]
+        return self._event(record, 0)[0]
 
     def encode_stream_record(self, record: Mapping[str, Any], origin: int) -> UserRecord:
         """The glue's one call per record: the change event, serialized and routed."""
-        event, table, route = self._event(record)
+        event, table, route = self._event(record, origin)
         return self._user_record(event, table, origin, route)
 
-    def _event(self, record: Mapping[str, Any]) -> tuple[ChangeEvent, _Table, dict[str, Any]]:
+    def _event(self, record: Mapping[str, Any], origin: int) -> tuple[ChangeEvent, _Table, dict[str, Any]]:
         """The event, its table, and the key its partition key is made of: DMS's, typed or
         not, so that a row's events stay on one shard whether or not they are typed."""
         # The hot path validates nothing it need not: any failure is diagnosed afterwards
@@ -117,9 +143,16 @@ class ChangeBuilder:
             typed: bool | None = None
             version: int | None = None
             if self._schemas is not None:
-                typed, version, before, after, key = _typed(self._schemas, name, before, after, key)
-                if version is not None:
-                    self._typed_versions.add((dynamodb_table, version))
+                # The new image DMS wrote for a change is checked against the schema (a
+                # resync's or a delete's image is the item as it was)
+                written = ddb["NewImage"] if op in _WRITES else None
+                typed, version, before, after, key = _typed(
+                    self._schemas, name, before, after, key, written=written
+                )
+                if version is None:
+                    self._untyped.append((dynamodb_table, origin))
+                elif (dynamodb_table, version) not in self._typed_versions:
+                    self._typed_versions[(dynamodb_table, version)] = origin
             ttl = op == "d" and (record.get("userIdentity") or {}).get("principalId") == _TTL_PRINCIPAL
             event = ChangeEvent(
                 id=f"{dynamodb_table}/{sequence}",
@@ -195,15 +228,17 @@ class ChangeBuilder:
         return self._user_record(event, table, origin, event.key if route is None else route)
 
     def typed(
-        self, name: TableName, after: dict[str, Any], key: dict[str, Any]
+        self, name: TableName, after: dict[str, Any], key: dict[str, Any], origin: int = 0
     ) -> tuple[bool | None, int | None, dict[str, Any], dict[str, Any]]:
         """A read's image and key typed as the glue types changes (``typed`` None: this
-        builder does not type)."""
+        builder does not type). A scanned item is not checked against the schema: it may
+        have been written before the latest DDL."""
         if self._schemas is None:
             return None, None, after, key
-        typed, version, _, typed_after, typed_key = _typed(self._schemas, name, None, after, key)
-        if version is not None:
-            self._typed_versions.add((name.dynamodb_table, version))
+        typed, version, _, typed_after, typed_key = _typed(
+            self._schemas, name, None, after, key, written=None
+        )
+        self._count(name.dynamodb_table, version, origin)
         return typed, version, typed_after if typed_after is not None else after, typed_key
 
     def _user_record(
@@ -239,27 +274,43 @@ class ChangeBuilder:
         return table
 
 
+#: The ops whose new image DMS has just written.
+_WRITES = frozenset({"c", "u"})
+#: A typer that fails an image is replaced at most this often per image: a newer stored
+#: version, then the catalog read now (two DDLs since the last read are two versions), then
+#: once more to leave columns dropped since out of an old image.
+_REFRESHES = 3
+
+
 def _typed(
     schemas: SchemaSource,
     name: TableName,
     before: dict[str, Any] | None,
     after: dict[str, Any] | None,
     key: dict[str, Any],
+    *,
+    written: Mapping[str, Any] | None,
 ) -> tuple[bool, int | None, dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]:
     """The images and key in the source's types, or as they were (``typed`` false) when the
-    table has no schema yet or the images do not fit it."""
+    source's catalog, read at once when the images do not fit the schema held, cannot be
+    read in time or does not explain them. ``written``: the new image as DMS wrote it."""
     try:
         typer = schemas.typer(name)
+        if typer is not None:
+            try:
+                typed_before = None if before is None else typer.old_image(before)
+                if after is None:
+                    typed_after = None
+                elif written is None:
+                    typed_after = typer.image(after)
+                else:
+                    typed_after = typer.new_image(after, written)
+            except TypingError as exc:
+                typer, typed_before, typed_after = _retyped(schemas, name, typer, exc, before, after, written)
+        else:
+            typer, typed_before, typed_after = _retyped(schemas, name, None, None, before, after, written)
         if typer is None:
             return False, None, before, after, key
-        typed_before, typed_after = typer.image(before), typer.image(after)
-    except MissingColumnError as exc:
-        schemas.stale(name, exc.attributes)
-        return False, None, before, after, key
-    except TypingError as exc:
-        # The column, never its value: logs are not for the rows' data
-        logger.warning("%s: published untyped: column %s does not convert", name.dynamodb_table, exc.column)
-        return False, None, before, after, key
     except Exception:  # typing must never hold an event back nor make it poison
         logger.exception("%s: published untyped: typing failed", name.dynamodb_table)
         return False, None, before, after, key
@@ -268,6 +319,30 @@ def _typed(
     row = typed_after if typed_after is not None else typed_before
     typed_key = {attribute: row.get(attribute, value) for attribute, value in key.items()} if row else key
     return True, typer.schema.version, typed_before, typed_after, typed_key
+
+
+def _retyped(  # noqa: PLR0917  # the hot path's own arguments, passed on at a DDL moment
+    schemas: SchemaSource,
+    name: TableName,
+    typer: ImageTyper | None,
+    error: TypingError | None,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    written: Mapping[str, Any] | None,
+) -> tuple[ImageTyper | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """The DDL moment: the images typed with a schema the source has now (``typer`` None:
+    none held), or (None, ...) when it cannot be read in time or does not explain them."""
+    for _ in range(_REFRESHES):
+        typer = schemas.refreshed(name, typer, error)
+        if typer is None:
+            break
+        try:
+            return typer, typer.image(before), typer.image(after, written)
+        except TypingError as exc:
+            error = exc
+    # The columns, never the values: logs are not for the rows' data
+    logger.debug("%s: published untyped (%s)", name.dynamodb_table, error)
+    return None, None, None
 
 
 def resync_marker(run: str, consumer_function: str | None) -> str:

@@ -79,6 +79,11 @@ class SchemaAnnouncer:
     #: (DynamoDB table, version) known to be on every shard: not asked again.
     _done: set[tuple[str, int]] = field(default_factory=set)
 
+    def pending(self, version: tuple[str, int]) -> bool:
+        """Whether (DynamoDB table, schema version) may still need announcing: not known
+        by this container to be on every shard."""
+        return version not in self._done
+
     def announce(self, versions: Iterable[tuple[str, int]], *, deadline: float | None = None) -> int:
         """Make sure each (DynamoDB table, schema version) is announced, and every earlier
         version not announced yet, oldest first (two DDLs between the glue's reads are two

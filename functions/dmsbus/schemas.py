@@ -356,6 +356,27 @@ class SchemaStore:
         items = response.get("Items") or []
         return _from_item(items[0]) if items else None
 
+    def latest_announced(self, qualified: str) -> tuple[int, bool] | None:
+        """The table's latest version and whether its schema-change event is on every shard
+        (None: no version stored), from one consistent Query of those two attributes: no
+        schema is parsed. The read costs the whole item all the same ("Projection expression
+        has no effect on provisioned throughput consumption", Expressions.ProjectionExpressions):
+        one read unit for an item up to 4 KB."""
+        response = self.client.query(
+            TableName=self.table_name,
+            KeyConditionExpression="#t = :t",
+            ProjectionExpression=f"#v, {ANNOUNCED}",
+            ExpressionAttributeNames={"#t": "table", "#v": "version"},
+            ExpressionAttributeValues={":t": {"S": qualified}},
+            ScanIndexForward=False,
+            Limit=1,
+            ConsistentRead=True,
+        )
+        items = response.get("Items") or []
+        if not items:
+            return None
+        return int(items[0]["version"]["N"]), ANNOUNCED in items[0]
+
     def version(self, qualified: str, version: int) -> TableSchema | None:
         response = self.client.get_item(
             TableName=self.table_name,

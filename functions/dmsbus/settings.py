@@ -228,7 +228,11 @@ class PublishingSettings(Settings):
     typed: bool = variable(variables.TYPED)
     schema_table: str | None = variable(variables.SCHEMA_TABLE, default=None)
     #: A dropped column shows as null until the cache reads the next version.
-    schema_ttl_seconds: int = variable(variables.SCHEMA_TTL_SECONDS, default=300)
+    schema_ttl_seconds: int = variable(variables.SCHEMA_TTL_SECONDS, default=60)
+    #: At a DDL moment, how long to wait for the source's catalog before publishing untyped
+    #: (config's ``glue.typed_wait_seconds``, which the deployment plan writes; unset: the
+    #: catalog is not read at once, and the images go out untyped until the sweep's read).
+    typed_wait_seconds: int | None = variable(variables.TYPED_WAIT_SECONDS, default=None)
     #: ``source=function``: each source's schema function, asked to read a table when
     #: discovery finds it and when the glue meets columns its schema lacks.
     schema_functions: tuple[str, ...] | None = variable(variables.SCHEMA_FUNCTIONS, default=None)

@@ -24,6 +24,8 @@ SCHEMA_TABLE = "BUS_SCHEMA_TABLE"
 SCHEMA_TTL_SECONDS = "BUS_SCHEMA_TTL_SECONDS"
 #: ``source=function`` per source: the schema function to ask for a table's schema now.
 SCHEMA_FUNCTIONS = "BUS_SCHEMA_FUNCTIONS"
+#: ``glue.typed_wait_seconds``: how long the glue waits for a table's schema at a DDL moment.
+TYPED_WAIT_SECONDS = "BUS_TYPED_WAIT_SECONDS"
 
 # The schema function: its source (the secret is CREDENTIALS_NAME, as DMS's endpoint's)
 SOURCE_NAME = "DMSBUS_SOURCE"

@@ -19,7 +19,7 @@ from dmsbus.ddbjson import NATIVE
 from dmsbus.deadletter import DeadLetterQueue
 from dmsbus.publisher import KinesisPublisher
 from dmsbus.schema_events import SchemaAnnouncer
-from dmsbus.typed import schema_cache
+from dmsbus.typed import schema_cache, sync_lambda_client
 from glue.core import GlueOutcome, process_batch
 from glue.settings import GlueSettings
 
@@ -50,6 +50,7 @@ def glue() -> Glue:
         settings,
         dynamodb=boto3.client("dynamodb", config=config),
         lambda_client=boto3.client("lambda", config=config) if settings.schema_functions else None,
+        sync_clients=sync_lambda_client,
     )
     publisher = KinesisPublisher(
         boto3.client("kinesis", config=config), settings.stream_name, settings=settings.publisher
@@ -80,6 +81,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str
         announcer=app.announcer,
     )
     report(outcome)
+    emitted.emit_untyped(getattr(context, "function_name", None) or emitted.GLUE, outcome.untyped)
     return outcome.response()
 
 
@@ -107,6 +109,11 @@ def report(outcome: GlueOutcome) -> None:
         "poison": outcome.poison,
         "failed": len(outcome.failed),
     }
+    if outcome.untyped:
+        fields["untyped"] = sum(outcome.untyped.values())
+        logger.warning("events went out untyped", extra={"untyped": outcome.untyped})
+    if outcome.announced:
+        fields["schema_changes_announced"] = outcome.announced
     if outcome.failed:
         logger.error(
             "batch not fully published; Lambda will hand it again from the first failed record",

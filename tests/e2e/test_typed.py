@@ -3,18 +3,21 @@ catalog into the schema table, and the glue gives consumers the source's types."
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from config.functions import schema_function_name, schema_table_name, stream_name
+from config.functions import glue_name, schema_function_name, schema_table_name, stream_name
 from dmsbus.consumer import ChangeEvent
 from local.demo import Workload
+from local.runtime import store_secret
 from tests.e2e.conftest import BUS, SOURCE, Pipeline
 from tests.plans import typed_bus
 from tests.streams import events_in, read_shards
@@ -85,86 +88,9 @@ def test_a_typed_bus_gives_consumers_the_sources_types_and_nulls(pipeline: Pipel
     assert "legacy.public.customers" in {item["table"]["S"] for item in stored}
 
 
-def typed_version_of(pipeline: Pipeline, customer: int, version: int, timeout: float = 90.0) -> ChangeEvent:
-    """The customer's first event typed with ``version``: the row is touched every two
-    seconds until the schema function (every sweep) and the glue's cache have it."""
-    seen: list[ChangeEvent] = []
-    pipeline.faults.append(lambda event: seen.append(event) if event.key.get("id") == customer else None)
-    deadline = time.monotonic() + timeout
-    with psycopg.connect(pipeline.url, autocommit=True) as db:
-        while True:
-            found = [event for event in seen if event.source.typed and event.source.schema_version == version]
-            if found:
-                return found[0]
-            assert time.monotonic() < deadline, f"no event of schema v{version} in {timeout} s"
-            db.execute("UPDATE customers SET score = coalesce(score, 0) + 1 WHERE id = %s", (customer,))
-            time.sleep(2)
-
-
-@pytest.mark.parametrize("pipeline", [TYPED], indirect=True)
-def test_columns_added_and_dropped_mid_run_reach_consumers_with_the_next_schema_versions(
-    pipeline: Pipeline,
-) -> None:
-    # Given a customer whose events are typed with the table's first schema
-    typed_events_of(pipeline, 9002)
-    with psycopg.connect(pipeline.url, autocommit=True) as db:
-        # When a column with a default and one without are added
-        db.execute("ALTER TABLE customers ADD COLUMN tier text DEFAULT 'basic', ADD COLUMN referrer int")
-    # Then the row's events come typed with version 2: the default, and NULL for the other
-    grown = typed_version_of(pipeline, 9002, 2)
-    assert grown.after is not None and (grown.after["tier"], grown.after["referrer"]) == ("basic", None)
-    # And the consumer has the version's schema (event.schema, read from the schema table)
-    assert grown.schema is not None and grown.schema.version == 2
-    tier = grown.schema.column("tier")
-    assert tier is not None and (tier.type, tier.nullable) == ("text", True)
-    # When a column is dropped
-    with psycopg.connect(pipeline.url, autocommit=True) as db:
-        db.execute("ALTER TABLE customers DROP COLUMN city")
-    # Then the row's events come typed with version 3, without it
-    shrunk = typed_version_of(pipeline, 9002, 3)
-    assert shrunk.after is not None and "city" not in shrunk.after and shrunk.after["tier"] == "basic"
-    assert shrunk.schema is not None and shrunk.schema.column("city") is None
-    # And the schema table holds the three versions
-    stored = pipeline.runtime.aws.client("dynamodb").query(
-        TableName=schema_table_name(TYPED),
-        KeyConditionExpression="#t = :t",
-        ExpressionAttributeNames={"#t": "table"},
-        ExpressionAttributeValues={":t": {"S": "legacy.public.customers"}},
-    )["Items"]
-    assert sorted(int(item["version"]["N"]) for item in stored) == [1, 2, 3]
-    # And on every shard of the bus stream, each version's schema-change event (op s, which
-    # consumers ask for) comes before any row typed with it
-    on_shards = {
-        shard: events_in(records)
-        for shard, records in read_shards(pipeline.runtime.aws.client("kinesis"), stream_name(TYPED)).items()
-    }
-    for shard, events in on_shards.items():
-        for version in (1, 2, 3):
-            announced = [
-                i
-                for i, e in enumerate(events)
-                if e.op == "s" and e.source.schema_version == version and e.source.table == "customers"
-            ]
-            rows = [
-                i
-                for i, e in enumerate(events)
-                if e.op != "s" and e.source.schema_version == version and e.source.table == "customers"
-            ]
-            assert announced, (shard, version)
-            assert not rows or announced[0] < rows[0], (shard, version)
-    (dropped,) = {
-        e.id: e
-        for events in on_shards.values()
-        for e in events
-        if e.op == "s" and e.source.schema_version == 3 and e.source.table == "customers"
-    }.values()
-    assert dropped.schema_change is not None and dropped.schema_change["dropped"] == ["city"]
-
-
 @pytest.mark.parametrize("pipeline", [TYPED], indirect=True)
 def test_a_typed_bus_mirrors_the_sources_types_and_both_checks_find_nothing_lost(pipeline: Pipeline) -> None:
-    # Given a typed bus whose glue types the customers' events (rows loaded before the
-    # schema was read went out untyped, and the mirror inferred their columns)
+    # Given a typed bus whose glue types the customers' events
     typed_events_of(pipeline, 9003)
     # When a workload runs on every table
     Workload(pipeline.url, rate=400).run(changes=200, stop=threading.Event())
@@ -191,42 +117,249 @@ def test_a_typed_bus_mirrors_the_sources_types_and_both_checks_find_nothing_lost
     assert types == {name: declared[name] for name in CUSTOMER_COLUMNS}
 
 
-@pytest.mark.parametrize("pipeline", [(TYPED, 900)], indirect=True)
-def test_the_glue_meeting_a_new_column_asks_for_the_schema_long_before_the_next_sweep(
+#: A table of hard types the source's ``audit.event_%`` selection picks up when created.
+HARD = "event_hard"
+
+
+class Watched:
+    """The events of one table as the rebuilding consumer gets them."""
+
+    def __init__(self, pipeline: Pipeline, table: str) -> None:
+        self.events: list[ChangeEvent] = []
+        pipeline.faults.append(
+            lambda event: self.events.append(event) if event.source.table == table else None
+        )
+
+    def of(
+        self, keys: list[int], since: int, timeout: float = 30.0, ops: tuple[str, ...] = ("c", "u", "d")
+    ) -> list[ChangeEvent]:
+        """The first event of each key after the first ``since`` events, in ``keys``' order
+        (rows on other shards arrive in any order). A table created mid-run may have its
+        first rows read by discovery's backfill (op ``r``) beside or instead of their
+        changes: only a test's first step takes them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = {event.key["id"]: event for event in reversed(self.events[since:]) if event.op in ops}
+            if all(key in found for key in keys):
+                return [found[key] for key in keys]
+            seen = [(e.op, e.key) for e in self.events]
+            assert time.monotonic() < deadline, f"events of {keys} in {timeout} s: {seen}"
+            time.sleep(0.05)
+
+
+def ddl_step(
+    db: psycopg.Connection[Any], watched: Watched, ddl: str, *changes: tuple[int, str], first: bool = False
+) -> list[ChangeEvent]:
+    """One DDL, then the row changes right after it (each of another row, ``(id, SQL)``);
+    their events, once delivered, in that order (``first``: the table's creation)."""
+    since = len(watched.events)
+    db.execute(ddl)
+    for _, change in changes:
+        db.execute(change)
+    return watched.of(
+        [key for key, _ in changes], since, ops=("c", "u", "d", "r") if first else ("c", "u", "d")
+    )
+
+
+def source_columns(url: str, table: str) -> dict[str, str]:
+    with psycopg.connect(url) as db:
+        return dict(
+            db.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                (table,),
+            ).fetchall()
+        )
+
+
+@pytest.mark.parametrize("pipeline", [(TYPED, 10)], indirect=True)
+def test_every_row_after_a_ddl_is_typed_with_the_new_version_announced_before_it(pipeline: Pipeline) -> None:
+    # Given a typed bus, its sweep (schema function and discovery) every 10 s
+    pipeline.wait_attached()
+    watched = Watched(pipeline, HARD)
+    with psycopg.connect(pipeline.url, autocommit=True) as db:
+        # When a table of hard types is created and a row written, before any sweep read it
+        created = ddl_step(
+            db,
+            watched,
+            f"CREATE TABLE audit.{HARD} (id int PRIMARY KEY, flag boolean NOT NULL, ts timestamptz NOT NULL, "
+            "price numeric(10,3), doc jsonb, note text)",
+            (
+                1,
+                f"INSERT INTO audit.{HARD} VALUES (1, false, '2026-12-01 00:00:00+00', 1.5, '{{\"a\": 1}}', NULL)",
+            ),
+            first=True,
+        )
+        # Then its first row is typed with v1: JSON boolean, UTC timestamp, NULL as null
+        assert [(e.source.typed, e.source.schema_version) for e in created] == [(True, 1)]
+        assert created[0].after == {
+            "id": 1,
+            "flag": False,
+            "ts": "2026-12-01T00:00:00.000000Z",
+            "price": "1.5",
+            "doc": '{"a": 1}',
+            "note": None,
+        }
+        # When a column with a default is added, and two rows change
+        grown = ddl_step(
+            db,
+            watched,
+            f"ALTER TABLE audit.{HARD} ADD COLUMN qty int NOT NULL DEFAULT 5",
+            (1, f"UPDATE audit.{HARD} SET note = 'a' WHERE id = 1"),
+            (2, f"INSERT INTO audit.{HARD} (id, flag, ts) VALUES (2, true, '2026-12-02 10:00:00+02')"),
+        )
+        # Then both are typed with v2, the default in both
+        assert [(e.source.typed, e.source.schema_version, e.after["qty"]) for e in grown] == [  # type: ignore[index]
+            (True, 2, 5),
+            (True, 2, 5),
+        ]
+        assert grown[1].after["ts"] == "2026-12-02T08:00:00.000000Z"  # type: ignore[index]
+        # When a column without a default is added and the next change sets it
+        labelled = ddl_step(
+            db,
+            watched,
+            f"ALTER TABLE audit.{HARD} ADD COLUMN label text",
+            (2, f"UPDATE audit.{HARD} SET label = 'x' WHERE id = 2"),
+        )
+        assert [(e.source.typed, e.source.schema_version, e.after["label"]) for e in labelled] == [  # type: ignore[index]
+            (True, 3, "x")
+        ]
+        # When a column is retyped, and the next change needs the new type
+        retyped = ddl_step(
+            db,
+            watched,
+            f"ALTER TABLE audit.{HARD} ALTER COLUMN qty TYPE numeric(10,3)",
+            (1, f"UPDATE audit.{HARD} SET qty = 2.5 WHERE id = 1"),
+        )
+        assert [(e.source.typed, e.source.schema_version, e.after["qty"]) for e in retyped] == [  # type: ignore[index]
+            (True, 4, "2.5")
+        ]
+        assert retyped[0].schema is not None and retyped[0].schema.column("qty").type == "numeric(10,3)"  # type: ignore[union-attr]
+        # When a NOT NULL column is dropped (its absence from an image cannot be a NULL)
+        dropped = ddl_step(
+            db,
+            watched,
+            f"ALTER TABLE audit.{HARD} DROP COLUMN flag",
+            (1, f"UPDATE audit.{HARD} SET price = 2 WHERE id = 1"),
+        )
+        assert [(e.source.typed, e.source.schema_version) for e in dropped] == [(True, 5)]
+        assert "flag" not in dropped[0].after  # type: ignore[operator]
+        # When a nullable column is dropped, and no row changes after it
+        db.execute(f"ALTER TABLE audit.{HARD} DROP COLUMN note")
+    # Then its version is announced on every shard within one sweep (the sweep stores it,
+    # discovery's next sweep puts its change on the stream)
+    kinesis = pipeline.runtime.aws.client("kinesis")
+    deadline = time.monotonic() + 30
+    while True:
+        on_shards = {
+            shard: events_in(records) for shard, records in read_shards(kinesis, stream_name(TYPED)).items()
+        }
+        announced = [
+            any(e.op == "s" and e.source.table == HARD and e.source.schema_version == 6 for e in events)
+            for events in on_shards.values()
+        ]
+        if all(announced):
+            break
+        assert time.monotonic() < deadline, f"v6 (note dropped) not announced on every shard: {announced}"
+        time.sleep(1)
+    # And on every shard, each version's change comes before the rows typed with it, and
+    # every row event of the table is typed
+    for shard, events in on_shards.items():
+        ours = [e for e in events if e.source.table == HARD]
+        assert all(e.source.typed for e in ours if e.op != "s"), shard
+        for version in range(1, 7):
+            changes = [i for i, e in enumerate(ours) if e.op == "s" and e.source.schema_version == version]
+            rows = [i for i, e in enumerate(ours) if e.op != "s" and e.source.schema_version == version]
+            assert changes, (shard, version)
+            assert not rows or changes[0] < rows[0], (shard, version)
+    (note,) = {
+        e.id: e
+        for events in on_shards.values()
+        for e in events
+        if e.op == "s" and e.source.table == HARD and e.source.schema_version == 6
+    }.values()
+    assert note.schema_change is not None and note.schema_change["dropped"] == ["note"]
+    # And the mirror's columns have the source's types (it keeps the dropped ones)
+    mirrored: dict[str, str] = {}
+    deadline = time.monotonic() + 30
+    declared = source_columns(pipeline.url, f"audit.{HARD}")
+    while {name: mirrored.get(name) for name in declared} != declared:
+        assert time.monotonic() < deadline, (mirrored, declared)
+        time.sleep(0.5)
+        try:
+            mirrored = source_columns(pipeline.runtime.mirror_url, f"audit.{HARD}")
+        except psycopg.errors.UndefinedTable:
+            continue
+    assert declared == {
+        "id": "integer",
+        "ts": "timestamp with time zone",
+        "price": "numeric(10,3)",
+        "doc": "jsonb",
+        "qty": "numeric(10,3)",
+        "label": "text",
+    }
+
+
+@pytest.mark.parametrize("pipeline", [(typed_bus(BUS, wait=3), 900)], indirect=True)
+def test_when_the_schema_function_fails_a_row_after_a_ddl_waits_at_most_the_wait_then_goes_untyped_counted(
     pipeline: Pipeline,
 ) -> None:
-    # Given a typed bus whose schema function is scheduled every 15 minutes only (it ran at
-    # the start), and a customer whose events are typed with the first schema
-    typed_events_of(pipeline, 9004)
-    # When a column is added and the row's next changes carry it (DMS leaves NULLs out: a
-    # column only ever NULL gives the glue no sign, and waits for the sweep)
-    with psycopg.connect(pipeline.url, autocommit=True) as db:
-        db.execute("ALTER TABLE customers ADD COLUMN tier text DEFAULT 'basic'")
-    # Then the glue's first event with it goes out untyped and asks the schema function
-    # (Lambda's asynchronous Invoke, run by the local Lambda service), so the row's events
-    # come typed with version 2 within the cache's retry, not the next sweep
-    grown = typed_version_of(pipeline, 9004, 2, timeout=60)
-    assert grown.after is not None and grown.after["tier"] == "basic"
-    assert pipeline.runtime.service is not None and pipeline.runtime.service.scheduled_errors == []
-
-
-@pytest.mark.parametrize("pipeline", [(TYPED, 900)], indirect=True)
-def test_a_table_created_mid_run_is_typed_without_waiting_for_the_sweep(pipeline: Pipeline) -> None:
-    # Given a typed bus whose schema function is scheduled every 15 minutes only
+    # Given a typed bus waiting 3 s at most, and a table whose rows are typed
     pipeline.wait_attached()
-    seen: list[ChangeEvent] = []
-    pipeline.faults.append(lambda event: seen.append(event) if event.source.table == "event_refund" else None)
-    # When a table the source's pattern selects (audit.event_%) is created and written
+    watched = Watched(pipeline, HARD)
+    bus = typed_bus(BUS, wait=3)
     with psycopg.connect(pipeline.url, autocommit=True) as db:
-        db.execute("CREATE TABLE audit.event_refund (id int PRIMARY KEY, amount numeric(10,2), ok boolean)")
-        deadline = time.monotonic() + 60
-        row = 0
-        while not any(event.source.typed for event in seen):
-            assert time.monotonic() < deadline, [event.source for event in seen]
-            row += 1
-            db.execute("INSERT INTO audit.event_refund VALUES (%s, 12.50, true)", (row,))
-            time.sleep(2)
-    # Then discovery, attaching its DynamoDB table, asked the schema function for it, and
-    # its events come typed
-    typed = next(event for event in seen if event.source.typed)
-    assert typed.after is not None and (typed.after["ok"], typed.source.schema_version) == (True, 1)
+        (first,) = ddl_step(
+            db,
+            watched,
+            f"CREATE TABLE audit.{HARD} (id int PRIMARY KEY, flag boolean NOT NULL)",
+            (1, f"INSERT INTO audit.{HARD} VALUES (1, true)"),
+            first=True,
+        )
+        assert (first.source.typed, first.source.schema_version) == (True, 1)
+        # When the schema function cannot reach the source (its secret names a closed port)
+        store_secret(
+            pipeline.runtime.aws.client("secretsmanager"),
+            SOURCE.credentials.secret,
+            closed_port(pipeline.url),
+        )
+        # And a column is added, and a row change uses it
+        since = len(watched.events)
+        db.execute(f"ALTER TABLE audit.{HARD} ADD COLUMN qty int")
+        committed = time.time()
+        db.execute(f"UPDATE audit.{HARD} SET qty = 7, flag = false WHERE id = 1")
+        (late,) = watched.of([1], since)
+        delivered = time.time()
+    # Then the row went out untyped, as DMS wrote it, after trying within the wait (3 s)
+    assert (late.source.typed, late.after) == (False, {"id": 1, "flag": "false", "qty": 7})
+    assert 1 <= delivered - committed < 3 + 15, delivered - committed
+    # And it is counted, per table, on CloudWatch (the glue's EMF, as in AWS)
+    cloudwatch = pipeline.runtime.aws.client("cloudwatch")
+    deadline = time.monotonic() + 10
+    while True:
+        points = cloudwatch.get_metric_statistics(
+            Namespace="dmsbus",
+            MetricName="UntypedEvents",
+            Dimensions=[
+                {"Name": "table", "Value": late.source.dynamodb_table},
+                {"Name": "service", "Value": glue_name(bus)},
+            ],
+            StartTime=datetime.now(UTC) - timedelta(minutes=10),
+            EndTime=datetime.now(UTC) + timedelta(minutes=1),
+            Period=60,
+            Statistics=["Sum"],
+        )["Datapoints"]
+        if points:
+            break
+        assert time.monotonic() < deadline, "no UntypedEvents on CloudWatch"
+        time.sleep(0.5)
+    assert sum(point["Sum"] for point in points) == 1
+
+
+def closed_port(url: str) -> str:
+    """``url`` with a port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=f"{parts.netloc.rsplit(':', 1)[0]}:{port}"))

@@ -6,7 +6,7 @@ import pytest
 from moto.dynamodb.responses import DynamoHandler
 
 from local.moto_patches import Patch, PatchError, applied, apply, check, is_applied, undo
-from local.moto_server import ENCODE_BATCH_WRITES, PATCHES
+from local.moto_server import ENCODE_BATCH_WRITES, PATCHES, QUEUE_INVOCATIONS_CALLS
 
 
 @pytest.mark.parametrize("patch", PATCHES, ids=lambda patch: patch.name)
@@ -15,6 +15,13 @@ def test_every_patch_fits_the_pinned_moto(patch: Patch) -> None:
     # server refuses to start) instead of running unpatched
     assert check(patch) is not None
     assert not is_applied(patch)  # nothing in the test process runs on a patched moto
+
+
+@pytest.mark.parametrize("used", QUEUE_INVOCATIONS_CALLS, ids=lambda used: used.name)
+def test_what_the_invocation_queue_calls_in_moto_fits_the_pinned_moto(used: Patch) -> None:
+    # The queued invocations wait on moto's SQS backend and queues: a moto whose methods
+    # changed fails here (and the server refuses to start) instead of failing mid-request
+    assert check(used) is not None
 
 
 def test_a_patch_of_an_attribute_moto_no_longer_has_is_refused_naming_it() -> None:

@@ -15,7 +15,7 @@ from dmsbus.changes import ChangeBuilder
 from dmsbus.deadletter import DeadLetterQueue, read_letter
 from dmsbus.publisher import KinesisPublisher, PublisherSettings
 from dmsbus.schemas import TABLE_KEY, SchemaStore
-from local.functions import ASYNC_INVOCATIONS_QUEUE
+from local.functions import INVOCATIONS_QUEUE
 from tests.streams import BUS
 
 STREAM = "demo-bus"
@@ -128,10 +128,10 @@ def deploy_function(lambda_client: Any, name: str, handler: str) -> None:
 
 def queued_invocations() -> list[dict[str, Any]]:
     """The asynchronous invocations moto's Lambda holds, queued as the local moto server
-    queues them (``local.moto_server.QUEUE_ASYNC_INVOCATIONS`` applied), payloads parsed."""
+    queues them (``local.moto_server.QUEUE_INVOCATIONS`` applied), payloads parsed."""
     sqs = boto3.client("sqs", region_name="us-east-1")
     try:
-        url = sqs.get_queue_url(QueueName=ASYNC_INVOCATIONS_QUEUE)["QueueUrl"]
+        url = sqs.get_queue_url(QueueName=INVOCATIONS_QUEUE)["QueueUrl"]
     except sqs.exceptions.QueueDoesNotExist:
         return []
     messages = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])

@@ -33,7 +33,7 @@ from dmsbus.settings import SettingsError
 from dmsbus.typed import SchemaRefresher
 from glue.core import process_batch
 from local.moto_patches import applied
-from local.moto_server import QUEUE_ASYNC_INVOCATIONS
+from local.moto_server import QUEUE_INVOCATIONS
 from tests.plans import deployed_environment
 from tests.streams import BUS, kinesis_event, modify, read_shards
 from tests.unit.conftest import STREAM, deploy_function, queued_invocations
@@ -351,7 +351,7 @@ def test_a_table_discovery_finds_is_asked_of_its_sources_schema_function(
     dynamodb: Any, lambda_client: Any, kinesis: Any, clock: Clock
 ) -> None:
     # Given a typed bus's discovery, which may ask the source's schema function
-    with applied([QUEUE_ASYNC_INVOCATIONS]):
+    with applied([QUEUE_INVOCATIONS]):
         deploy_function(lambda_client, "demo-legacy-schema", "source_schema.handler.handler")
         discovery = make_discovery(dynamodb, lambda_client, kinesis, clock, typed=True)
         discovery.refresher = SchemaRefresher(lambda_client, {"legacy": "demo-legacy-schema"}, clock=clock)

@@ -192,6 +192,24 @@ def test_poison_record_goes_to_the_dlq_and_the_rest_flows(
     assert outcome.poison == 1
 
 
+def test_a_poison_record_that_cannot_be_parked_stops_the_batch_before_it(
+    kinesis: Any, sqs: Any, dlq: DeadLetterQueue, builder: ChangeBuilder, make_publisher: Any
+) -> None:
+    # Given a dead-letter queue that is gone (deleted, or its key disabled)
+    sqs.delete_queue(QueueUrl=dlq.queue_url)
+    records = [insert({"id": 1}), _poison(), insert({"id": 3})]
+    # When the glue processes a batch with a poison record
+    outcome = process_batch(records, builder=builder, publisher=make_publisher(), dead_letters=dlq)
+    # Then what came before it is published, nothing after it, and Lambda hands the batch
+    # again from the poison record (which the next try parks, once the queue is back)
+    assert [event.key["id"] for event in _all_events(kinesis)] == [1]
+    assert outcome.failed == [
+        records[1]["dynamodb"]["SequenceNumber"],
+        records[2]["dynamodb"]["SequenceNumber"],
+    ]
+    assert any("dead-letter queue" in error for error in outcome.publish.errors)
+
+
 def test_poison_record_without_dlq_stops_the_batch_there(
     kinesis: Any, builder: ChangeBuilder, make_publisher: Any
 ) -> None:

@@ -1,6 +1,6 @@
-"""Asking a source's schema function to read a table now: the glue and discovery send
-Lambda an asynchronous Invoke (``dmsbus.schemas.RefreshRequest``), at most once a minute
-per table. Against moto, with the local moto server's queue of asynchronous invocations
+"""Asking a source's schema function to read a table now: discovery sends Lambda an
+asynchronous Invoke (``dmsbus.schemas.RefreshRequest``) for a table it finds, at most once a
+minute per table (the glue's synchronous read at a DDL moment: test_typing_at_ddl.py). Against moto, with the local moto server's queue of asynchronous invocations
 (what the local Lambda service runs), so each request is read back as Lambda would queue it."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import pytest
 from moto import mock_aws
 
 from dmsbus.names import TableName
-from dmsbus.schemas import TABLE_KEY, Column, RefreshRequest, SchemaError, SchemaStore, TableSchema
+from dmsbus.schemas import RefreshRequest, SchemaError
 from dmsbus.settings import PublishingSettings, SettingsError
-from dmsbus.typed import SchemaCache, SchemaRefresher
+from dmsbus.typed import SchemaRefresher
 from local.moto_patches import applied
-from local.moto_server import QUEUE_ASYNC_INVOCATIONS
+from local.moto_server import QUEUE_INVOCATIONS
 from tests.unit.conftest import deploy_function, queued_invocations
 
 REGION = "us-east-1"
@@ -39,7 +39,7 @@ class Clock:
 def lambda_client() -> Iterator[Any]:
     """moto's Lambda, queueing asynchronous invocations as the local moto server does, with
     the source's schema function deployed."""
-    with mock_aws(), applied([QUEUE_ASYNC_INVOCATIONS]):
+    with mock_aws(), applied([QUEUE_INVOCATIONS]):
         client = boto3.client("lambda", region_name=REGION)
         deploy_function(client, SCHEMA_FUNCTION, "source_schema.handler.handler")
         yield client
@@ -91,32 +91,6 @@ def test_a_request_that_cannot_be_sent_is_logged_and_not_raised(
     with caplog.at_level(logging.WARNING, logger="dmsbus.typed"):
         assert refresher.request(ORDERS, "a") is False
     assert "schema function demo-legacy-schema-not-there not asked for" in caplog.text
-
-
-def test_the_cache_asks_for_a_table_without_a_schema_and_for_one_whose_columns_changed(
-    lambda_client: Any,
-) -> None:
-    # Given the bus's schema table, empty, and a cache that may ask the schema function
-    dynamodb = boto3.client("dynamodb", region_name=REGION)
-    dynamodb.create_table(TableName="demo-schemas", BillingMode="PAY_PER_REQUEST", **TABLE_KEY)
-    store = SchemaStore(dynamodb, "demo-schemas")
-    clock = Clock()
-    refresher = SchemaRefresher(lambda_client, {"legacy": SCHEMA_FUNCTION}, clock=clock)
-    cache = SchemaCache(store, ttl=5.0, clock=clock, refresher=refresher)  # read again sooner than it retries
-    # When the glue meets the orders before their schema is stored
-    assert cache.typer(ORDERS) is None
-    # And, the schema stored and read, an image has a column it lacks
-    store.save(
-        TableSchema("legacy", "public", "orders", (Column("id", "integer", "int4", nullable=False, key=1),))
-    )
-    clock.now += 60
-    assert cache.typer(ORDERS) is not None
-    cache.stale(ORDERS, ["coupon"])
-    # Then the schema function was asked both times, each saying why
-    assert [invocation["payload"] for invocation in queued_invocations()] == [
-        {"tables": ["public.orders"], "reason": "no schema stored"},
-        {"tables": ["public.orders"], "reason": "columns ['coupon'] not in schema"},
-    ]
 
 
 @pytest.mark.parametrize(
