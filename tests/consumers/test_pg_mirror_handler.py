@@ -7,6 +7,7 @@ import base64
 import importlib
 import json
 from collections.abc import Iterator
+from decimal import Decimal
 from types import ModuleType
 from typing import Any
 
@@ -18,7 +19,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 from consumers.pg_mirror.connection import MirrorConnection, secret_conninfo
 from consumers.pg_mirror.settings import PgMirrorSettings
+from dmsbus import variables
 from dmsbus.envelope import ChangeEvent
+from dmsbus.schemas import TABLE_KEY, Column, SchemaStore, TableSchema
 from dmsbus.settings import SettingsError
 from local.runtime import store_secret
 from tests.consumers.conftest import change
@@ -56,6 +59,23 @@ def pg_mirror(database: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Module
 @pytest.fixture
 def mirror_url(database: str, pg_mirror: ModuleType) -> str:
     return database
+
+
+@pytest.fixture
+def typed_pg_mirror(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[ModuleType, SchemaStore]]:
+    """The handler module of a typed bus (its schema table in moto's DynamoDB), loaded as at
+    a cold start, and the schema table."""
+    monkeypatch.setenv("DMSBUS_SECRET", "dmsbus/mirror")
+    monkeypatch.setenv(variables.SCHEMA_TABLE, "demo-schemas")
+    with mock_aws():
+        store_secret(boto3.client("secretsmanager", region_name="us-east-1"), "dmsbus/mirror", database)
+        dynamodb = boto3.client("dynamodb", region_name="us-east-1")
+        dynamodb.create_table(TableName="demo-schemas", BillingMode="PAY_PER_REQUEST", **TABLE_KEY)
+        module = importlib.reload(importlib.import_module("consumers.pg_mirror.handler"))
+        yield module, SchemaStore(dynamodb, "demo-schemas")
+        module.DATABASE.close()
 
 
 def test_given_kinesis_records_when_the_handler_runs_then_the_mirror_holds_the_rows(
@@ -100,6 +120,64 @@ def test_given_a_batch_that_fails_when_the_handler_runs_then_every_record_is_rep
     assert response == {"batchItemFailures": [{"itemIdentifier": "49000"}, {"itemIdentifier": "49001"}]}
     with psycopg.connect(mirror_url) as db:
         assert db.execute("SELECT to_regclass('public.orders')").fetchone() == (None,)
+
+
+def test_given_a_typed_bus_when_a_new_column_is_not_in_the_schema_table_yet_then_the_batch_is_retried_until_it_is(
+    typed_pg_mirror: tuple[ModuleType, SchemaStore], database: str
+) -> None:
+    # Given a typed bus whose schema table has public.orders without its new column yet
+    pg_mirror, schemas = typed_pg_mirror
+    key = Column("id", "integer", "int4", nullable=False, key=1)
+    weight = Column("weight", "numeric(10,3)", "numeric", nullable=True, precision=10, scale=3)
+    schemas.save(TableSchema(source="legacy", schema="public", table="orders", columns=(key,)))
+    event = kinesis_event([change("c", "public.orders", {"id": 1}, {"weight": "1.250"}, sequence=1)])
+
+    # When an untyped event using the column is handed to the handler
+    first = pg_mirror.handler(event, None)
+
+    # Then every record is reported for Lambda to hand again, and nothing is written
+    assert first == {"batchItemFailures": [{"itemIdentifier": "49000"}]}
+    with psycopg.connect(database) as db:
+        assert db.execute("SELECT to_regclass('public.orders')").fetchone() == (None,)
+
+    # And when the schema function has stored the column and Lambda hands the batch again
+    schemas.save(TableSchema(source="legacy", schema="public", table="orders", columns=(key, weight)))
+    again = pg_mirror.handler(event, None)
+
+    # Then it is applied, the column with the source's type
+    assert again == {"batchItemFailures": []}
+    with psycopg.connect(database) as db:
+        assert db.execute("SELECT id, weight FROM public.orders").fetchall() == [(1, Decimal("1.250"))]
+        assert db.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = 'public.orders'::regclass AND attname = 'weight'"
+        ).fetchone() == ("numeric(10,3)",)
+
+
+def test_given_a_typed_bus_when_an_untyped_event_brings_a_column_dropped_since_then_it_takes_an_earlier_type(
+    typed_pg_mirror: tuple[ModuleType, SchemaStore], database: str
+) -> None:
+    # Given a typed bus whose schema table has public.orders with weight (v1), then
+    # without it (v2: dropped), and no mirror table yet (the consumer starts after the DROP)
+    pg_mirror, schemas = typed_pg_mirror
+    key = Column("id", "integer", "int4", nullable=False, key=1)
+    weight = Column("weight", "numeric(10,3)", "numeric", nullable=True, precision=10, scale=3)
+    schemas.save(TableSchema(source="legacy", schema="public", table="orders", columns=(key, weight)))
+    schemas.save(TableSchema(source="legacy", schema="public", table="orders", columns=(key,)))
+    event = kinesis_event([change("c", "public.orders", {"id": 1}, {"weight": "1.250"}, sequence=1)])
+
+    # When an untyped event written before the DROP, with weight, is handed to the handler
+    result = pg_mirror.handler(event, None)
+
+    # Then it is applied, weight with v1's type, and the mirror follows v2
+    assert result == {"batchItemFailures": []}
+    with psycopg.connect(database) as db:
+        assert db.execute("SELECT id, weight FROM public.orders").fetchall() == [(1, Decimal("1.250"))]
+        assert db.execute(
+            "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = 'public.orders'::regclass AND attname = 'weight'"
+        ).fetchone() == ("numeric(10,3)",)
+        assert db.execute("SELECT schema_version FROM dmsbus_mirror.typed_tables").fetchall() == [(2,)]
 
 
 def test_given_an_rds_secret_in_secrets_manager_when_the_handler_connects_then_it_uses_it(

@@ -27,12 +27,14 @@ from dmsbus.schemas import SchemaStore
 
 logger = Logger(service="pg_mirror")
 SETTINGS = PgMirrorSettings.from_environ(os.environ)
+# On a typed bus: the schema table (latest is a Query, version a GetItem)
+SCHEMAS = SchemaStore(boto3.client("dynamodb"), SETTINGS.schema_table) if SETTINGS.schema_table else None
 MIRROR = Mirror(
     schema_template=SETTINGS.mirror_schema,
-    # On a typed bus: a table's latest schema, for values typed with an older one
-    latest=SchemaStore(boto3.client("dynamodb"), SETTINGS.schema_table).latest
-    if SETTINGS.schema_table
-    else None,
+    # A table's latest schema, for values typed with an older one and columns untyped events bring
+    latest=SCHEMAS.latest if SCHEMAS is not None else None,
+    # An earlier version, for a column an untyped event brings that the source dropped since
+    version=SCHEMAS.version if SCHEMAS is not None else None,
 )
 
 

@@ -13,6 +13,15 @@ Pure database code: it takes a psycopg connection and events, and touches no AWS
   applied is in ``dmsbus_mirror.typed_tables``). A typed table's columns are not widened: a
   value that does not match (an untyped event's DMS form) is cast. The session is in UTC,
   the zone of DMS's timestamps.
+- On a typed bus (``latest`` given), a column or table that an event without a schema (an
+  untyped one, published before the glue could read the schema) would create takes the
+  source's types from the table's latest schema in the schema table, read once per table
+  and batch, and only then. A column the latest schema lacks but an earlier version has
+  (``version`` given) was dropped from the source after the event was written (a replay,
+  a redrive, a consumer started after the DROP): it takes the type of the newest version
+  that has it, which is not recorded as the version followed. When no version has the
+  column yet, the batch fails (:class:`SchemaNotReadyError`) and Lambda hands it again,
+  rather than a column typed from DMS's text.
 - Order and duplicates: ``dmsbus_mirror.applied`` holds, per mirror row, the position of
   the last change applied to it: (version rank, DynamoDB stream sequence). A change is
   applied only when its position is at least that one, so a duplicate or an older change
@@ -36,6 +45,7 @@ from consumers.pg_mirror.schema import (
     MANAGED,
     TEXT,
     MirrorSchemaError,
+    SchemaNotReadyError,
     check_identifier,
     column_value,
     source_type,
@@ -47,7 +57,7 @@ from dmsbus.names import version_rank
 from dmsbus.partition import canonical_json
 from dmsbus.schemas import TableSchema, qualified
 
-__all__ = ["Applied", "Mirror", "MirrorSchemaError", "row_key", "version_rank"]
+__all__ = ["Applied", "Mirror", "MirrorSchemaError", "SchemaNotReadyError", "row_key", "version_rank"]
 
 logger = logging.getLogger("dmsbus.pg_mirror")
 
@@ -184,11 +194,16 @@ class Applied:
 @dataclass
 class _Wanted:
     """What a batch's rows ask of one mirror table: its key, each attribute's type as the
-    values ask (None: only nulls), and the newest schema the rows carry."""
+    values ask (None: only nulls), and the newest schema the rows carry. On a typed bus also
+    the source table (``source.schema.table``), the attributes of rows without a schema, and
+    the source's types of new columns from a schema version the table already follows."""
 
     key: tuple[str, ...]
+    source: str
     values: dict[str, str | None] = field(default_factory=dict)
     schema: TableSchema | None = None
+    loose: set[str] = field(default_factory=set)
+    sourced: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -203,14 +218,24 @@ class Mirror:
     """Applies change events to a mirror database; keeps the catalog it has read."""
 
     def __init__(
-        self, *, schema_template: str = "{schema}", latest: Callable[[str], TableSchema | None] | None = None
+        self,
+        *,
+        schema_template: str = "{schema}",
+        latest: Callable[[str], TableSchema | None] | None = None,
+        version: Callable[[str, int], TableSchema | None] | None = None,
     ) -> None:
         """``latest``: a table's latest schema by ``source.schema.table`` (the schema table),
-        for a value too wide for a column typed with an older version."""
+        given on a typed bus: for a value too wide for a column typed with an older version,
+        and for the types of a column or table an untyped event brings. ``version``: one
+        stored version of it, for the type of such a column the latest version no longer has
+        (dropped from the source since the event was written)."""
         if "{schema}" not in schema_template and "{source}" not in schema_template:
             logger.warning("schema template %r puts every source schema in one schema", schema_template)
         self.schema_template = schema_template
         self.latest = latest
+        self.version = version
+        # Stored versions never change: each is read once per container
+        self._versions: dict[tuple[str, int], TableSchema] = {}
         self._shapes: dict[TableRef, Shape | None] = {}
         self._state_ready = False
 
@@ -257,7 +282,8 @@ class Mirror:
             latest = self.latest(qualified(source.source, source.schema, source.table))
             shape = self._shape(connection, table, fresh=True)
             if latest is not None and shape is not None and not shape.follows(latest):
-                self._change(connection, table, _Wanted(tuple(event.key), schema=latest), applied)
+                wanted = _Wanted(tuple(event.key), latest.qualified, schema=latest)
+                self._change(connection, table, wanted, applied)
         return bool(applied.altered_columns)
 
     def _apply(self, connection: psycopg.Connection[Any], events: Sequence[ChangeEvent]) -> Applied:
@@ -354,17 +380,135 @@ class Mirror:
         """Create tables, give them their schema's types, and add or widen columns for the
         values about to be written."""
         wanted: dict[TableRef, _Wanted] = {}
+        typed_bus = self.latest is not None
         for row in rows:
-            want = wanted.setdefault(row.table, _Wanted(tuple(row.event.key)))
+            want = wanted.get(row.table)
+            if want is None:
+                source = row.event.source
+                want = wanted[row.table] = _Wanted(
+                    tuple(row.event.key), qualified(source.source, source.schema, source.table)
+                )
             schema = row.event.schema if row.event.source.typed else None
-            if schema is not None and (want.schema is None or schema.version > want.schema.version):
+            values = _values(row.event)
+            if schema is None:
+                if typed_bus:
+                    want.loose.update(values)
+            elif want.schema is None or schema.version > want.schema.version:
                 want.schema = schema
-            for name, value in _values(row.event).items():
+            for name, value in values.items():
                 want.values[name] = widen(want.values.get(name), value_type(value))
-        for table in sorted(wanted, key=lambda ref: ref.label):
+        tables = sorted(wanted, key=lambda ref: ref.label)
+        if typed_bus:
+            # Every table's types are settled before any is altered: a batch that fails
+            # here has changed nothing.
+            for table in tables:
+                self._source_types(connection, table, wanted[table])
+        for table in tables:
             want = wanted[table]
             if self._needs_change(self._shape(connection, table), want):
                 self._change(connection, table, want, result)
+
+    def _source_types(self, connection: psycopg.Connection[Any], table: TableRef, want: _Wanted) -> None:
+        """On a typed bus: the source's types of the columns that rows without a schema bring
+        and neither the mirror table nor the batch's schema has (every column, for a table
+        not created yet), from the table's latest schema. That schema is applied as a typed
+        event's would be when it is newer than the one the table follows; otherwise only the
+        new columns take its types. A column it does not have takes the type of the newest
+        earlier version that has it (:meth:`_dropped_types`), never recorded as the version
+        followed. Without a type: :class:`SchemaNotReadyError`."""
+        assert self.latest is not None
+        shape = self._shape(connection, table)
+        have = set(shape.columns) if shape is not None else set()
+        if want.schema is not None:
+            have.update(column.name for column in want.schema.columns if source_type(column))
+        new = sorted(want.loose - have)
+        if not new:
+            return
+        exists = shape is not None and bool(shape.columns)
+        what = f"mirror table {table.label}" if exists else f"mirror table {table.label} (not created yet)"
+        try:
+            latest = self.latest(want.source)
+        except Exception as exc:
+            raise SchemaNotReadyError(
+                f"{what}: columns {new} of an untyped event: on a typed bus a new column takes the"
+                f" source's type from the schema table, which could not be read ({exc!r});"
+                " the batch is handed again"
+            ) from exc
+        types: dict[str, str] = {}
+        dropped: dict[str, str] = {}
+        if latest is not None:
+            types = {
+                name: kind
+                for name in new
+                if (column := latest.column(name)) and (kind := source_type(column))
+            }
+            gone = [name for name in new if latest.column(name) is None]
+            if gone:
+                dropped = self._dropped_types(want.source, latest.version, gone, what)
+        lacking = [name for name in new if name not in types and name not in dropped]
+        if latest is None or lacking:
+            if latest is None:
+                found = f"no schema of {want.source}"
+            else:
+                found = f"latest {want.source} is version {latest.version}"
+                if latest.version > 1 and self.version is not None:
+                    found += "; no earlier version has it either"
+            raise SchemaNotReadyError(
+                f"{what}: columns {lacking} of an untyped event: on a typed bus a new column takes"
+                f" the source's type from the schema table, which does not have it yet ({found});"
+                " the batch is handed again"
+            )
+        followed = shape.typed.version if shape is not None and shape.typed is not None else 0
+        if latest.version > max(followed, want.schema.version if want.schema is not None else 0):
+            want.schema = latest
+        else:
+            want.sourced.update(types)
+        # Never applied as a version: only the columns, which the mirror keeps (none is dropped)
+        want.sourced.update(dropped)
+        if types:
+            logger.info(
+                "%s: columns %s of untyped events take the source's types of %s version %d",
+                what, sorted(types), want.source, latest.version,
+            )  # fmt: skip
+
+    def _dropped_types(self, source: str, latest: int, names: list[str], what: str) -> dict[str, str]:
+        """The source's types of columns that the table's latest schema (version ``latest``)
+        does not have, from the newest earlier version that has each: such a column was
+        dropped from the source after the event was written (a replay, a redrive, a consumer
+        started after the DROP), so the latest version will never have it. Versions are read
+        newest first and only until every column is found; a column none has is left out."""
+        found: dict[str, str] = {}
+        if self.version is None:
+            return found
+        for number in range(latest - 1, 0, -1):
+            older = self._versions.get((source, number))
+            if older is None:
+                try:
+                    older = self.version(source, number)
+                except Exception as exc:
+                    raise SchemaNotReadyError(
+                        f"{what}: columns {names} of an untyped event: on a typed bus a column the"
+                        f" latest schema lacks takes the source's type from an earlier version, and"
+                        f" {source} version {number} could not be read ({exc!r}); the batch is handed again"
+                    ) from exc
+                if older is None:
+                    continue
+                self._versions[(source, number)] = older
+            here = {
+                name: kind
+                for name in names
+                if name not in found and (column := older.column(name)) and (kind := source_type(column))
+            }
+            if here:
+                found.update(here)
+                logger.info(
+                    "%s: columns %s of untyped events are no longer in the source's latest schema;"
+                    " they take the types of version %d, the newest that has them",
+                    what, sorted(here), number,
+                )  # fmt: skip
+            if len(found) == len(names):
+                break
+        return found
 
     @staticmethod
     def _needs_change(shape: Shape | None, want: _Wanted) -> bool:
@@ -391,7 +535,7 @@ class Mirror:
             if want.schema is not None
             else {}
         )
-        for name in schema_types:
+        for name in (*schema_types, *want.sourced):
             check_identifier(name, f"column of {table.label}")
         key = want.key
         with connection.transaction():
@@ -402,7 +546,16 @@ class Mirror:
             shape = _read_shape(connection, table)
             schema = want.schema
             if schema is not None and shape is not None and shape.follows(schema):
-                schema, schema_types = None, {}  # another batch applied it, or a newer one
+                # Another batch applied it, or a newer one: only the columns the table lacks
+                # (dropped in the source since, and a replay brings them) take its types
+                schema = None
+                schema_types = {
+                    name: kind for name, kind in schema_types.items() if name not in shape.columns
+                }
+            # New columns of untyped events, with the types of a version the table follows
+            schema_types.update(
+                (name, kind) for name, kind in want.sourced.items() if name not in schema_types
+            )
             columns = {name: want.values.get(name) for name in key}
             columns.update(schema_types)
             columns.update((name, kind) for name, kind in want.values.items() if name not in schema_types)
@@ -454,7 +607,15 @@ class Mirror:
             if retypes:
                 self._retype_all(connection, table, retypes, result)
             if schema is not None:
-                _record_typed(connection, table, schema, schema_types=schema_types, typed=typed, ours=ours)
+                _record_typed(
+                    connection, table, schema.qualified, schema.version,
+                    schema_types=schema_types, typed=typed, ours=ours,
+                )  # fmt: skip
+            elif want.sourced and typed is not None:
+                _record_typed(
+                    connection, table, want.source, typed.version,
+                    schema_types=schema_types, typed=typed, ours=ours,
+                )  # fmt: skip
         self._shape(connection, table, fresh=True)
 
     def _retype_all(
@@ -593,15 +754,17 @@ class Mirror:
 def _record_typed(
     connection: psycopg.Connection[Any],
     table: TableRef,
-    schema: TableSchema,
+    source_table: str,
+    version: int,
     *,
     schema_types: dict[str, str],
     typed: Typed | None,
     ours: set[str],
 ) -> None:
-    """Note the version applied and the types now in place. A column of the mirror's
-    (``ours``) whose retype failed, or was left wider, is retried at the next version; an
-    operator's keeps what the mirror gave it before, so that it stays the operator's."""
+    """Note the version of ``source_table`` applied and the types now in place. A column of
+    the mirror's (``ours``) whose retype failed, or was left wider, is retried at the next
+    version; an operator's keeps what the mirror gave it before, so that it stays the
+    operator's."""
     now = _read_shape(connection, table)
     assert now is not None
     given = dict(typed.columns) if typed is not None else {}
@@ -610,7 +773,7 @@ def _record_typed(
             given[name] = kind
         elif name in ours:
             given.pop(name, None)
-    connection.execute(_RECORD_TYPED, (table.label, schema.qualified, schema.version, Jsonb(given)))
+    connection.execute(_RECORD_TYPED, (table.label, source_table, version, Jsonb(given)))
 
 
 def _widens(current: str, inferred: str | None) -> bool:

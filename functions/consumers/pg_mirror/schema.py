@@ -16,7 +16,10 @@ holds every value (booleans as ``true``/``false``, numbers as their decimal text
 and objects as JSON). A column never narrows, and none is ever dropped.
 
 On a bus that types its events (``glue.typed``), a column of the event's schema takes the
-source's type instead (:func:`source_type`), and values that do not match are cast.
+source's type instead (:func:`source_type`), and values that do not match are cast; a
+column an untyped event brings takes its type from the table's latest schema (or, for a
+column dropped from the source since, the newest earlier version that has it), never from
+the value.
 """
 
 from __future__ import annotations
@@ -48,6 +51,11 @@ MAX_IDENTIFIER_BYTES = 63
 
 class MirrorSchemaError(ValueError):
     """A value or a name the mirror cannot hold without losing data."""
+
+
+class SchemaNotReadyError(RuntimeError):
+    """On a typed bus, a column (or table) to create whose source type the schema table does
+    not give yet: the batch fails, and Lambda hands it again (not a poison event)."""
 
 
 def value_type(value: Any) -> str | None:
