@@ -82,6 +82,7 @@ integ-snapshot: $(BIN)/.installed $(DEPS)/.built
 bench: $(BIN)/.installed $(NATIVE)
 	$(BIN)/python bench/glue_bench.py
 	$(BIN)/python bench/local_e2e.py
+	$(BIN)/python bench/ddl_latency.py
 
 # The whole data path on this machine: PostgreSQL (embedded; or DMSBUS_SOURCE_URL), the DMS
 # stand-in, moto, and discovery/glue/consumers run by the local Lambda service.
