@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +17,20 @@ SPAWN = multiprocessing.get_context("spawn")
 def start_child(target: Callable[..., None], args: tuple[Any, ...], *, name: str) -> Any:
     """``target(*args)`` in a new daemon process, started."""
     process = SPAWN.Process(target=_without_ctrl_c, args=(target, *args), name=name, daemon=True)
-    process.start()
+    if threading.current_thread() is not threading.main_thread():
+        process.start()  # only the main thread sets handlers; a caller off it has its own
+        return process
+    # Deaf from its first instruction, not only once its target runs: a spawned child first
+    # imports the parent's main module (a second or more, loaded), and a Ctrl-C to the
+    # process group meanwhile printed a KeyboardInterrupt traceback there. An ignored SIGINT
+    # survives exec, and Python leaves it ignored ("SIGINT is translated into a
+    # KeyboardInterrupt exception if the parent process has not changed it": the signal
+    # module's docs). A Ctrl-C in the instant of the start is the parent's to miss.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     return process
 
 
