@@ -127,6 +127,9 @@ def _timestamp(zone: str) -> Converter:
     return convert
 
 
+#: The timestamp kinds and the suffix their typed form takes.
+_ZONES: dict[Kind, str] = {"timestamptz": "Z", "timestamp": ""}
+
 #: Integers, floats and numerics up to p = 38 arrive as N, decoded by today's rules already.
 CONVERTERS: dict[Kind, Converter | None] = {
     "boolean": _boolean,
@@ -174,12 +177,17 @@ class ImageTyper:
 
     __slots__ = (
         "_as_n",
+        "_booleans",
+        "_calls",
         "_converting",
         "_decoded_as",
+        "_fast_integers",
         "_integers",
+        "_keys",
         "_names",
         "_nulls",
         "_required",
+        "_stamps",
         "_written_as",
         "converted",
         "dropped",
@@ -197,6 +205,17 @@ class ImageTyper:
         self._names = frozenset(column.name for column in schema.columns)
         #: The columns whose values typing changes (a key of only other columns stays as it is).
         self.converted = frozenset(name for name, _ in self._converting)
+        # The glue's hot path converts booleans and timestamps inline (a call per value
+        # costs more than the conversion); the other converters are called
+        self._booleans = tuple(name for name, convert in self._converting if convert is _boolean)
+        self._stamps = tuple(
+            (name, zone)
+            for column in written
+            if (zone := _ZONES.get(column.kind)) is not None
+            for name in (column.name,)
+        )
+        inline = {*self._booleans, *(name for name, _ in self._stamps)}
+        self._calls = tuple(entry for entry in self._converting if entry[0] not in inline)
         #: A new image always holds these: DMS writes every value pgoutput and the binlog
         #: send, and a NOT NULL column has one. Absent: the column was dropped.
         self._required = frozenset(
@@ -208,6 +227,7 @@ class ImageTyper:
             if column.kind in _WRITTEN_AS and not _wide(column)
         )
         self._integers = tuple(column.name for column in written if column.kind == "integer")
+        self._keys = frozenset(column.name for column in schema.columns if column.key is not None)
         self._group()
         #: Columns dropped since the versions before (or that the catalog said are no more):
         #: left out of an image that still has them (an item written before the DROP).
@@ -249,7 +269,7 @@ class ImageTyper:
         if self._required and not keys >= self._required:
             self._check(image, written)
         get = image.get
-        for name in self._integers:
+        for name in self._fast_integers:
             if type(get(name, 0)) is not int:
                 self._check(image, written)
                 break
@@ -267,16 +287,45 @@ class ImageTyper:
 
     def _converted(self, image: dict[str, Any]) -> dict[str, Any]:
         typed = {**self._nulls, **image}
-        for name, convert in self._converting:
+        for name in self._booleans:
             value = typed[name]
             if value is not None:
-                try:
-                    typed[name] = convert(value)
-                except TypingError as exc:
-                    error = TypingError(f"column {name}: {exc}")
-                    error.column = name
-                    raise error from None
+                if value == "false" or value is False:  # DMS's text (PostgreSQL), or BOOL (MySQL's BIT)
+                    typed[name] = False
+                elif value == "true" or value is True:
+                    typed[name] = True
+                else:
+                    typed[name] = self._convert(name, _boolean, value)
+        for name, zone in self._stamps:
+            value = typed[name]
+            # DMS's form, told by its separators (a full pattern match costs 3 times this)
+            if value is not None:
+                if (
+                    type(value) is str
+                    and len(value) > 13
+                    and value[10] == " "
+                    and value[13] == ":"
+                    and value[4] == "-"
+                ):
+                    typed[name] = f"{value[:10]}T{value[11:]}{zone}"
+                else:
+                    typed[name] = self._convert(name, _timestamp(zone), value)
+        for name, convert in self._calls:
+            value = typed[name]
+            if value is not None:
+                typed[name] = self._convert(name, convert, value)
         return typed
+
+    @staticmethod
+    def _convert(name: str, convert: Converter, value: Any) -> Any:
+        """A value the inline conversion did not take, through the converter: its result,
+        or its error naming the column."""
+        try:
+            return convert(value)
+        except TypingError as exc:
+            error = TypingError(f"column {name}: {exc}")
+            error.column = name
+            raise error from None
 
     def _group(self) -> None:
         """The checked columns as the fast check reads them: each S column's and integer
@@ -289,6 +338,8 @@ class ImageTyper:
             if kind == "S" or name in integers
         )
         self._as_n = tuple(name for name, kind in self._written_as if kind == "N" and name not in integers)
+        # A key column's retype is left to the sweep: it is in every row, and rarely retyped
+        self._fast_integers = tuple(name for name in self._integers if name not in self._keys)
 
     def _check(self, image: dict[str, Any], written: Mapping[str, Mapping[str, Any]]) -> None:
         """The glue's hot path, on decoded values: an S decodes to a str only, an N to an
