@@ -88,7 +88,10 @@ def process_batch(
                 break
             logger.warning("poison record sent to the dead-letter queue: %s", error)
             parked += 1
-        segment = [record for record in user_records[start:] if record.origin < upto]
+        if cut is None and start == 0 and upto == end == len(records):
+            segment = user_records  # the common batch: no DDL, nothing parked in the way
+        else:
+            segment = [record for record in user_records[start:] if record.origin < upto]
         start += len(segment)
         if segment:
             _add(result, publisher.publish(segment, deadline=deadline))
