@@ -718,13 +718,13 @@ class SchemaCache:
             question = (held.schema.version if held is not None else None, tuple(_columns(error)))
             asked = self._asked.setdefault(table_key, {})
             if now < asked.get(question, float("-inf")):
-                return self._tolerated(table_key, held, error)
+                return self._tolerated(table_key, held, error) if self.refresher is not None else None
             for old in [old for old, until in asked.items() if until <= now]:
                 del asked[old]
             asked[question] = now + self.retry
             newer = self._newer(table_key, held, now)
             if newer is not None or self.refresher is None:
-                return newer or self._tolerated(table_key, held, error)
+                return newer  # without a schema function, nothing tells a column dropped
             reason = str(error)[:200] if error is not None else "no schema stored"
             read = self.refresher.read_now(
                 name, reason, self._wait_until(now), landed=lambda: self._landed(table_key, held)

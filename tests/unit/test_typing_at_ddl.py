@@ -496,3 +496,15 @@ def test_untyped_events_are_counted_only_when_they_went_out(
     # Then the one untyped event that went out is counted, not the one handed again
     assert outcome.untyped == {"demo.legacy.public.orders": 1}
     assert len(outcome.failed) == 2
+
+
+def test_without_a_schema_function_a_column_the_schema_lacks_is_never_taken_for_dropped(
+    schema_store: SchemaStore, clock: Clock
+) -> None:
+    # Given a cache that cannot ask a source's catalog (no schema function for the source)
+    schema_store.save(V1)
+    builder = ChangeBuilder(BUS, schemas=SchemaCache(schema_store, wait=10, clock=clock))
+    # When rows carry a column v1 lacks, then they go out untyped with it, never typed without it
+    for row in (1, 2):
+        event = builder.from_stream_record(insert({**ROW, "id": row, "weight": 1}))
+        assert (event.source.typed, event.after["weight"]) == (False, 1)  # type: ignore[index]
