@@ -243,10 +243,7 @@ class ImageTyper:
         if image is None:
             return None
         if not image.keys() <= self._names:
-            extra = image.keys() - self._names
-            if not extra <= self.dropped:
-                raise MissingColumnError(sorted(extra))
-            image = {name: value for name, value in image.items() if name not in extra}
+            image = self._without_dropped(image)
         if written is not None:
             self._check(image, written)
         return self._converted(image)
@@ -262,9 +259,7 @@ class ImageTyper:
         its time (bench/glue_bench.py)."""
         keys = image.keys()
         if not keys <= self._names:
-            if not keys - self._names <= self.dropped:
-                raise MissingColumnError(sorted(keys - self._names))
-            image = {name: value for name, value in image.items() if name not in self.dropped}
+            image = self._without_dropped(image)
             keys = image.keys()
         if self._required and not keys >= self._required:
             self._check(image, written)
@@ -278,6 +273,14 @@ class ImageTyper:
                 self._check(image, written)
                 break
         return self._converted(image)
+
+    def _without_dropped(self, image: dict[str, Any]) -> dict[str, Any]:
+        """An image with attributes that are no columns of this version: without them when
+        they are columns dropped since, else :class:`MissingColumnError` naming them."""
+        extra = image.keys() - self._names
+        if not extra <= self.dropped:
+            raise MissingColumnError(sorted(extra))
+        return {name: value for name, value in image.items() if name not in extra}
 
     def old_image(self, image: dict[str, Any]) -> dict[str, Any]:
         """``image(image)`` of an old image, on the glue's hot path."""
